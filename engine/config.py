@@ -1,0 +1,147 @@
+"""Frozen, typed configuration: one dataclass per stage, nested in :class:`PipelineConfig`.
+
+Named presets (``preview``, ``standard``, ``high``) are built by :func:`preset`. The resolved
+config is saved as ``config.json`` in every run folder. pycolmap options are built from these
+only at the stage boundary (engine/stages/sfm.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+PRESETS = ("preview", "standard", "high")
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How photos are read and prepared."""
+
+    max_image_size: int = 1600
+    """Longest side of the working copies in pixels (originals are never changed)."""
+    recursive: bool = True
+    """Descend into sub-folders of the given folders."""
+    min_images: int = 2
+    """Fewer usable photos than this is an error."""
+    blur_warning: float = 30.0
+    """Laplacian variance under which a photo is flagged as probably blurry."""
+    clip_warning: float = 0.25
+    """Fraction of black or white clipped pixels above which exposure is flagged."""
+    max_pixels: int = 250_000_000
+    """Refuse to decode images larger than this (decompression-bomb guard)."""
+
+
+@dataclass(frozen=True)
+class SfMConfig:
+    """Structure from motion (pycolmap) settings."""
+
+    max_num_features: int = 4096
+    """SIFT features per image on the first attempt."""
+    first_octave: int | None = None
+    """SIFT first octave; -1 upsamples (slower, more features). None: -1 for photos whose
+    longest side is at most ``upsample_below`` pixels, else 0."""
+    upsample_below: int = 1200
+    """Longest side under which ``first_octave=None`` upsamples."""
+    matcher: Literal["auto", "exhaustive", "sequential"] = "auto"
+    """``auto``: exhaustive for small sets, sequential with loop closure for ordered sets."""
+    exhaustive_max_images: int = 60
+    """Sets up to this size are matched exhaustively under ``auto``."""
+    sequential_overlap: int = 12
+    """Neighbours each image is matched with under sequential matching."""
+    max_pairs: int = 20_000
+    """Cap on image pairs matched for large sets."""
+    camera_model: Literal["auto", "SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "OPENCV"] = "auto"
+    """``auto``: SIMPLE_RADIAL with the EXIF focal prior, SIMPLE_PINHOLE on retry."""
+    default_focal_factor: float = 1.2
+    """Focal guess (x the longest side) when EXIF gives none."""
+    min_registered_fraction: float = 0.8
+    """Below this fraction of registered images, retry with stronger settings."""
+    retry: bool = True
+    """Allow automatic retries."""
+    refine_principal_point: bool = True
+    """Refine the lens centre in a final bundle adjustment when the views are spread widely."""
+    snapshot_every: int = 4
+    """Emit a live-preview snapshot every this many newly registered images (0 = off)."""
+    num_threads: int = -1
+    """Threads for pycolmap (-1 = all cores)."""
+    seed: int = 0
+    """Random seed for pycolmap's RANSAC and mapper (reproducible runs)."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What the run folder's exports contain."""
+
+    point_budget: int = 300_000
+    """Maximum points drawn in viewer.html."""
+    product_name: str = ""
+    """Title of the viewer page; defaults to the input folder's name."""
+    show_cameras: bool = True
+    """Cameras visible in the viewer when it opens (they can always be toggled)."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything a run needs to know; saved as config.json."""
+
+    preset: str = "standard"
+    device: Device = "auto"
+    stop_after: Literal["sparse", "dense"] = "dense"
+    """Last compute stage; ``sparse`` stops after SfM (the preview preset)."""
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    sfm: SfMConfig = field(default_factory=SfMConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> PipelineConfig:
+        """Copy with top-level fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> PipelineConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
+        data = dict(data)
+        nested = {"ingest": IngestConfig, "sfm": SfMConfig, "export": ExportConfig}
+        for key, cls in nested.items():
+            if key in data:
+                data[key] = cls(**data[key])
+        return PipelineConfig(**data)
+
+    def save(self, path: Path) -> None:
+        """Write as indented JSON."""
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def preset(name: str, **overrides: Any) -> PipelineConfig:
+    """Build a named preset; ``overrides`` replace top-level fields (device, export ...).
+
+    Raises
+    ------
+    ValueError
+        For an unknown preset name.
+    """
+    if name == "preview":
+        cfg = PipelineConfig(
+            preset=name,
+            stop_after="sparse",
+            ingest=IngestConfig(max_image_size=1000),
+            sfm=SfMConfig(max_num_features=2048, snapshot_every=2),
+        )
+    elif name == "standard":
+        cfg = PipelineConfig(preset=name)
+    elif name == "high":
+        cfg = PipelineConfig(
+            preset=name,
+            ingest=IngestConfig(max_image_size=3200),
+            sfm=SfMConfig(max_num_features=8192, exhaustive_max_images=100),
+        )
+    else:
+        raise ValueError(f"Unknown preset {name!r}: choose one of {', '.join(PRESETS)}.")
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg

@@ -1,0 +1,151 @@
+"""Small geometry helpers shared by stages, tests and benchmarks.
+
+The similarity alignment and pose-error metrics live here once, so tests and benchmarks score
+reconstructions the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.types import CameraPose
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity ``dst ~ s * R @ src + t`` (Umeyama 1991).
+
+    Parameters
+    ----------
+    src, dst
+        (N, 3) corresponding points, N >= 3 and not collinear.
+    with_scale
+        Estimate the scale (otherwise ``s = 1``).
+
+    Returns
+    -------
+    s, R, t
+        Scale, rotation (3, 3) with det +1, translation (3,).
+    """
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[0] < 3:
+        raise ValueError("umeyama needs two (N, 3) arrays with N >= 3")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    cov = xd.T @ xs / len(src)
+    u, d, vt = np.linalg.svd(cov)
+    sign = np.eye(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[2, 2] = -1
+    rot = u @ sign @ vt
+    var_s = (xs**2).sum() / len(src)
+    s = float(np.trace(np.diag(d) @ sign) / var_s) if with_scale else 1.0
+    t = mu_d - s * rot @ mu_s
+    return s, rot, t
+
+
+def rotation_angle_deg(rot: np.ndarray) -> float:
+    """Angle of a rotation matrix in degrees."""
+    c = (np.trace(rot) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+
+
+@dataclass(frozen=True)
+class PoseErrors:
+    """Camera errors of an estimate against ground truth after similarity alignment.
+
+    Attributes
+    ----------
+    matched
+        Number of cameras present in both.
+    rotation_deg
+        Per-camera rotation error (degrees), in ``names`` order.
+    center_error
+        Per-camera centre distance in ground-truth units.
+    names
+        Image names compared.
+    scale, rotation, translation
+        The similarity mapping the estimate's world to the ground truth's.
+    """
+
+    matched: int
+    rotation_deg: np.ndarray
+    center_error: np.ndarray
+    names: tuple[str, ...]
+    scale: float
+    rotation: np.ndarray
+    translation: np.ndarray
+
+    @property
+    def median_rotation_deg(self) -> float:
+        """Median rotation error in degrees."""
+        return float(np.median(self.rotation_deg))
+
+    @property
+    def median_center_error(self) -> float:
+        """Median camera-centre error in ground-truth units."""
+        return float(np.median(self.center_error))
+
+
+def mean_rotation(rotations: np.ndarray) -> np.ndarray:
+    """Chordal L2 mean of rotation matrices (projection of their sum onto SO(3))."""
+    u, _, vt = np.linalg.svd(np.sum(rotations, axis=0))
+    d = np.sign(np.linalg.det(u @ vt))
+    return u @ np.diag([1.0, 1.0, d]) @ vt
+
+
+def align_cameras(
+    estimate: Mapping[str, CameraPose], truth: Mapping[str, CameraPose], names: Sequence[str]
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity ``x_true = s * A @ x_est + t`` mapping an estimated world to the true one.
+
+    The rotation ``A`` is the mean of ``R_true_i^T R_est_i`` over cameras (orientations pin the
+    rotation far better than centres, whose depth is the least certain part of a pose); scale
+    and translation then fit the camera centres in least squares.
+    """
+    rot = mean_rotation(np.array([truth[n].R.T @ estimate[n].R for n in names]))
+    c_est = np.array([estimate[n].center for n in names]) @ rot.T
+    c_true = np.array([truth[n].center for n in names])
+    d_est, d_true = c_est - c_est.mean(0), c_true - c_true.mean(0)
+    s = float((d_est * d_true).sum() / (d_est**2).sum())
+    t = c_true.mean(0) - s * c_est.mean(0)
+    return s, rot, t
+
+
+def pose_errors(
+    estimate: Mapping[str, CameraPose], truth: Mapping[str, CameraPose], *, robust: bool = True
+) -> PoseErrors:
+    """Align estimated cameras to ground truth by their centres and measure pose errors.
+
+    The similarity comes from :func:`align_cameras`, optionally refitted on the best 80% of
+    cameras so one lost camera does not skew the rest. Rotation errors compare
+    ``R_est @ A^T`` with ``R_true`` where ``A`` is the aligning rotation.
+
+    Raises
+    ------
+    ValueError
+        With fewer than 3 common cameras.
+    """
+    names = tuple(sorted(set(estimate) & set(truth)))
+    if len(names) < 3:
+        raise ValueError(f"need >= 3 common cameras to align, got {len(names)}")
+    s, rot, t = align_cameras(estimate, truth, names)
+    if robust and len(names) >= 6:
+        # Refit on the best 80% so one lost camera does not tilt the others.
+        err = _rotation_errors(estimate, truth, names, rot)
+        keep = [n for n, e in zip(names, err) if e <= np.quantile(err, 0.8)]
+        s, rot, t = align_cameras(estimate, truth, keep)
+    c_est = np.array([estimate[n].center for n in names])
+    c_true = np.array([truth[n].center for n in names])
+    center_err = np.linalg.norm((s * (rot @ c_est.T)).T + t - c_true, axis=1)
+    rot_err = _rotation_errors(estimate, truth, names, rot)
+    return PoseErrors(len(names), rot_err, center_err, names, s, rot, t)
+
+
+def _rotation_errors(
+    estimate: Mapping[str, CameraPose], truth: Mapping[str, CameraPose], names: Sequence[str], rot: np.ndarray
+) -> np.ndarray:
+    return np.array([rotation_angle_deg(estimate[n].R @ rot.T @ truth[n].R.T) for n in names])

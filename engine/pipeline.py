@@ -1,0 +1,364 @@
+"""Chains the stages into a run folder and skips stages already done (resume).
+
+The run folder contract (ARCHITECTURE.md): report.json, config.json, sparse/0, dense.ply (when
+the dense stage ran), viewer.html, run.log. Intermediate results live in ``work/`` with a
+``state.json`` recording which stages finished for which inputs and settings, so a crashed or
+cancelled run resumes from its last finished stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import engine
+from engine.config import PipelineConfig
+from engine.device import resolve_device
+from engine.errors import InputError, OutputError, VitrineError
+from engine.export.plotly_html import write_viewer
+from engine.export.ply import write_ply
+from engine.export.report import write_json_atomic, write_report
+from engine.progress import CancelToken, Cancelled, ProgressCallback, ProgressEvent, no_progress
+from engine.stages import ingest as ingest_stage
+from engine.stages import sfm as sfm_stage
+from engine.types import ImageRecord, IngestResult, RunReport, SkippedFile, SparseModel
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+STATE_FILE = "state.json"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a finished run returns to its caller (CLI, GUI worker, tests)."""
+
+    out_dir: Path
+    report: RunReport
+    ingest: IngestResult
+    sparse: SparseModel | None
+
+
+def _fingerprint(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".vitrine-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot write to the output folder '{out_dir}' ({exc.strerror or exc}). "
+            "Choose a folder you can write to, with free disk space."
+        ) from exc
+
+
+class _State:
+    """work/state.json: which stages finished, for which inputs and settings."""
+
+    def __init__(self, path: Path, key: dict[str, str]) -> None:
+        self.path = path
+        self.key = key
+        self.done: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                logger.warning("Ignoring an unreadable %s; every stage runs again.", path.name)
+                saved = {}
+            if saved.get("key") == key:
+                self.done = saved.get("done", {})
+            elif saved:
+                logger.info("Inputs or settings changed since the last run: starting afresh.")
+
+    def get(self, stage: str) -> dict[str, Any] | None:
+        return self.done.get(stage)
+
+    def finish(self, stage: str, info: dict[str, Any]) -> None:
+        self.done[stage] = info
+        write_json_atomic(self.path, {"key": self.key, "done": self.done})
+
+    def forget_from(self, stage: str, order: Sequence[str]) -> None:
+        for name in order[order.index(stage) :]:
+            self.done.pop(name, None)
+
+
+# --------------------------------------------------------------- (de)serialising stage results
+
+
+def _ingest_to_json(result: IngestResult, out_dir: Path) -> dict[str, Any]:
+    def rel(p: Path | None) -> str | None:
+        return None if p is None else os.path.relpath(p, out_dir)
+
+    images = []
+    for rec in result.images:
+        d = dataclasses.asdict(rec)
+        d["source"] = str(rec.source)  # private to the run folder's work/, never exported
+        d["working_path"] = rel(rec.working_path)
+        d["mask_path"] = rel(rec.mask_path)
+        images.append(d)
+    return {
+        "images": images,
+        "skipped": [dataclasses.asdict(s) for s in result.skipped],
+        "image_dir": rel(result.image_dir),
+        "warnings": list(result.warnings),
+    }
+
+
+def _ingest_from_json(data: dict[str, Any], out_dir: Path) -> IngestResult:
+    images = []
+    for d in data["images"]:
+        d = dict(d)
+        d["source"] = Path(d["source"])
+        d["working_path"] = out_dir / d["working_path"]
+        d["mask_path"] = out_dir / d["mask_path"] if d["mask_path"] else None
+        images.append(ImageRecord(**d))
+    return IngestResult(
+        images=tuple(images),
+        skipped=tuple(SkippedFile(**s) for s in data["skipped"]),
+        image_dir=out_dir / data["image_dir"],
+        warnings=tuple(data.get("warnings", ())),
+    )
+
+
+# --------------------------------------------------------------- the run
+
+
+class Pipeline:
+    """One reconstruction run into one run folder.
+
+    Parameters
+    ----------
+    inputs
+        Photo files and/or folders.
+    out_dir
+        Run folder (created if needed).
+    config
+        Resolved settings; saved as config.json.
+    progress
+        Callback receiving every :class:`ProgressEvent` (stage ``pipeline`` announces stages).
+    cancel
+        Token to stop the run between steps; a cancelled run raises :class:`Cancelled`.
+    """
+
+    STAGES = ("ingest", "sfm", "export")
+
+    def __init__(
+        self,
+        inputs: Sequence[Path | str],
+        out_dir: Path | str,
+        config: PipelineConfig,
+        *,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> None:
+        self.inputs = [Path(p) for p in inputs]
+        self.out_dir = Path(out_dir)
+        self.config = config
+        self.progress = progress
+        self.cancel = cancel or CancelToken()
+
+    def _input_key(self) -> str:
+        entries = []
+        for p in self.inputs:
+            try:
+                st = p.stat()
+                entries.append([str(p.resolve()), st.st_mtime_ns, st.st_size])
+            except OSError:
+                entries.append([str(p), None, None])
+        return _fingerprint(entries)
+
+    def _timed(self, report: RunReport, stage: str, fn: Callable[[], T]) -> T:
+        self.cancel.raise_if_cancelled()
+        self.progress(ProgressEvent("pipeline", self.STAGES.index(stage), len(self.STAGES), stage))
+        t0 = time.perf_counter()
+        result = fn()
+        report.stage_seconds[stage] = round(time.perf_counter() - t0, 3)
+        return result
+
+    def run(self) -> RunResult:
+        """Run every stage not already done; write the run folder.
+
+        Raises
+        ------
+        Cancelled
+            The user cancelled (report.json says so; finished stages are kept).
+        VitrineError
+            Bad input, failed reconstruction or unwritable output, with a readable message.
+        """
+        if not self.inputs:
+            raise InputError("No photos given: pass image files or folders of photos.")
+        _check_writable(self.out_dir)
+        handler = logging.FileHandler(self.out_dir / "run.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        engine_logger = logging.getLogger("engine")
+        engine_logger.addHandler(handler)
+        old_level = engine_logger.level
+        if engine_logger.getEffectiveLevel() > logging.INFO:
+            engine_logger.setLevel(logging.INFO)
+        device = resolve_device(self.config.device)
+        report = RunReport(engine.__version__, self.config.preset, device)
+        try:
+            return self._run(report)
+        except Cancelled:
+            report.status = "cancelled"
+            logger.info("Run cancelled; finished stages are kept and the next run resumes.")
+            raise
+        except VitrineError as exc:
+            report.status = "failed"
+            report.warnings.append(str(exc))
+            logger.info("Run failed: %s", exc)  # the caller shows it; this keeps it in run.log
+            raise
+        except Exception as exc:
+            report.status = "failed"
+            report.warnings.append(f"internal error: {type(exc).__name__}: {exc}")
+            logger.exception("Run failed with an internal error")
+            raise
+        finally:
+            try:
+                write_report(self.out_dir / "report.json", report, [self.out_dir, *self.inputs])
+            except OSError as exc:  # disk full or folder gone: say so, keep the first error
+                logger.error("Could not write report.json: %s", exc)
+            engine_logger.removeHandler(handler)
+            engine_logger.setLevel(old_level)
+            handler.close()
+
+    def _run(self, report: RunReport) -> RunResult:
+        cfg = self.config
+        out = self.out_dir
+        write_json_atomic(out / "config.json", cfg.to_dict())
+        work = out / "work"
+        work.mkdir(exist_ok=True)
+        key = {"inputs": self._input_key(), "engine": engine.__version__}
+        state = _State(work / STATE_FILE, {**key, "ingest": _fingerprint(dataclasses.asdict(cfg.ingest))})
+        # Stages downstream of a changed config must rerun: fold upstream settings into each key.
+        sfm_key = _fingerprint([dataclasses.asdict(cfg.ingest), dataclasses.asdict(cfg.sfm)])
+
+        # -- ingest
+        done = state.get("ingest")
+        if done is not None:
+            ingest = _ingest_from_json(done["result"], out)
+            logger.info("Ingest already done: %d photos (resumed).", len(ingest.images))
+        else:
+            state.forget_from("ingest", self.STAGES)
+            ingest = self._timed(
+                report,
+                "ingest",
+                lambda: ingest_stage.run(
+                    self.inputs, cfg.ingest, work, progress=self.progress, cancel=self.cancel
+                ),
+            )
+            state.finish("ingest", {"result": _ingest_to_json(ingest, out)})
+        report.inputs = {
+            "photos_given": len(ingest.images) + len(ingest.skipped),
+            "photos_used": len(ingest.images),
+            "cameras": len({r.camera_key for r in ingest.images}),
+            "focal_prior": sorted({r.focal_source for r in ingest.images}),
+            "images": [
+                {"name": r.name, "width": r.width, "height": r.height, "sharpness": round(r.sharpness, 1)}
+                for r in ingest.images
+            ],
+        }
+        report.skipped = [{"file": s.path, "reason": s.reason} for s in ingest.skipped]
+        report.warnings.extend(ingest.warnings)
+
+        # -- sfm
+        done = state.get("sfm")
+        if done is not None and done.get("key") == sfm_key and (out / "sparse" / "0").is_dir():
+            sparse = sfm_stage.load_sparse(out / "sparse" / "0", done["unregistered"])
+            sparse = dataclasses.replace(sparse, attempts=tuple(done["attempts"]))
+            logger.info("SfM already done: %d photos placed (resumed).", sparse.num_registered)
+            self.progress(ProgressEvent("sfm", 1, 1, "resumed", sparse))
+        else:
+            state.forget_from("sfm", self.STAGES)
+            sparse = self._timed(
+                report,
+                "sfm",
+                lambda: sfm_stage.run(
+                    ingest, cfg.sfm, out, progress=self.progress, cancel=self.cancel
+                ),
+            )
+            state.finish(
+                "sfm",
+                {"key": sfm_key, "unregistered": sparse.unregistered, "attempts": list(sparse.attempts)},
+            )
+        report.registered = sorted(sparse.cameras)
+        report.unregistered = dict(sparse.unregistered)
+        report.stages["sfm"] = {
+            "registered": sparse.num_registered,
+            "images": len(ingest.images),
+            "points": len(sparse.points),
+            "attempts": list(sparse.attempts),
+        }
+        if sparse.unregistered:
+            report.warnings.append(
+                f"{len(sparse.unregistered)} of {len(ingest.images)} photos could not be placed "
+                "(see 'unregistered' for the reason of each)."
+            )
+        if cfg.stop_after != "sparse":
+            # The dense stage (torch multi-view stereo) is not part of this version yet.
+            report.warnings.append(
+                "Dense surface not computed: the dense stage is not available in this version; "
+                "the viewer shows the sparse points."
+            )
+        report.model = {"depth_prior": "not used (no dense stage in this version)"}
+
+        # -- export
+        self._timed(report, "export", lambda: self._export(report, ingest, sparse))
+        state.finish("export", {})
+        report.status = "finished"
+        return RunResult(out, report, ingest, sparse)
+
+    def _export(self, report: RunReport, ingest: IngestResult, sparse: SparseModel) -> None:
+        out = self.out_dir
+        cfg = self.config.export
+        title = cfg.product_name or _product_name(self.inputs)
+        self.progress(ProgressEvent("export", 0, 2, "writing sparse.ply"))
+        write_ply(out / "sparse.ply", sparse.points)
+        self.progress(ProgressEvent("export", 1, 2, "writing viewer.html"))
+        stats = write_viewer(
+            out / "viewer.html",
+            sparse.points,
+            sparse.cameras,
+            title=title,
+            point_budget=cfg.point_budget,
+            show_cameras=cfg.show_cameras,
+        )
+        report.stages["export"] = {"viewer": stats, "title": title}
+        for name in ("sparse.ply", "viewer.html", "dense.ply", "mesh.glb"):
+            path = out / name
+            if path.exists():
+                report.outputs[name] = path.stat().st_size
+        self.progress(ProgressEvent("export", 2, 2, "done"))
+
+
+def _product_name(inputs: Sequence[Path]) -> str:
+    """A title from the input folder's name ('images'/'photos' folders use their parent)."""
+    first = inputs[0].resolve()
+    folder = first if first.is_dir() else first.parent
+    if folder.name.lower() in {"images", "photos", "jpg", "raw"} and folder.parent.name:
+        folder = folder.parent
+    return folder.name.replace("_", " ").strip() or "Product"
+
+
+def reconstruct(
+    inputs: Sequence[Path | str],
+    out_dir: Path | str,
+    config: PipelineConfig,
+    *,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> RunResult:
+    """Run the pipeline (see :class:`Pipeline`)."""
+    return Pipeline(inputs, out_dir, config, progress=progress, cancel=cancel).run()

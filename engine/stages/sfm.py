@@ -1,0 +1,590 @@
+"""Structure from motion on pycolmap: SIFT features, matching chosen by the set, incremental mapping.
+
+The stage solves the cameras once with settings fit for most product shoots and, when fewer than
+``SfMConfig.min_registered_fraction`` of the photos register, retries with stronger settings
+(more features, PINHOLE with the focal prior, guided matching, relaxed registration) and keeps
+the best model. Every photo left out is reported with a reason in plain words.
+
+pycolmap options are built here, from :class:`engine.config.SfMConfig`, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+
+from engine.config import SfMConfig
+from engine.errors import ReconstructionError
+from engine.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
+from engine.types import CameraPose, ImageRecord, IngestResult, PointCloud, SparseModel
+
+logger = logging.getLogger(__name__)
+
+STAGE = "sfm"
+#: Images per feature-extraction call: the granularity of progress and cancellation.
+EXTRACT_CHUNK = 8
+#: Verified inliers under which two photos are considered not to overlap.
+MIN_PAIR_INLIERS = 15
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Settings of one SfM attempt (derived from SfMConfig; the retry strengthens them)."""
+
+    name: str
+    camera_model: str
+    max_num_features: int
+    first_octave: int
+    matcher: str
+    guided_matching: bool = False
+    relaxed_mapper: bool = False
+
+
+def plan_attempts(cfg: SfMConfig, num_images: int, long_side: int) -> list[Attempt]:
+    """The attempts to try in order: the first with ``cfg``, then stronger retries.
+
+    ``long_side`` is the longest side of the working copies, which decides whether SIFT
+    upsamples the photos (small photos give too few features otherwise).
+    """
+    octave = cfg.first_octave
+    if octave is None:
+        octave = -1 if long_side <= cfg.upsample_below else 0
+    matcher = cfg.matcher
+    if matcher == "auto":
+        matcher = "exhaustive" if num_images <= cfg.exhaustive_max_images else "sequential"
+    model = "SIMPLE_RADIAL" if cfg.camera_model == "auto" else cfg.camera_model
+    first = Attempt("standard", model, cfg.max_num_features, octave, matcher)
+    attempts = [first]
+    if cfg.retry:
+        # One focal for both axes: PINHOLE's separate fx, fy drift apart on narrow rings.
+        strong_model = "SIMPLE_PINHOLE" if cfg.camera_model == "auto" else cfg.camera_model
+        attempts.append(
+            Attempt(
+                "strong",
+                strong_model,
+                max(2 * cfg.max_num_features, 8192),
+                -1,
+                "exhaustive",
+                guided_matching=True,
+                relaxed_mapper=True,
+            )
+        )
+    return attempts
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+def exhaustive_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+    """All unordered pairs."""
+    return list(itertools.combinations(names, 2))
+
+
+def sequential_pairs(names: Sequence[str], overlap: int) -> list[tuple[str, str]]:
+    """Pairs for an ordered capture: neighbours, quadratic long-range links and loop closure.
+
+    ``names`` are in capture order. Each image is matched with its ``overlap`` successors,
+    with successors at distances 2^k (links across rings of a turntable shoot), and the end of
+    the sequence is matched with its start (the turntable closes its loop).
+    """
+    n = len(names)
+    pairs: set[tuple[int, int]] = set()
+    for i in range(n):
+        for k in range(1, overlap + 1):
+            if i + k < n:
+                pairs.add((i, i + k))
+        k = overlap * 2
+        while i + k < n:
+            pairs.add((i, i + k))
+            k *= 2
+    for i in range(min(overlap, n)):
+        for j in range(max(0, n - overlap), n):
+            if i < j:
+                pairs.add((i, j))
+    return [(names[i], names[j]) for i, j in sorted(pairs)]
+
+
+def capped_pairs(pairs: list[tuple[str, str]], cap: int, seed: int) -> list[tuple[str, str]]:
+    """At most ``cap`` pairs, keeping a deterministic uniform subset."""
+    if len(pairs) <= cap:
+        return pairs
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(pairs), cap, replace=False))
+    return [pairs[i] for i in keep]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _camera_params(model: str, group: Sequence[ImageRecord]) -> str:
+    """COLMAP parameter string for a camera group with a focal prior ("" when none)."""
+    rec = group[0]
+    if rec.focal_px is None:
+        return ""
+    f, cx, cy = rec.focal_px, rec.width / 2.0, rec.height / 2.0
+    if model == "PINHOLE":
+        return f"{f},{f},{cx},{cy}"
+    if model == "SIMPLE_PINHOLE":
+        return f"{f},{cx},{cy}"
+    if model == "SIMPLE_RADIAL":
+        return f"{f},{cx},{cy},0"
+    if model == "OPENCV":
+        return f"{f},{f},{cx},{cy},0,0,0,0"
+    raise ValueError(f"unsupported camera model {model}")
+
+
+def cameras_from_reconstruction(rec: pycolmap.Reconstruction) -> dict[str, CameraPose]:
+    """Registered images of a reconstruction as :class:`CameraPose` by image name."""
+    out: dict[str, CameraPose] = {}
+    for image in rec.images.values():
+        if not image.has_pose:
+            continue
+        cam = rec.camera(image.camera_id)
+        pose = image.cam_from_world()
+        out[image.name] = CameraPose(
+            name=image.name,
+            R=np.asarray(pose.rotation.matrix(), np.float64),
+            t=np.asarray(pose.translation, np.float64),
+            K=np.asarray(cam.calibration_matrix(), np.float64),
+            width=int(cam.width),
+            height=int(cam.height),
+            model=cam.model.name,
+            params=tuple(float(p) for p in cam.params),
+        )
+    return out
+
+
+def points_from_reconstruction(rec: pycolmap.Reconstruction) -> PointCloud:
+    """Sparse points and colours of a reconstruction."""
+    pts = rec.points3D
+    if not pts:
+        return PointCloud.empty()
+    xyz = np.array([p.xyz for p in pts.values()], np.float32)
+    rgb = np.array([p.color for p in pts.values()], np.uint8)
+    return PointCloud(xyz, rgb)
+
+
+def load_sparse(path: Path, unregistered: dict[str, str] | None = None) -> SparseModel:
+    """Read a COLMAP model folder back as a :class:`SparseModel`."""
+    rec = pycolmap.Reconstruction(str(path))
+    return SparseModel(
+        path=path,
+        cameras=cameras_from_reconstruction(rec),
+        points=points_from_reconstruction(rec),
+        unregistered=dict(unregistered or {}),
+    )
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+class _AttemptRunner:
+    """Runs one attempt in its own folder: database, features, matches, mapping."""
+
+    def __init__(
+        self,
+        ingest: IngestResult,
+        cfg: SfMConfig,
+        attempt: Attempt,
+        folder: Path,
+        progress: ProgressCallback,
+        cancel: CancelToken,
+        n_attempts: int,
+        index: int,
+    ) -> None:
+        self.ingest = ingest
+        self.cfg = cfg
+        self.attempt = attempt
+        self.folder = folder
+        self.progress = progress
+        self.cancel = cancel
+        self.db_path = folder / "database.db"
+        self.names = [r.name for r in ingest.images]
+        self.prefix = f"attempt {index + 1}/{n_attempts} ({attempt.name}): " if n_attempts > 1 else ""
+
+    def _emit(self, current: int, total: int, message: str, partial: object = None) -> None:
+        self.progress(ProgressEvent(STAGE, current, total, self.prefix + message, partial))
+
+    # -- features
+    def extract(self) -> None:
+        a = self.attempt
+        groups: dict[str, list[ImageRecord]] = defaultdict(list)
+        for rec in self.ingest.images:
+            groups[rec.camera_key].append(rec)
+        eo = pycolmap.FeatureExtractionOptions()
+        eo.num_threads = self.cfg.num_threads
+        eo.sift.max_num_features = a.max_num_features
+        eo.sift.first_octave = a.first_octave
+        mask_dir = self.ingest.image_dir.parent / "masks"
+        use_masks = any(r.mask_path is not None for r in self.ingest.images)
+        done, total = 0, len(self.ingest.images)
+        for group in groups.values():
+            camera_id = -1
+            for start in range(0, len(group), EXTRACT_CHUNK):
+                self.cancel.raise_if_cancelled()
+                chunk = group[start : start + EXTRACT_CHUNK]
+                ro = pycolmap.ImageReaderOptions()
+                ro.camera_model = a.camera_model
+                ro.camera_params = _camera_params(a.camera_model, group)
+                ro.default_focal_length_factor = self.cfg.default_focal_factor
+                ro.existing_camera_id = camera_id
+                if use_masks:
+                    ro.mask_path = str(mask_dir)
+                self._emit(done, total, f"finding features in {chunk[0].name}")
+                pycolmap.extract_features(
+                    self.db_path,
+                    self.ingest.image_dir,
+                    image_names=[r.name for r in chunk],
+                    camera_mode=pycolmap.CameraMode.SINGLE,
+                    reader_options=ro,
+                    extraction_options=eo,
+                    device=pycolmap.Device.cpu,
+                    cancellation_token=self.cancel.colmap,
+                )
+                if camera_id == -1:
+                    with pycolmap.Database.open(str(self.db_path)) as db:
+                        camera_id = db.read_image_with_name(chunk[0].name).camera_id
+                done += len(chunk)
+        self.cancel.raise_if_cancelled()
+        self._emit(total, total, "features found")
+
+    # -- matching
+    def pairs(self) -> list[tuple[str, str]]:
+        if self.attempt.matcher == "sequential":
+            pairs = sequential_pairs(self.names, self.cfg.sequential_overlap)
+        else:
+            pairs = exhaustive_pairs(self.names)
+        return capped_pairs(pairs, self.cfg.max_pairs, self.cfg.seed)
+
+    def match(self) -> int:
+        pairs = self.pairs()
+        mo = pycolmap.FeatureMatchingOptions()
+        mo.num_threads = self.cfg.num_threads
+        mo.guided_matching = self.attempt.guided_matching
+        vo = pycolmap.TwoViewGeometryOptions()
+        vo.ransac.random_seed = self.cfg.seed
+        block = max(64, len(pairs) // 20)
+        pair_file = self.folder / "pairs.txt"
+        for start in range(0, len(pairs), block):
+            self.cancel.raise_if_cancelled()
+            chunk = pairs[start : start + block]
+            self._emit(start, len(pairs), f"matching photo pairs ({start}/{len(pairs)})")
+            pair_file.write_text("".join(f"{a} {b}\n" for a, b in chunk), encoding="utf-8")
+            po = pycolmap.ImportedPairingOptions()
+            po.match_list_path = str(pair_file)
+            pycolmap.match_image_pairs(
+                self.db_path,
+                matching_options=mo,
+                pairing_options=po,
+                verification_options=vo,
+                device=pycolmap.Device.cpu,
+                cancellation_token=self.cancel.colmap,
+            )
+        self.cancel.raise_if_cancelled()
+        self._emit(len(pairs), len(pairs), f"{len(pairs)} photo pairs matched")
+        return len(pairs)
+
+    # -- mapping
+    def mapper_options(self) -> pycolmap.IncrementalPipelineOptions:
+        n = len(self.names)
+        opts = pycolmap.IncrementalPipelineOptions()
+        opts.num_threads = self.cfg.num_threads
+        opts.random_seed = self.cfg.seed
+        opts.mapper.random_seed = self.cfg.seed
+        opts.triangulation.random_seed = self.cfg.seed
+        opts.min_model_size = max(2, min(10, n // 4))
+        opts.extract_colors = True
+        if self.attempt.relaxed_mapper:
+            opts.min_num_matches = 10
+            opts.init_num_trials = 400
+            opts.mapper.init_min_num_inliers = 50
+            opts.mapper.init_min_tri_angle = 8.0
+            opts.mapper.abs_pose_min_num_inliers = 15
+            opts.mapper.abs_pose_min_inlier_ratio = 0.15
+            opts.mapper.max_reg_trials = 5
+        if self.cfg.snapshot_every > 0:
+            snap = self.folder / "snapshots"
+            snap.mkdir(exist_ok=True)
+            opts.snapshot_path = str(snap)
+            opts.snapshot_frames_freq = self.cfg.snapshot_every
+        return opts
+
+    def map(self) -> dict[int, pycolmap.Reconstruction]:
+        self.cancel.raise_if_cancelled()
+        opts = self.mapper_options()
+        total = len(self.names)
+        registered = [2]  # the initial pair registers two images before the first callback
+        seen_snapshots: set[str] = set()
+
+        def on_next_image() -> None:
+            # Runs on the mapper's thread with the GIL held: keep it short.
+            registered[0] += 1
+            partial = self._newest_snapshot(seen_snapshots)
+            self._emit(min(registered[0], total), total, "placing cameras", partial)
+
+        self._emit(0, total, "choosing the first pair of photos")
+        out = self.folder / "models"
+        recs = pycolmap.incremental_mapping(
+            self.db_path,
+            self.ingest.image_dir,
+            out,
+            options=opts,
+            next_image_callback=on_next_image,
+            cancellation_token=self.cancel.colmap,
+        )
+        self.cancel.raise_if_cancelled()
+        return recs
+
+    def _newest_snapshot(self, seen: set[str]) -> SparseModel | None:
+        snap = self.folder / "snapshots"
+        if not snap.is_dir():
+            return None
+        fresh = sorted(p for p in snap.iterdir() if p.is_dir() and p.name not in seen)
+        if not fresh:
+            return None
+        seen.update(p.name for p in fresh)
+        try:
+            model = load_sparse(fresh[-1])
+        except Exception:  # a snapshot being written right now; the next one will do
+            logger.debug("snapshot %s not readable yet", fresh[-1].name)
+            return None
+        for old in fresh[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
+        return model
+
+
+def _explain_unregistered(
+    db_path: Path, names: Sequence[str], best: pycolmap.Reconstruction, others: list[pycolmap.Reconstruction]
+) -> dict[str, str]:
+    """A plain-words reason for every image missing from the kept model."""
+    registered = {im.name for im in best.images.values() if im.has_pose}
+    in_other: dict[str, int] = {}
+    for rec in others:
+        size = rec.num_reg_images()
+        for im in rec.images.values():
+            if im.has_pose and im.name not in registered:
+                in_other[im.name] = size
+    with pycolmap.Database.open(str(db_path)) as db:
+        images = {im.name: im.image_id for im in db.read_all_images()}
+        id_to_name = {v: k for k, v in images.items()}
+        pair_ids, inliers = db.read_two_view_geometry_num_inliers()
+        best_link: dict[str, int] = defaultdict(int)
+        links: dict[str, int] = defaultdict(int)
+        for pair_id, count in zip(pair_ids, inliers):
+            a, b = pycolmap.pair_id_to_image_pair(pair_id)
+            na, nb = id_to_name.get(a), id_to_name.get(b)
+            for me, other in ((na, nb), (nb, na)):
+                if me is None:
+                    continue
+                if count >= MIN_PAIR_INLIERS:
+                    links[me] += 1
+                if other in registered:
+                    best_link[me] = max(best_link[me], int(count))
+        keypoints = {
+            name: db.num_keypoints_for_image(image_id) for name, image_id in images.items()
+        }
+    reasons: dict[str, str] = {}
+    for name in names:
+        if name in registered:
+            continue
+        kp = keypoints.get(name, 0)
+        if name in in_other:
+            reasons[name] = (
+                f"belongs to a separate group of {in_other[name]} photos that shares too little "
+                "with the main model; add photos that bridge the two groups"
+            )
+        elif kp < 100:
+            reasons[name] = (
+                f"only {kp} distinctive points found (blurry, dark or plain surface?); "
+                "reshoot it sharper or with more of the textured side in view"
+            )
+        elif links[name] == 0:
+            reasons[name] = (
+                "no other photo overlaps it enough (no reliable matches); add photos between "
+                "it and its neighbours"
+            )
+        else:
+            reasons[name] = (
+                f"matched {links[name]} photos (at most {best_link[name]} matches with placed "
+                "cameras) but its position could not be solved reliably"
+            )
+    return reasons
+
+
+def _summarise(attempt: Attempt, rec: pycolmap.Reconstruction | None, n: int, seconds: float, pairs: int) -> dict:
+    registered = rec.num_reg_images() if rec is not None else 0
+    return {
+        **dataclasses.asdict(attempt),
+        "registered": registered,
+        "images": n,
+        "pairs": pairs,
+        "points": rec.num_points3D() if rec is not None else 0,
+        "reprojection_error_px": round(rec.compute_mean_reprojection_error(), 4) if rec else None,
+        "seconds": round(seconds, 2),
+    }
+
+
+def _needs_retry(
+    kept: pycolmap.Reconstruction, others: list[pycolmap.Reconstruction], cfg: SfMConfig, n: int
+) -> bool:
+    """Too few photos placed, or a small set split into separate models (a fixable failure)."""
+    if kept.num_reg_images() < cfg.min_registered_fraction * n:
+        return True
+    placed = {im.name for im in kept.images.values() if im.has_pose}
+    # Secondary models often re-solve images of the main one; only new images mean a split.
+    split = any(
+        sum(1 for im in r.images.values() if im.has_pose and im.name not in placed) >= 2
+        for r in others
+    )
+    return split and n <= cfg.exhaustive_max_images
+
+
+def refine_principal_point(
+    rec: pycolmap.Reconstruction, max_offset: float = 0.04
+) -> pycolmap.Reconstruction | None:
+    """Refine the principal points in a final global bundle adjustment, when it is safe.
+
+    Lenses and crops often put the optical centre off the image centre; a fixed centre then
+    tilts every camera by the same small angle. Refining it is only trusted on models with
+    many cameras seeing the object from widely different directions (at least 90 degrees
+    apart), and is rejected if a principal point leaves ``max_offset`` x the image diagonal
+    around the centre.
+
+    Returns
+    -------
+    pycolmap.Reconstruction or None
+        The refined copy, or None when refinement was not safe (``rec`` is never changed).
+    """
+    if rec.num_reg_images() < 12:
+        return None
+    dirs = np.array([im.viewing_direction() for im in rec.images.values() if im.has_pose])
+    if np.degrees(np.arccos(np.clip((dirs @ dirs.T).min(), -1.0, 1.0))) < 90.0:
+        return None
+    trial = pycolmap.Reconstruction(rec)
+    opts = pycolmap.BundleAdjustmentOptions()
+    opts.refine_principal_point = True
+    opts.print_summary = False
+    pycolmap.bundle_adjustment(trial, opts)
+    for cam in trial.cameras.values():
+        offset = np.hypot(cam.principal_point_x - cam.width / 2, cam.principal_point_y - cam.height / 2)
+        if offset > max_offset * np.hypot(cam.width, cam.height):
+            logger.info("Principal point refinement rejected (%.1f px from the centre)", offset)
+            return None
+    return trial
+
+
+def run(
+    ingest: IngestResult,
+    cfg: SfMConfig,
+    run_dir: Path,
+    *,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> SparseModel:
+    """Solve the cameras and sparse points of the ingested photos.
+
+    Parameters
+    ----------
+    ingest
+        Output of the ingest stage (working copies, focal priors, masks).
+    cfg
+        SfM settings.
+    run_dir
+        Run folder: the model is written to ``run_dir/sparse/0``; databases and attempts live
+        in ``run_dir/work/sfm``.
+    progress, cancel
+        Progress callback (partial results are :class:`SparseModel` snapshots) and token.
+
+    Returns
+    -------
+    SparseModel
+        The kept model, with a reason for every photo left out and a summary per attempt.
+
+    Raises
+    ------
+    ReconstructionError
+        When no attempt places at least two photos.
+    Cancelled
+        When ``cancel`` was set.
+    """
+    cancel = cancel or CancelToken()
+    names = [r.name for r in ingest.images]
+    work = run_dir / "work" / STAGE
+    long_side = max(max(r.width, r.height) for r in ingest.images)
+    attempts = plan_attempts(cfg, len(names), long_side)
+    summaries: list[dict] = []
+    best: tuple[pycolmap.Reconstruction, list[pycolmap.Reconstruction], Path] | None = None
+    for index, attempt in enumerate(attempts):
+        folder = work / f"attempt{index + 1}_{attempt.name}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        runner = _AttemptRunner(ingest, cfg, attempt, folder, progress, cancel, len(attempts), index)
+        t0 = time.perf_counter()
+        runner.extract()
+        t1 = time.perf_counter()
+        n_pairs = runner.match()
+        t2 = time.perf_counter()
+        recs = runner.map()
+        t3 = time.perf_counter()
+        models = sorted(recs.values(), key=lambda r: r.num_reg_images(), reverse=True)
+        kept = models[0] if models else None
+        summary = _summarise(attempt, kept, len(names), t3 - t0, n_pairs)
+        summary["phase_seconds"] = {
+            "features": round(t1 - t0, 2),
+            "matching": round(t2 - t1, 2),
+            "mapping": round(t3 - t2, 2),
+        }
+        summaries.append(summary)
+        logger.info(
+            "SfM %s: %d of %d photos placed in %.1f s",
+            attempt.name,
+            summaries[-1]["registered"],
+            len(names),
+            summaries[-1]["seconds"],
+        )
+        if kept is not None and (best is None or kept.num_reg_images() > best[0].num_reg_images()):
+            best = (kept, models[1:], runner.db_path)
+        if best is not None and not _needs_retry(best[0], best[1], cfg, len(names)):
+            break
+        if index + 1 < len(attempts):
+            got = best[0].num_reg_images() if best else 0
+            logger.warning(
+                "Only %d of %d photos placed; retrying with stronger settings.", got, len(names)
+            )
+    if best is None or best[0].num_reg_images() < 2:
+        raise ReconstructionError(
+            f"Could not place the cameras of any two of the {len(names)} photos: they do not "
+            "overlap enough or show too little texture. Shoot the product with about 70% overlap "
+            "between neighbouring photos, in sharp focus, against a plain background."
+        )
+    rec, others, db_path = best
+    if cfg.refine_principal_point:
+        refined = refine_principal_point(rec)
+        if refined is not None:
+            rec = refined
+    unregistered = _explain_unregistered(db_path, names, rec, others)
+    out = run_dir / "sparse" / "0"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    rec.write_binary(str(out))
+    model = SparseModel(
+        path=out,
+        cameras=cameras_from_reconstruction(rec),
+        points=points_from_reconstruction(rec),
+        unregistered=unregistered,
+        attempts=tuple(summaries),
+    )
+    progress(
+        ProgressEvent(STAGE, len(names), len(names), f"{model.num_registered} of {len(names)} photos placed", model)
+    )
+    return model

@@ -1,0 +1,177 @@
+"""Plain data passed between stages. No behaviour beyond small conveniences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One usable input photo and its decoded, oriented, downscaled working copy.
+
+    Attributes
+    ----------
+    name
+        Unique image name: the file's path relative to the input root (POSIX, usually just the
+        file name). This is the image name in the COLMAP model.
+    source
+        The original file (never modified, never exported).
+    working_path
+        Working copy: EXIF orientation applied, downscaled to the preset's size, 8-bit RGB.
+    width, height
+        Working copy size in pixels.
+    original_width, original_height
+        Size of the decoded, oriented original.
+    camera_key
+        Images with the same key share intrinsics (make, model, lens, focal, size).
+    focal_px
+        Focal length prior in working-copy pixels, or None when EXIF gives none.
+    focal_source
+        Where ``focal_px`` came from: ``"exif_sensor"``, ``"exif_35mm"``, ``"none"``.
+    make, model, lens
+        EXIF camera description ("" when absent).
+    sharpness
+        Variance of the Laplacian of the working copy (higher is sharper).
+    dark_fraction, bright_fraction
+        Fractions of pixels clipped to black / white.
+    sha256
+        Hash of the original file's bytes (exact-duplicate detection).
+    mask_path
+        Foreground mask (255 = product) at working size, when one is known.
+    """
+
+    name: str
+    source: Path
+    working_path: Path
+    width: int
+    height: int
+    original_width: int
+    original_height: int
+    camera_key: str
+    focal_px: float | None = None
+    focal_source: str = "none"
+    make: str = ""
+    model: str = ""
+    lens: str = ""
+    sharpness: float = 0.0
+    dark_fraction: float = 0.0
+    bright_fraction: float = 0.0
+    sha256: str = ""
+    mask_path: Path | None = None
+
+    @property
+    def scale(self) -> float:
+        """Working size / original size."""
+        return self.width / self.original_width
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """An input file that was not used, with the reason in plain words."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """Output of the ingest stage."""
+
+    images: tuple[ImageRecord, ...]
+    skipped: tuple[SkippedFile, ...]
+    image_dir: Path
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CameraPose:
+    """A registered camera: world-to-camera ``x_cam = R @ x_world + t``, pinhole ``K``.
+
+    OpenCV/COLMAP axes (x right, y down, z forward); ``K`` in COLMAP's pixel convention
+    (centre of the top-left pixel at (0.5, 0.5)). ``params`` keeps the full COLMAP camera.
+    """
+
+    name: str
+    R: np.ndarray
+    t: np.ndarray
+    K: np.ndarray
+    width: int
+    height: int
+    model: str = "PINHOLE"
+    params: tuple[float, ...] = ()
+
+    @property
+    def center(self) -> np.ndarray:
+        """Camera centre in world coordinates."""
+        return -self.R.T @ self.t
+
+
+@dataclass(frozen=True)
+class PointCloud:
+    """Coloured points, immutable snapshot. ``xyz`` float32 (N,3), ``rgb`` uint8 (N,3)."""
+
+    xyz: np.ndarray
+    rgb: np.ndarray
+    normals: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.xyz.shape[0])
+
+    @staticmethod
+    def empty() -> PointCloud:
+        """A cloud with no points."""
+        return PointCloud(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8))
+
+
+@dataclass(frozen=True)
+class SparseModel:
+    """Output of the SfM stage.
+
+    Attributes
+    ----------
+    path
+        Folder holding the COLMAP binary model (cameras.bin, images.bin, points3D.bin).
+    cameras
+        Registered cameras by image name.
+    points
+        Sparse coloured points.
+    unregistered
+        Image name -> reason it could not be placed.
+    attempts
+        One summary dict per SfM attempt (settings, registered count, seconds).
+    """
+
+    path: Path
+    cameras: dict[str, CameraPose]
+    points: PointCloud
+    unregistered: dict[str, str] = field(default_factory=dict)
+    attempts: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def num_registered(self) -> int:
+        """Number of registered images."""
+        return len(self.cameras)
+
+
+@dataclass
+class RunReport:
+    """What ``report.json`` holds. Filled in by the pipeline as stages finish."""
+
+    vitrine_version: str
+    preset: str
+    device: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    registered: list[str] = field(default_factory=list)
+    unregistered: dict[str, str] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    stages: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    dimensions_mm: list[float] | None = None
+    outputs: dict[str, int] = field(default_factory=dict)
+    status: str = "running"

@@ -1,0 +1,1 @@
+"""Vitrine desktop app (Qt). Arrives with the desktop-app issue."""

@@ -1,0 +1,232 @@
+"""Vitrine entry point: no arguments start the desktop app; subcommands run the command line.
+
+    python main.py                                   the desktop app
+    python main.py reconstruct PHOTOS... --out DIR   photos -> run folder
+    python main.py sample DIR                        write a synthetic sample photo set
+    python main.py demo                              sample + reconstruction, opens the viewer
+
+This module parses arguments, configures logging and adapts engine progress events to a text
+progress bar. Everything else lives in ``engine`` (and ``gui``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import sys
+import threading
+import time
+import webbrowser
+from pathlib import Path
+from typing import TextIO
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CANCELLED = 130
+
+logger = logging.getLogger("vitrine")
+
+
+class ProgressBar:
+    """Turns engine ProgressEvents into one self-rewriting line (or plain lines off a TTY)."""
+
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 28) -> None:
+        self.stream = stream
+        self.width = width
+        self.tty = stream.isatty()
+        self.stage = ""
+        self.stage_start = time.monotonic()
+        self._last_plain = 0.0
+
+    def __call__(self, event) -> None:  # noqa: ANN001 - engine.progress.ProgressEvent
+        if event.stage == "pipeline":
+            self.finish_line()
+            self.stage = event.message
+            self.stage_start = time.monotonic()
+            return
+        frac = event.fraction
+        elapsed = time.monotonic() - self.stage_start
+        eta = ""
+        if frac and 0.05 < frac < 1.0:
+            eta = f" ~{elapsed * (1 - frac) / frac:.0f}s left"
+        if frac is None:
+            bar, pct = "", ""
+        else:
+            filled = int(round(frac * self.width))
+            bar = "[" + "#" * filled + "-" * (self.width - filled) + "] "
+            pct = f"{100 * frac:3.0f}% "
+        text = f"{event.stage:<8} {bar}{pct}{event.message[:60]}{eta}"
+        if self.tty:
+            self.stream.write("\r" + text.ljust(110)[:110])
+            self.stream.flush()
+        elif time.monotonic() - self._last_plain > 2.0 or (frac is not None and frac >= 1.0):
+            self._last_plain = time.monotonic()
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def finish_line(self) -> None:
+        """End the current bar line."""
+        if self.tty and self.stage:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _configure_logging(verbose: bool) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # The console shows warnings only; run.log (added per run by the pipeline) gets INFO.
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
+
+
+def _run_in_thread(target):  # noqa: ANN001, ANN202
+    """Run ``target`` in a worker thread so Ctrl-C reaches the main thread at once.
+
+    pycolmap releases the GIL inside long calls; a signal handler on the main thread would only
+    run after such a call returns, so the main thread waits here and cancels on Ctrl-C.
+    """
+    from engine.progress import CancelToken
+
+    token = CancelToken()
+    box: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = target(token)
+        except BaseException as exc:  # handed to the main thread below
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="vitrine-run", daemon=True)
+    thread.start()
+    interrupted = False
+    while thread.is_alive():
+        try:
+            thread.join(0.2)
+        except KeyboardInterrupt:
+            if interrupted:
+                print("\nStopping now.", file=sys.stderr)
+                raise SystemExit(EXIT_CANCELLED) from None
+            interrupted = True
+            print("\nCancelling... (Ctrl-C again to stop at once)", file=sys.stderr)
+            token.cancel()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box.get("result")
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    """``reconstruct``: photos to a run folder."""
+    from engine.config import ExportConfig, preset
+    from engine.errors import VitrineError
+    from engine.pipeline import reconstruct
+    from engine.progress import Cancelled
+
+    overrides = {"device": args.device}
+    cfg = preset(args.preset, **overrides)
+    if args.name:
+        cfg = cfg.replace(export=ExportConfig(**{**cfg.export.__dict__, "product_name": args.name}))
+    bar = ProgressBar()
+    try:
+        result = _run_in_thread(
+            lambda token: reconstruct(args.images, args.out, cfg, progress=bar, cancel=token)
+        )
+    except Cancelled:
+        bar.finish_line()
+        print(f"Cancelled. Finished stages are kept in {args.out}; run again to resume.", file=sys.stderr)
+        return EXIT_CANCELLED
+    except VitrineError as exc:
+        bar.finish_line()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # an internal error: one line here, the traceback in run.log
+        bar.finish_line()
+        print(f"error: internal error ({type(exc).__name__}: {exc}); see {Path(args.out) / 'run.log'}", file=sys.stderr)
+        return EXIT_FAILED
+    bar.finish_line()
+    report = result.report
+    if args.json:
+        print(json.dumps(json.loads((Path(args.out) / "report.json").read_text(encoding="utf-8")), indent=2))
+    else:
+        n = len(result.ingest.images)
+        print(f"{report.stages['sfm']['registered']} of {n} photos placed; {len(result.sparse.points)} points.")
+        for name, reason in report.unregistered.items():
+            print(f"  not placed: {name}: {reason}")
+        for skipped in report.skipped:
+            print(f"  skipped: {skipped['file']}: {skipped['reason']}")
+        print(f"Open {Path(args.out) / 'viewer.html'} in a browser to see the result.")
+    return EXIT_OK
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """``sample``: write a synthetic sample photo set."""
+    from engine.synthetic import write_sample
+
+    folder = write_sample(Path(args.dir), kind=args.scene)
+    print(f"Sample photos written to {folder}.")
+    print(f"Reconstruct them with: python main.py reconstruct {folder} --out {Path(args.dir) / 'run'}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``demo``: write the sample, reconstruct it and open the viewer in the browser."""
+    from engine.synthetic import write_sample
+
+    root = Path(args.dir).expanduser()
+    photos = write_sample(root / "sample", kind="bottle")
+    ns = argparse.Namespace(
+        images=[photos], out=root / "sample-run", preset="standard", device="auto", json=False, name="Sample bottle"
+    )
+    code = cmd_reconstruct(ns)
+    if code == EXIT_OK and not args.no_browser:
+        webbrowser.open((root / "sample-run" / "viewer.html").resolve().as_uri())
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(prog="vitrine", description="Product photos to a 3D model.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command")
+
+    rec = sub.add_parser("reconstruct", help="reconstruct photos into a run folder")
+    rec.add_argument("images", nargs="+", type=Path, help="photo files and/or folders")
+    rec.add_argument("--out", required=True, type=Path, help="run folder to write")
+    rec.add_argument("--preset", default="standard", choices=["preview", "standard", "high"])
+    rec.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    rec.add_argument("--name", default="", help="product name shown in the viewer")
+    rec.add_argument("--json", action="store_true", help="print report.json on success")
+    rec.set_defaults(func=cmd_reconstruct)
+
+    sam = sub.add_parser("sample", help="write a synthetic sample photo set")
+    sam.add_argument("dir", help="folder to write")
+    sam.add_argument("--scene", default="bottle", choices=["bottle", "box", "lowtex"])
+    sam.set_defaults(func=cmd_sample)
+
+    demo = sub.add_parser("demo", help="reconstruct the built-in sample and open the result")
+    demo.add_argument("--dir", default=str(Path.home() / "Vitrine"), help="where to write it")
+    demo.add_argument("--no-browser", action="store_true", help="do not open the viewer")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the app (no arguments) or a subcommand; return the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    if args.command is None:
+        if importlib.util.find_spec("gui.app") is not None:
+            from gui.app import run_app
+
+            return run_app()
+        # Until the desktop window lands, the no-argument start shows the sample reconstruction.
+        print("The desktop window is not part of this version yet: showing the sample instead.")
+        return cmd_demo(argparse.Namespace(dir=str(Path.home() / "Vitrine"), no_browser=False))
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

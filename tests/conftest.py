@@ -1,0 +1,56 @@
+"""Shared fixtures: synthetic scenes rendered once per session, the real datasets when present."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("VITRINE_DATASETS", ROOT.parent / "shared" / "datasets"))
+
+# Test-scale synthetic scenes: 24 views (two rings of 12) at 640x480 keep the suite fast while
+# leaving enough pixels for sub-0.1-degree poses.
+SCENE_VIEWS = {"n_azimuth": 12, "elevations_deg": (20.0, 45.0), "width": 640, "height": 480}
+
+
+@pytest.fixture(scope="session")
+def scene_factory(tmp_path_factory):
+    """Render (once per session) and return a synthetic scene by kind."""
+    from engine.synthetic import render_scene
+
+    cache = {}
+
+    def make(kind: str, **kwargs):
+        key = (kind, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            args = {**SCENE_VIEWS, **kwargs}
+            cache[key] = render_scene(tmp_path_factory.mktemp(f"scene_{kind}"), kind, **args)
+        return cache[key]
+
+    return make
+
+
+def dataset(name: str) -> Path:
+    """Path of a shared dataset, or skip the test with the reason."""
+    path = DATASETS / name
+    if not (path / "images").is_dir():
+        pytest.skip(f"dataset {name!r} not found at {path} (set VITRINE_DATASETS to its folder)")
+    return path
+
+
+def read_ground_truth(path: Path) -> dict:
+    """cameras.json -> {name: CameraPose}."""
+    from engine.types import CameraPose
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        e["name"]: CameraPose(
+            e["name"], np.array(e["R"], float), np.array(e["t"], float), np.array(e["K"], float),
+            int(e["width"]), int(e["height"]),
+        )
+        for e in data["images"]
+    }
