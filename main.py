@@ -41,6 +41,7 @@ class ProgressBar:
         self._last_plain = 0.0
 
     def __call__(self, event) -> None:  # noqa: ANN001 - engine.progress.ProgressEvent
+        """Show one event."""
         if event.stage == "pipeline":
             self.finish_line()
             self.stage = event.message
@@ -91,19 +92,24 @@ def _run_in_thread(target):  # noqa: ANN001, ANN202
 
     token = CancelToken()
     box: dict[str, object] = {}
+    # An Event, not Thread.join: a KeyboardInterrupt inside join() can leave the thread looking
+    # finished while it still runs.
+    done = threading.Event()
 
     def work() -> None:
         try:
             box["result"] = target(token)
         except BaseException as exc:  # handed to the main thread below
             box["error"] = exc
+        finally:
+            done.set()
 
     thread = threading.Thread(target=work, name="vitrine-run", daemon=True)
     thread.start()
     interrupted = False
-    while thread.is_alive():
+    while not done.is_set():
         try:
-            thread.join(0.2)
+            done.wait(0.2)
         except KeyboardInterrupt:
             if interrupted:
                 print("\nStopping now.", file=sys.stderr)
@@ -134,7 +140,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         )
     except Cancelled:
         bar.finish_line()
-        print(f"Cancelled. Finished stages are kept in {args.out}; run again to resume.", file=sys.stderr)
+        print(
+            f"Cancelled. Finished stages are kept in {args.out}; run again to resume.",
+            file=sys.stderr,
+        )
         return EXIT_CANCELLED
     except VitrineError as exc:
         bar.finish_line()
@@ -142,15 +151,26 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         return exc.exit_code
     except Exception as exc:  # an internal error: one line here, the traceback in run.log
         bar.finish_line()
-        print(f"error: internal error ({type(exc).__name__}: {exc}); see {Path(args.out) / 'run.log'}", file=sys.stderr)
+        print(
+            f"error: internal error ({type(exc).__name__}: {exc}); "
+            f"see {Path(args.out) / 'run.log'}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     bar.finish_line()
     report = result.report
     if args.json:
-        print(json.dumps(json.loads((Path(args.out) / "report.json").read_text(encoding="utf-8")), indent=2))
+        print(
+            json.dumps(
+                json.loads((Path(args.out) / "report.json").read_text(encoding="utf-8")), indent=2
+            )
+        )
     else:
         n = len(result.ingest.images)
-        print(f"{report.stages['sfm']['registered']} of {n} photos placed; {len(result.sparse.points)} points.")
+        print(
+            f"{report.stages['sfm']['registered']} of {n} photos placed; "
+            f"{len(result.sparse.points)} points."
+        )
         for name, reason in report.unregistered.items():
             print(f"  not placed: {name}: {reason}")
         for skipped in report.skipped:
@@ -165,7 +185,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     folder = write_sample(Path(args.dir), kind=args.scene)
     print(f"Sample photos written to {folder}.")
-    print(f"Reconstruct them with: python main.py reconstruct {folder} --out {Path(args.dir) / 'run'}")
+    print(
+        f"Reconstruct them with: python main.py reconstruct {folder} --out {Path(args.dir) / 'run'}"
+    )
     return EXIT_OK
 
 
@@ -176,7 +198,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     root = Path(args.dir).expanduser()
     photos = write_sample(root / "sample", kind="bottle")
     ns = argparse.Namespace(
-        images=[photos], out=root / "sample-run", preset="standard", device="auto", json=False, name="Sample bottle"
+        images=[photos],
+        out=root / "sample-run",
+        preset="standard",
+        device="auto",
+        json=False,
+        name="Sample bottle",
     )
     code = cmd_reconstruct(ns)
     if code == EXIT_OK and not args.no_browser:

@@ -39,8 +39,9 @@ SYNTHETIC = ("bottle", "box", "lowtex")
 def scene_inputs(name: str, tmp: Path) -> tuple[Path, dict, float]:
     """(image folder, ground-truth cameras by name, object size) of a scene."""
     if name in SYNTHETIC:
-        scene = render_scene(tmp / name, name, n_azimuth=12, elevations_deg=(15.0, 35.0, 55.0),
-                             width=800, height=600)
+        scene = render_scene(
+            tmp / name, name, n_azimuth=12, elevations_deg=(15.0, 35.0, 55.0), width=800, height=600
+        )
         return scene.root / "images", {c.name: c for c in scene.cameras}, scene.object_size
     root = DATASETS / name
     data = json.loads((root / "cameras.json").read_text())
@@ -68,7 +69,11 @@ def run_ours(images: Path, work: Path) -> tuple[float, dict, dict]:
     t1 = time.perf_counter()
     model = sfm.run(rec, cfg.sfm, work)
     t2 = time.perf_counter()
-    return t2 - t0, {"ingest": t1 - t0, "sfm": t2 - t1, "attempts": len(model.attempts)}, model.cameras
+    return (
+        t2 - t0,
+        {"ingest": t1 - t0, "sfm": t2 - t1, "attempts": len(model.attempts)},
+        model.cameras,
+    )
 
 
 def run_defaults(images: Path, work: Path) -> tuple[float, dict]:
@@ -122,16 +127,22 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()
-    print(f"Machine: {platform.node()} {platform.processor() or platform.machine()}, "
-          f"pycolmap {pycolmap.__version__}, {args.repeats} runs, medians")
-    print("| scene | images | ours s | pycolmap defaults s | ratio | ours reg / rot deg / centre % "
-          "| defaults reg / rot deg / centre % |")
+    print(
+        f"Machine: {platform.node()} {platform.processor() or platform.machine()}, "
+        f"pycolmap {pycolmap.__version__}, {args.repeats} runs, medians"
+    )
+    print(
+        "| scene | images | ours s | pycolmap defaults s | ratio | ours reg / rot deg / centre % "
+        "| defaults reg / rot deg / centre % |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         o, d = r["ours"], r["defaults"]
-        print(f"| {r['scene']} | {r['images']} | {r['ours_s']} | {r['defaults_s']} | {r['ratio']} | "
-              f"{o['registered']} / {o['rot_deg']} / {o['centre_pct']} | "
-              f"{d['registered']} / {d['rot_deg']} / {d['centre_pct']} |")
+        print(
+            f"| {r['scene']} | {r['images']} | {r['ours_s']} | {r['defaults_s']} | {r['ratio']} | "
+            f"{o['registered']} / {o['rot_deg']} / {o['centre_pct']} | "
+            f"{d['registered']} / {d['rot_deg']} / {d['centre_pct']} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

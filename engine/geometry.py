@@ -14,7 +14,9 @@ import numpy as np
 from engine.types import CameraPose
 
 
-def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+def umeyama(
+    src: np.ndarray, dst: np.ndarray, with_scale: bool = True
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Least-squares similarity ``dst ~ s * R @ src + t`` (Umeyama 1991).
 
     Parameters
@@ -136,7 +138,7 @@ def pose_errors(
     if robust and len(names) >= 6:
         # Refit on the best 80% so one lost camera does not tilt the others.
         err = _rotation_errors(estimate, truth, names, rot)
-        keep = [n for n, e in zip(names, err) if e <= np.quantile(err, 0.8)]
+        keep = [n for n, e in zip(names, err, strict=True) if e <= np.quantile(err, 0.8)]
         s, rot, t = align_cameras(estimate, truth, keep)
     c_est = np.array([estimate[n].center for n in names])
     c_true = np.array([truth[n].center for n in names])
@@ -146,6 +148,9 @@ def pose_errors(
 
 
 def _rotation_errors(
-    estimate: Mapping[str, CameraPose], truth: Mapping[str, CameraPose], names: Sequence[str], rot: np.ndarray
+    estimate: Mapping[str, CameraPose],
+    truth: Mapping[str, CameraPose],
+    names: Sequence[str],
+    rot: np.ndarray,
 ) -> np.ndarray:
     return np.array([rotation_angle_deg(estimate[n].R @ rot.T @ truth[n].R.T) for n in names])

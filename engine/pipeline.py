@@ -25,7 +25,7 @@ from engine.errors import InputError, OutputError, VitrineError
 from engine.export.plotly_html import write_viewer
 from engine.export.ply import write_ply
 from engine.export.report import write_json_atomic, write_report
-from engine.progress import CancelToken, Cancelled, ProgressCallback, ProgressEvent, no_progress
+from engine.progress import Cancelled, CancelToken, ProgressCallback, ProgressEvent, no_progress
 from engine.stages import ingest as ingest_stage
 from engine.stages import sfm as sfm_stage
 from engine.types import ImageRecord, IngestResult, RunReport, SkippedFile, SparseModel
@@ -241,7 +241,9 @@ class Pipeline:
         work = out / "work"
         work.mkdir(exist_ok=True)
         key = {"inputs": self._input_key(), "engine": engine.__version__}
-        state = _State(work / STATE_FILE, {**key, "ingest": _fingerprint(dataclasses.asdict(cfg.ingest))})
+        state = _State(
+            work / STATE_FILE, {**key, "ingest": _fingerprint(dataclasses.asdict(cfg.ingest))}
+        )
         # Stages downstream of a changed config must rerun: fold upstream settings into each key.
         sfm_key = _fingerprint([dataclasses.asdict(cfg.ingest), dataclasses.asdict(cfg.sfm)])
 
@@ -266,7 +268,12 @@ class Pipeline:
             "cameras": len({r.camera_key for r in ingest.images}),
             "focal_prior": sorted({r.focal_source for r in ingest.images}),
             "images": [
-                {"name": r.name, "width": r.width, "height": r.height, "sharpness": round(r.sharpness, 1)}
+                {
+                    "name": r.name,
+                    "width": r.width,
+                    "height": r.height,
+                    "sharpness": round(r.sharpness, 1),
+                }
                 for r in ingest.images
             ],
         }
@@ -291,7 +298,11 @@ class Pipeline:
             )
             state.finish(
                 "sfm",
-                {"key": sfm_key, "unregistered": sparse.unregistered, "attempts": list(sparse.attempts)},
+                {
+                    "key": sfm_key,
+                    "unregistered": sparse.unregistered,
+                    "attempts": list(sparse.attempts),
+                },
             )
         report.registered = sorted(sparse.cameras)
         report.unregistered = dict(sparse.unregistered)

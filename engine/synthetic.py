@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import re
+import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,6 +57,10 @@ _TEXELS_PER_M = 5400.0
 _KEY = np.array([0.45, -0.55, 0.70]) / np.linalg.norm([0.45, -0.55, 0.70])
 _FILL = np.array([-0.60, 0.55, 0.35]) / np.linalg.norm([-0.60, 0.55, 0.35])
 _AMBIENT, _KEY_GAIN, _FILL_GAIN = 0.38, 0.55, 0.22
+
+#: Ground-truth masks live here, not in ``masks/``: ingest honours ``masks/`` beside a photo
+#: folder, and the tests must see what a photographer's shoot gives (photos only).
+MASK_DIR = "masks_gt"
 
 
 # --------------------------------------------------------------------------------------------
@@ -1119,7 +1124,7 @@ _VIEW_NAME = re.compile(r"^(?:" + "|".join(SCENES) + r")_r\d+_a\d+$")
 
 def _remove_stale_views(root: Path, keep: set[str]) -> None:
     """Delete views of an earlier render in the same folder, so the folder holds one scene."""
-    for sub, ext in (("images", ".jpg"), ("masks", ".png")):
+    for sub, ext in (("images", ".jpg"), (MASK_DIR, ".png")):
         for f in (root / sub).glob("*" + ext):
             if _VIEW_NAME.match(f.stem) and f.stem + ".jpg" not in keep:
                 f.unlink()
@@ -1134,7 +1139,7 @@ def _write_view(root: Path, cam: CameraPose, img: np.ndarray, cover: np.ndarray,
         pix = pix + rng.normal(0.0, noise_sigma, size=pix.shape)
     pix8 = np.clip(np.rint(pix), 0, 255).astype(np.uint8)
     ipath = root / "images" / cam.name
-    mpath = root / "masks" / (Path(cam.name).stem + ".png")
+    mpath = root / MASK_DIR / (Path(cam.name).stem + ".png")
     Image.fromarray(pix8).save(ipath, "JPEG", quality=int(jpeg_quality), exif=_exif_bytes(cam))
     Image.fromarray(np.where(cover > 0.5, 255, 0).astype(np.uint8)).save(mpath, "PNG")
     return ipath, mpath
@@ -1202,7 +1207,7 @@ def render_scene(
         raise ValueError("image size must be at least 16 px, supersample >= 1, quality 1..100")
     root = Path(out_dir)
     (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "masks").mkdir(parents=True, exist_ok=True)
+    (root / MASK_DIR).mkdir(parents=True, exist_ok=True)
     shape = _make_shape(kind, seed)
     cams = ring_cameras(kind, n_azimuth=n_azimuth, elevations_deg=elevations_deg, width=width,
                         height=height, seed=seed)
@@ -1278,5 +1283,33 @@ def load_scene(root: Path) -> SyntheticScene:
         bmin, bmax = z["bbox_min"].astype(np.float64), z["bbox_max"].astype(np.float64)
         kind = str(z["scene"]) if "scene" in z else str(meta.get("scene", ""))
     images = tuple(root / "images" / c.name for c in cams)
-    masks = tuple(root / "masks" / (Path(c.name).stem + ".png") for c in cams)
+    masks = tuple(root / MASK_DIR / (Path(c.name).stem + ".png") for c in cams)
     return SyntheticScene(kind, root, images, masks, tuple(cams), pts, nrm, bmin, bmax)
+
+
+def write_sample(
+    folder: Path,
+    kind: str = "bottle",
+    *,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> Path:
+    """Write a sample shoot a newcomer can reconstruct: 36 photos at 800x600 (3 rings of 12).
+
+    The photos go to ``folder/photos``; the ground truth (cameras.json, scene.npz and masks) to
+    ``folder/ground_truth``, out of the way of the photos so a reconstruction of the photo folder
+    works from the photos alone, as a real shoot would.
+
+    Returns
+    -------
+    Path
+        The photo folder.
+    """
+    folder = Path(folder)
+    truth = folder / "ground_truth"
+    photos = folder / "photos"
+    scene = render_scene(truth, kind, progress=progress, cancel=cancel)
+    if photos.exists():
+        shutil.rmtree(photos)
+    shutil.move(str(scene.root / "images"), str(photos))
+    return photos

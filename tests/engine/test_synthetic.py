@@ -38,7 +38,7 @@ def test_files_names_and_order(scene):
     assert names == sorted(names) == [c.name for c in scene.cameras]
     assert names[0] == f"{scene.name}_r0_a000.jpg"
     for ip, mp in zip(scene.image_paths, scene.mask_paths, strict=True):
-        assert mp == scene.root / "masks" / (ip.stem + ".png")
+        assert mp == scene.root / "masks_gt" / (ip.stem + ".png")
         with Image.open(ip) as im, Image.open(mp) as m:
             assert im.size == m.size == (W, H)
             assert im.mode == "RGB" and m.mode == "L"

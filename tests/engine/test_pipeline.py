@@ -1,0 +1,197 @@
+"""The run folder contract, the command line, resume, cancel and privacy of exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pycolmap
+import pytest
+from PIL import Image
+
+import main
+from engine.config import preset
+from engine.errors import InputError, OutputError
+from engine.pipeline import reconstruct
+from engine.progress import CancelToken, Cancelled
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = {"n_azimuth": 12, "elevations_deg": (20.0, 45.0), "width": 480, "height": 360}
+GPS_LAT = (48.0, 51.0, 29.64)
+
+
+@pytest.fixture(scope="module")
+def small_scene(scene_factory):
+    return scene_factory("box", **SMALL)
+
+
+@pytest.fixture()
+def gps_photos(small_scene, tmp_path):
+    """The small scene's photos, with GPS and camera-owner tags added (in a folder with a space
+    and non-ASCII characters)."""
+    folder = tmp_path / "Shoot Café" / "photos"
+    folder.mkdir(parents=True)
+    for src in small_scene.image_paths:
+        with Image.open(src) as im:
+            exif = im.getexif()
+            gps = exif.get_ifd(0x8825)
+            gps.update({1: "N", 2: GPS_LAT, 3: "E", 4: (2.0, 17.0, 40.0)})
+            exif[0x013B] = "Jane Photographer"  # Artist
+            im.save(folder / src.name, exif=exif.tobytes(), quality=95)
+    return folder
+
+
+def _no_private_data(path: Path, tmp_path: Path) -> None:
+    data = path.read_bytes()
+    assert str(tmp_path).encode() not in data, f"{path.name} contains a local path"
+    assert b"Jane Photographer" not in data, f"{path.name} contains EXIF"
+    assert b"/photos/" not in data, f"{path.name} contains a folder path"
+
+
+def test_cli_writes_every_file_of_the_contract(gps_photos, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main.main(["reconstruct", str(gps_photos), "--out", str(out), "--preset", "preview", "--json"])
+    assert code == 0
+    for name in ("report.json", "config.json", "viewer.html", "run.log", "sparse.ply"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for name in ("cameras.bin", "images.bin", "points3D.bin"):
+        assert (out / "sparse" / "0" / name).is_file(), name
+
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == report
+    assert report["status"] == "finished"
+    assert report["preset"] == "preview" and report["device"] in ("cpu", "cuda")
+    photos = sorted(p.name for p in gps_photos.iterdir())
+    # Photos are named by their file names; each is either placed or has a reason.
+    assert sorted(report["registered"] + list(report["unregistered"])) == photos
+    assert len(report["registered"]) >= 0.9 * len(photos)
+    assert set(report["stage_seconds"]) == {"ingest", "sfm", "export"}
+    assert report["outputs"]["viewer.html"] == (out / "viewer.html").stat().st_size
+
+    rec = pycolmap.Reconstruction(str(out / "sparse" / "0"))
+    assert sorted(im.name for im in rec.images.values()) == sorted(report["registered"])
+    assert rec.num_points3D() > 100
+    # The product is named after its folder ("photos" folders take their parent's name).
+    assert report["stages"]["export"]["title"] == "Shoot Café"
+    assert "<title>Shoot Café</title>" in (out / "viewer.html").read_text(encoding="utf-8")
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["preset"] == "preview" and config["stop_after"] == "sparse"
+
+    for name in ("report.json", "config.json", "viewer.html", "sparse.ply"):
+        _no_private_data(out / name, tmp_path)
+    for path in (out / "sparse" / "0").iterdir():
+        _no_private_data(path, tmp_path)
+    # Working copies are fresh PNGs: no EXIF, no GPS.
+    for path in (out / "work" / "images").iterdir():
+        with Image.open(path) as im:
+            assert not im.getexif(), path.name
+
+
+def test_resume_skips_finished_stages_and_gives_the_same_model(small_scene, tmp_path):
+    out = tmp_path / "run"
+    cfg = preset("preview")
+    first = reconstruct([small_scene.image_dir], out, cfg)
+    assert set(first.report.stage_seconds) == {"ingest", "sfm", "export"}
+    again = reconstruct([small_scene.image_dir], out, cfg)
+    assert set(again.report.stage_seconds) == {"export"}  # ingest and sfm resumed
+    assert sorted(again.sparse.cameras) == sorted(first.sparse.cameras)
+    assert len(again.sparse.points) == len(first.sparse.points)
+    # A changed setting reruns the stages it affects.
+    changed = reconstruct([small_scene.image_dir], out, cfg.replace(sfm=cfg.sfm.__class__(max_num_features=1024)))
+    assert "sfm" in changed.report.stage_seconds and "ingest" not in changed.report.stage_seconds
+
+
+def test_cancel_mid_sfm_then_resume(small_scene, tmp_path):
+    out = tmp_path / "run"
+    token = CancelToken()
+    stages = []
+
+    def progress(event):
+        stages.append(event.stage)
+        if event.stage == "sfm" and event.current >= 4:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        reconstruct([small_scene.image_dir], out, preset("preview"), progress=progress, cancel=token)
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["status"] == "cancelled"
+    assert "ingest" in stages and not (out / "viewer.html").exists()
+    result = reconstruct([small_scene.image_dir], out, preset("preview"))
+    assert result.report.status == "finished"
+    assert "ingest" not in result.report.stage_seconds  # the finished stage was kept
+
+
+def test_bad_inputs_get_clear_errors(tmp_path, capsys):
+    missing = tmp_path / "no such folder"
+    assert main.main(["reconstruct", str(missing), "--out", str(tmp_path / "o1")]) == InputError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such folder" in err[0]
+
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    for i in range(3):
+        (pdfs / f"brochure{i}.pdf").write_bytes(b"%PDF-1.4\n" + os.urandom(200))
+    assert main.main(["reconstruct", str(pdfs), "--out", str(tmp_path / "o2")]) == InputError.exit_code
+    err = capsys.readouterr().err
+    assert "brochure0.pdf" in err and "PDF" in err
+    report = json.loads((tmp_path / "o2" / "report.json").read_text(encoding="utf-8"))
+    assert report["status"] == "failed"
+
+
+def test_unwritable_output_folder(small_scene, tmp_path, capsys):
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the run folder should be")
+    code = main.main(["reconstruct", str(small_scene.image_dir), "--out", str(blocker / "run")])
+    assert code == OutputError.exit_code
+    err = capsys.readouterr().err
+    assert "Cannot write to the output folder" in err
+    assert blocker.read_text() == "a file where the run folder should be"  # nothing lost
+
+
+def test_one_photo_is_a_clear_error(small_scene, tmp_path):
+    single = tmp_path / "one"
+    single.mkdir()
+    shutil.copy(small_scene.image_paths[0], single)
+    with pytest.raises(InputError, match="at least 2"):
+        reconstruct([single], tmp_path / "run", preset("preview"))
+
+
+def test_ctrl_c_cancels_cleanly(small_scene, tmp_path):
+    """SIGINT during SfM: the process says so, exits 130 and keeps the finished stages."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "reconstruct", str(small_scene.image_dir), "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state = out / "work" / "state.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not state.exists():  # ingest finished: SfM is running
+        time.sleep(0.05)
+    assert state.exists(), "the run never reached SfM"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == main.EXIT_CANCELLED, err
+    assert "Cancelled" in err
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["status"] == "cancelled"
+    assert json.loads(state.read_text())["done"].get("ingest") is not None
+
+
+def test_sample_command_writes_a_shoot(tmp_path, capsys):
+    assert main.main(["sample", str(tmp_path / "sample")]) == 0
+    photos = sorted((tmp_path / "sample" / "photos").iterdir())
+    assert len(photos) == 36 and all(p.suffix == ".jpg" for p in photos)
+    assert (tmp_path / "sample" / "ground_truth" / "cameras.json").is_file()
+    assert "reconstruct" in capsys.readouterr().out
