@@ -19,7 +19,7 @@ import main
 from engine.config import preset
 from engine.errors import InputError, OutputError
 from engine.pipeline import reconstruct
-from engine.progress import CancelToken, Cancelled
+from engine.progress import Cancelled, CancelToken
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"n_azimuth": 12, "elevations_deg": (20.0, 45.0), "width": 480, "height": 360}
@@ -56,7 +56,9 @@ def _no_private_data(path: Path, tmp_path: Path) -> None:
 
 def test_cli_writes_every_file_of_the_contract(gps_photos, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main.main(["reconstruct", str(gps_photos), "--out", str(out), "--preset", "preview", "--json"])
+    code = main.main(
+        ["reconstruct", str(gps_photos), "--out", str(out), "--preset", "preview", "--json"]
+    )
     assert code == 0
     for name in ("report.json", "config.json", "viewer.html", "run.log", "sparse.ply"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -104,7 +106,9 @@ def test_resume_skips_finished_stages_and_gives_the_same_model(small_scene, tmp_
     assert sorted(again.sparse.cameras) == sorted(first.sparse.cameras)
     assert len(again.sparse.points) == len(first.sparse.points)
     # A changed setting reruns the stages it affects.
-    changed = reconstruct([small_scene.image_dir], out, cfg.replace(sfm=cfg.sfm.__class__(max_num_features=1024)))
+    changed = reconstruct(
+        [small_scene.image_dir], out, cfg.replace(sfm=cfg.sfm.__class__(max_num_features=1024))
+    )
     assert "sfm" in changed.report.stage_seconds and "ingest" not in changed.report.stage_seconds
 
 
@@ -119,7 +123,9 @@ def test_cancel_mid_sfm_then_resume(small_scene, tmp_path):
             token.cancel()
 
     with pytest.raises(Cancelled):
-        reconstruct([small_scene.image_dir], out, preset("preview"), progress=progress, cancel=token)
+        reconstruct(
+            [small_scene.image_dir], out, preset("preview"), progress=progress, cancel=token
+        )
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["status"] == "cancelled"
     assert "ingest" in stages and not (out / "viewer.html").exists()
@@ -130,7 +136,10 @@ def test_cancel_mid_sfm_then_resume(small_scene, tmp_path):
 
 def test_bad_inputs_get_clear_errors(tmp_path, capsys):
     missing = tmp_path / "no such folder"
-    assert main.main(["reconstruct", str(missing), "--out", str(tmp_path / "o1")]) == InputError.exit_code
+    assert (
+        main.main(["reconstruct", str(missing), "--out", str(tmp_path / "o1")])
+        == InputError.exit_code
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such folder" in err[0]
 
@@ -138,7 +147,9 @@ def test_bad_inputs_get_clear_errors(tmp_path, capsys):
     pdfs.mkdir()
     for i in range(3):
         (pdfs / f"brochure{i}.pdf").write_bytes(b"%PDF-1.4\n" + os.urandom(200))
-    assert main.main(["reconstruct", str(pdfs), "--out", str(tmp_path / "o2")]) == InputError.exit_code
+    assert (
+        main.main(["reconstruct", str(pdfs), "--out", str(tmp_path / "o2")]) == InputError.exit_code
+    )
     err = capsys.readouterr().err
     assert "brochure0.pdf" in err and "PDF" in err
     report = json.loads((tmp_path / "o2" / "report.json").read_text(encoding="utf-8"))
@@ -168,7 +179,14 @@ def test_ctrl_c_cancels_cleanly(small_scene, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "main.py"), "reconstruct", str(small_scene.image_dir), "--out", str(out)],
+        [
+            sys.executable,
+            str(ROOT / "main.py"),
+            "reconstruct",
+            str(small_scene.image_dir),
+            "--out",
+            str(out),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
