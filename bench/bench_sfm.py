@@ -30,24 +30,32 @@ import pycolmap  # noqa: E402
 from engine.config import preset  # noqa: E402
 from engine.geometry import pose_errors  # noqa: E402
 from engine.stages import ingest, sfm  # noqa: E402
-from engine.synthetic import read_cameras_json, render_scene  # noqa: E402
+from engine.synthetic import render_scene  # noqa: E402
+from engine.types import CameraPose  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 SYNTHETIC = ("bottle", "box", "lowtex")
 
 
-def scene_inputs(name: str, tmp: Path) -> tuple[Path, dict, float]:
+def scene_inputs(name: str, tmp: Path, size: tuple[int, int]) -> tuple[Path, dict, float]:
     """(image folder, ground-truth cameras by name, object size) of a scene."""
     if name in SYNTHETIC:
+        w, h = size
         scene = render_scene(
-            tmp / name, name, n_azimuth=12, elevations_deg=(15.0, 35.0, 55.0), width=800, height=600
+            tmp / name, name, n_azimuth=12, elevations_deg=(15.0, 35.0, 55.0), width=w, height=h
         )
         return scene.root / "images", {c.name: c for c in scene.cameras}, scene.object_size
     root = DATASETS / name
     data = json.loads((root / "cameras.json").read_text())
     box = data.get("bbox") or data.get("object_bbox_estimate")
     size = float(np.linalg.norm(np.subtract(box[1], box[0]))) if box else 1.0
-    return root / "images", {c.name: c for c in read_cameras_json(root / "cameras.json")}, size
+    truth = {
+        e["name"]: CameraPose(
+            e["name"], np.array(e["R"]), np.array(e["t"]), np.array(e["K"]), e["width"], e["height"]
+        )
+        for e in data["images"]
+    }
+    return root / "images", truth, size
 
 
 def score(cameras: dict, truth: dict, size: float, n: int) -> dict:
@@ -93,10 +101,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scenes", nargs="+", default=[*SYNTHETIC, "temple_sparse_ring", "lego"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", default="800x600", help="synthetic photo size, WxH")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    pycolmap.logging.minloglevel = 2 if hasattr(pycolmap, "logging") else None
+    pycolmap.logging.minloglevel = 2
     rows = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -104,7 +113,8 @@ def main() -> None:
             if name not in SYNTHETIC and not (DATASETS / name / "images").is_dir():
                 print(f"skip {name}: not found in {DATASETS}", file=sys.stderr)
                 continue
-            images, truth, size = scene_inputs(name, tmp)
+            wh = (int(args.size.split("x")[0]), int(args.size.split("x")[1]))
+            images, truth, size = scene_inputs(name, tmp, wh)
             n = len(list(images.iterdir()))
             ours_t, defaults_t, ratio = [], [], []
             for _ in range(args.repeats):

@@ -35,7 +35,8 @@ class ImageRecord:
     make, model, lens
         EXIF camera description ("" when absent).
     sharpness
-        Variance of the Laplacian of the working copy (higher is sharper).
+        Variance of the Laplacian of a greyscale copy at an 800 px long side (higher is
+        sharper; comparable across photo sizes).
     dark_fraction, bright_fraction
         Fractions of pixels clipped to black / white.
     sha256

@@ -319,6 +319,12 @@ class _AttemptRunner:
         opts.mapper.random_seed = self.cfg.seed
         opts.triangulation.random_seed = self.cfg.seed
         opts.min_model_size = max(2, min(10, n // 4))
+        # Secondary models may share only 2 photos with earlier ones: they exist to show which
+        # photos form a separate group, and re-solving placed photos cost up to half the time.
+        opts.max_model_overlap = 2
+        # Fewer global adjustments while growing: the final robust adjustment refines anyway.
+        opts.ba_global_frames_ratio = 1.4
+        opts.ba_global_points_ratio = 1.4
         opts.extract_colors = True
         if self.attempt.relaxed_mapper:
             opts.min_num_matches = 10
