@@ -469,9 +469,11 @@ def _needs_retry(
     if kept.num_reg_images() < cfg.min_registered_fraction * n:
         return True
     placed = {im.name for im in kept.images.values() if im.has_pose}
-    # Secondary models often re-solve images of the main one; only new images mean a split.
+    # A split worth a retry: a separate model holding at least 10% of the photos (and 2) that
+    # the main one lacks. Two stray photos in a set of 36 are not worth doubling the time.
+    min_group = max(2, int(np.ceil(0.1 * n)))
     split = any(
-        sum(1 for im in r.images.values() if im.has_pose and im.name not in placed) >= 2
+        sum(1 for im in r.images.values() if im.has_pose and im.name not in placed) >= min_group
         for r in others
     )
     return split and n <= cfg.exhaustive_max_images
