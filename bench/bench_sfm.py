@@ -30,8 +30,7 @@ import pycolmap  # noqa: E402
 from engine.config import preset  # noqa: E402
 from engine.geometry import pose_errors  # noqa: E402
 from engine.stages import ingest, sfm  # noqa: E402
-from engine.synthetic import render_scene  # noqa: E402
-from engine.types import CameraPose  # noqa: E402
+from engine.synthetic import read_cameras_json, render_scene  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 SYNTHETIC = ("bottle", "box", "lowtex")
@@ -49,12 +48,7 @@ def scene_inputs(name: str, tmp: Path, size: tuple[int, int]) -> tuple[Path, dic
     data = json.loads((root / "cameras.json").read_text())
     box = data.get("bbox") or data.get("object_bbox_estimate")
     size = float(np.linalg.norm(np.subtract(box[1], box[0]))) if box else 1.0
-    truth = {
-        e["name"]: CameraPose(
-            e["name"], np.array(e["R"]), np.array(e["t"]), np.array(e["K"]), e["width"], e["height"]
-        )
-        for e in data["images"]
-    }
+    truth = {c.name: c for c in read_cameras_json(root / "cameras.json")}
     return root / "images", truth, size
 
 

@@ -35,11 +35,3 @@ def resolve_device(requested: str) -> str:
     logger.info("Compute device: %s", device)
     return device
 
-
-def describe_device(device: str) -> str:
-    """Human-readable device name (the GPU's name on CUDA)."""
-    if device == "cuda":
-        import torch
-
-        return f"cuda ({torch.cuda.get_device_name(0)})"
-    return "cpu"

@@ -1107,7 +1107,9 @@ def read_cameras_json(path: Path) -> list[CameraPose]:
         When the file does not follow the format.
     """
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if data.get("distortion", "none") != "none" or "images" not in data:
+    distortion = str(data.get("distortion", "none"))
+    lens_models = any("distortion" in e for e in data.get("images", ()))
+    if not distortion.startswith("none") or lens_models or "images" not in data:
         raise ValueError(f"{path}: not a distortion-free cameras.json with an 'images' list")
     cams = []
     for e in data["images"]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,17 +42,6 @@ def dataset(name: str) -> Path:
 
 def read_ground_truth(path: Path) -> dict:
     """cameras.json -> {name: CameraPose}."""
-    from engine.types import CameraPose
+    from engine.synthetic import read_cameras_json
 
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return {
-        e["name"]: CameraPose(
-            e["name"],
-            np.array(e["R"], float),
-            np.array(e["t"], float),
-            np.array(e["K"], float),
-            int(e["width"]),
-            int(e["height"]),
-        )
-        for e in data["images"]
-    }
+    return {c.name: c for c in read_cameras_json(path)}
