@@ -80,12 +80,9 @@ def _configure_logging(verbose: bool) -> None:
     # The console shows warnings only; run.log (added per run by the pipeline) gets INFO.
     for handler in logging.getLogger().handlers:
         handler.setLevel(level)
-    try:  # COLMAP's own (glog) chatter: errors only unless asked for details
-        import pycolmap
+    import pycolmap  # COLMAP's own (glog) chatter: errors only unless asked for details
 
-        pycolmap.logging.minloglevel = 0 if verbose else 2
-    except (ImportError, AttributeError):
-        pass
+    pycolmap.logging.minloglevel = 0 if verbose else 2
 
 
 def _run_in_thread(target):  # noqa: ANN001, ANN202

@@ -36,6 +36,8 @@ STAGE = "sfm"
 EXTRACT_CHUNK = 8
 #: Verified inliers under which two photos are considered not to overlap.
 MIN_PAIR_INLIERS = 15
+#: Scale (pixels) of the Cauchy loss of the final bundle adjustments.
+ROBUST_LOSS_PX = 0.5
 
 
 @contextmanager
@@ -479,7 +481,9 @@ def _needs_retry(
     return split and n <= cfg.exhaustive_max_images
 
 
-def robust_bundle_adjustment(rec: pycolmap.Reconstruction, loss_scale: float = 0.5) -> None:
+def robust_bundle_adjustment(
+    rec: pycolmap.Reconstruction, loss_scale: float = ROBUST_LOSS_PX
+) -> None:
     """Final global bundle adjustment with a Cauchy loss, in place.
 
     COLMAP's own global adjustments use a plain squared loss. Observations that do not belong
@@ -505,7 +509,7 @@ def refine_principal_point(
     rec: pycolmap.Reconstruction,
     max_offset: float = 0.025,
     min_gain: float = 0.003,
-    loss_scale: float = 0.5,
+    loss_scale: float = ROBUST_LOSS_PX,
 ) -> pycolmap.Reconstruction | None:
     """Refine the principal points in a final global bundle adjustment, when the data ask for it.
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import main
-from engine.config import preset
+from engine.config import SfMConfig, preset
 from engine.errors import InputError, OutputError
 from engine.pipeline import reconstruct
 from engine.progress import Cancelled, CancelToken
@@ -107,7 +107,7 @@ def test_resume_skips_finished_stages_and_gives_the_same_model(small_scene, tmp_
     assert len(again.sparse.points) == len(first.sparse.points)
     # A changed setting reruns the stages it affects.
     changed = reconstruct(
-        [small_scene.image_dir], out, cfg.replace(sfm=cfg.sfm.__class__(max_num_features=1024))
+        [small_scene.image_dir], out, cfg.replace(sfm=SfMConfig(max_num_features=1024))
     )
     assert "sfm" in changed.report.stage_seconds and "ingest" not in changed.report.stage_seconds
 
