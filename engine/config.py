@@ -73,6 +73,78 @@ class SfMConfig:
 
 
 @dataclass(frozen=True)
+class DenseConfig:
+    """Multi-view stereo (our torch plane sweep, engine/stages/dense.py)."""
+
+    max_image_size: int = 800
+    """Longest side of the depth maps in pixels (photos are downscaled, never upscaled)."""
+    num_sources: int = 5
+    """Source views compared with each reference view."""
+    top_k: int = 2
+    """Matching costs averaged over the best ``top_k`` sources per pixel (occlusion-robust)."""
+    num_depths: int = 48
+    """Depth hypotheses of the coarsest level."""
+    levels: int = 3
+    """Coarse-to-fine levels (each halves the resolution of the one above)."""
+    refine_depths: int = 8
+    """Hypotheses per pixel at each finer level, around the coarser level's estimate."""
+    window: int = 7
+    """NCC window side in pixels (odd)."""
+    min_angle_deg: float = 3.0
+    """Source views seeing the product under a smaller triangulation angle are not used."""
+    max_angle_deg: float = 50.0
+    """... nor under a larger one."""
+    depth_margin: float = 0.15
+    """Depth range = sparse points' depth range widened by this fraction on each side."""
+    min_confidence: float = 0.15
+    """Depths below this matching confidence are dropped (the prior may fill them)."""
+    min_texture: float = 2.0
+    """Pixels whose NCC window varies less than this (grey levels, std) get no MVS depth."""
+    max_batch_pixels: int = 0
+    """Pixels x hypotheses x sources per batch; 0 sizes it to the device's free memory."""
+
+
+@dataclass(frozen=True)
+class DepthPriorConfig:
+    """Monocular depth network (Depth-Anything-V2) filling where stereo is unsure."""
+
+    enabled: bool = True
+    """Use the prior when its weights are available (the run says when they are not)."""
+    model: str = "depth-anything/Depth-Anything-V2-Small-hf"
+    """Hugging Face model id or a local folder holding the weights (safetensors)."""
+    allow_download: bool = False
+    """Download the weights when they are not found locally (needs internet)."""
+    input_size: int = 518
+    """Network input size (shorter side, multiple of 14)."""
+    fill_below: float = 0.3
+    """Pixels whose MVS confidence is below this take the aligned prior's depth."""
+    max_residual: float = 0.05
+    """Alignments whose median relative residual exceeds this are not used for the view."""
+
+
+@dataclass(frozen=True)
+class FuseConfig:
+    """Depth-map fusion into one coloured cloud (engine/stages/fuse.py)."""
+
+    min_consistent_views: int = 2
+    """Other views whose depth must agree with a pixel's for it to be kept."""
+    max_reproj_px: float = 1.0
+    """Forward-backward reprojection error allowed for agreement (depth-map pixels)."""
+    max_rel_depth: float = 0.01
+    """Relative depth difference allowed for agreement."""
+    min_confidence: float = 0.15
+    """Pixels below this confidence are not fused."""
+    voxel_px: float = 1.0
+    """De-duplication voxel, in units of the median pixel footprint on the surface."""
+    outlier_neighbors: int = 16
+    """Neighbours used by the statistical outlier removal."""
+    outlier_std: float = 2.5
+    """Points farther than mean + this x std of neighbour distances are removed."""
+    max_points: int = 3_000_000
+    """Cap on the fused cloud's size (uniformly subsampled above it)."""
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     """What the run folder's exports contain."""
 
@@ -94,6 +166,9 @@ class PipelineConfig:
     """Last compute stage; ``sparse`` stops after SfM (the preview preset)."""
     ingest: IngestConfig = field(default_factory=IngestConfig)
     sfm: SfMConfig = field(default_factory=SfMConfig)
+    dense: DenseConfig = field(default_factory=DenseConfig)
+    depth_prior: DepthPriorConfig = field(default_factory=DepthPriorConfig)
+    fuse: FuseConfig = field(default_factory=FuseConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,7 +183,14 @@ class PipelineConfig:
     def from_dict(data: dict[str, Any]) -> PipelineConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
         data = dict(data)
-        nested = {"ingest": IngestConfig, "sfm": SfMConfig, "export": ExportConfig}
+        nested = {
+            "ingest": IngestConfig,
+            "sfm": SfMConfig,
+            "dense": DenseConfig,
+            "depth_prior": DepthPriorConfig,
+            "fuse": FuseConfig,
+            "export": ExportConfig,
+        }
         for key, cls in nested.items():
             if key in data:
                 data[key] = cls(**data[key])
@@ -141,6 +223,7 @@ def preset(name: str, **overrides: Any) -> PipelineConfig:
             preset=name,
             ingest=IngestConfig(max_image_size=3200),
             sfm=SfMConfig(max_num_features=8192, exhaustive_max_images=100),
+            dense=DenseConfig(max_image_size=1600, levels=4),
         )
     else:
         raise ValueError(f"Unknown preset {name!r}: choose one of {', '.join(PRESETS)}.")

@@ -128,6 +128,47 @@ class PointCloud:
         return PointCloud(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8))
 
 
+#: Where a depth-map pixel's depth came from (``DepthMap.origin``).
+ORIGIN_NONE, ORIGIN_MVS, ORIGIN_PRIOR = 0, 1, 2
+
+
+@dataclass(frozen=True, eq=False)
+class DepthMap:
+    """One view's depth map, in the undistorted pinhole camera it was computed for.
+
+    Attributes
+    ----------
+    name
+        Image name (as in the sparse model).
+    camera
+        Pinhole camera at the depth map's resolution: ``K`` scaled, no distortion,
+        ``width``/``height`` equal to the arrays' shape, pose as in the sparse model.
+    depth
+        float32 (H, W) camera-z depth in model units; 0 where there is no depth.
+    confidence
+        float32 (H, W) in [0, 1]; 0 where there is no depth.
+    rgb
+        uint8 (H, W, 3) undistorted colour image at this resolution.
+    mask
+        bool (H, W) product foreground, or None when no mask is known.
+    origin
+        uint8 (H, W): :data:`ORIGIN_NONE`, :data:`ORIGIN_MVS` or :data:`ORIGIN_PRIOR` per pixel.
+    """
+
+    name: str
+    camera: CameraPose
+    depth: np.ndarray = field(repr=False)
+    confidence: np.ndarray = field(repr=False)
+    rgb: np.ndarray = field(repr=False)
+    mask: np.ndarray | None = field(default=None, repr=False)
+    origin: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Pixels with a depth, bool (H, W)."""
+        return self.depth > 0
+
+
 @dataclass(frozen=True)
 class SparseModel:
     """Output of the SfM stage.
@@ -151,6 +192,9 @@ class SparseModel:
     points: PointCloud
     unregistered: dict[str, str] = field(default_factory=dict)
     attempts: tuple[dict[str, Any], ...] = ()
+    visibility: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """Image name -> int64 indices into ``points`` of the sparse points it observes (SfM tracks);
+    empty when unknown (then stages fall back to projecting the points)."""
 
     @property
     def num_registered(self) -> int:

@@ -188,6 +188,22 @@ def points_from_reconstruction(rec: pycolmap.Reconstruction) -> PointCloud:
     return PointCloud(xyz, rgb)
 
 
+def visibility_from_reconstruction(rec: pycolmap.Reconstruction) -> dict[str, np.ndarray]:
+    """Image name -> indices (into :func:`points_from_reconstruction`'s order) of its points."""
+    index = {pid: i for i, pid in enumerate(rec.points3D)}
+    seen: dict[int, list[int]] = {}
+    for pid, point in rec.points3D.items():
+        i = index[pid]
+        for el in point.track.elements:
+            seen.setdefault(el.image_id, []).append(i)
+    out: dict[str, np.ndarray] = {}
+    for image_id, idx in seen.items():
+        image = rec.images[image_id]
+        if image.has_pose:
+            out[image.name] = np.unique(np.asarray(idx, np.int64))
+    return out
+
+
 def load_sparse(path: Path, unregistered: dict[str, str] | None = None) -> SparseModel:
     """Read a COLMAP model folder back as a :class:`SparseModel`."""
     rec = pycolmap.Reconstruction(str(path))
@@ -196,6 +212,7 @@ def load_sparse(path: Path, unregistered: dict[str, str] | None = None) -> Spars
         cameras=cameras_from_reconstruction(rec),
         points=points_from_reconstruction(rec),
         unregistered=dict(unregistered or {}),
+        visibility=visibility_from_reconstruction(rec),
     )
 
 
@@ -654,6 +671,7 @@ def run(
         points=points_from_reconstruction(rec),
         unregistered=unregistered,
         attempts=tuple(summaries),
+        visibility=visibility_from_reconstruction(rec),
     )
     progress(
         ProgressEvent(
