@@ -86,9 +86,9 @@ class DenseConfig:
     """Depth hypotheses of the coarsest level."""
     levels: int = 3
     """Coarse-to-fine levels (each halves the resolution of the one above)."""
-    refine_depths: int = 8
+    refine_depths: int = 6
     """Hypotheses per pixel at each finer level, around the coarser level's estimate."""
-    window: int = 7
+    window: int = 5
     """NCC window side in pixels (odd)."""
     min_angle_deg: float = 3.0
     """Source views seeing the product under a smaller triangulation angle are not used."""

@@ -32,6 +32,31 @@ def scene_factory(tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="session")
+def solved(scene_factory, tmp_path_factory):
+    """Ingest + SfM (standard preset settings) once per scene kind.
+
+    Returns ``(scene, ingest_result, sparse_model, progress_events)``.
+    """
+    from engine.config import preset
+    from engine.stages import ingest, sfm
+
+    cache = {}
+
+    def solve(kind: str):
+        if kind not in cache:
+            scene = scene_factory(kind)
+            run_dir = tmp_path_factory.mktemp(f"sfm_{kind}")
+            cfg = preset("standard")
+            events = []
+            images = ingest.run([scene.root / "images"], cfg.ingest, run_dir / "work")
+            model = sfm.run(images, cfg.sfm, run_dir, progress=events.append)
+            cache[kind] = (scene, images, model, events)
+        return cache[kind]
+
+    return solve
+
+
 def dataset(name: str) -> Path:
     """Path of a shared dataset, or skip the test with the reason."""
     path = DATASETS / name

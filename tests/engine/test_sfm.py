@@ -5,29 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.config import IngestConfig, SfMConfig, preset
+from engine.config import IngestConfig, SfMConfig
 from engine.geometry import pose_errors, umeyama
 from engine.progress import Cancelled, CancelToken
 from engine.stages import ingest, sfm
-
-
-@pytest.fixture(scope="session")
-def solved(scene_factory, tmp_path_factory):
-    """Ingest + SfM (standard preset settings) once per scene kind."""
-    cache = {}
-
-    def solve(kind: str):
-        if kind not in cache:
-            scene = scene_factory(kind)
-            run_dir = tmp_path_factory.mktemp(f"sfm_{kind}")
-            cfg = preset("standard")
-            events = []
-            images = ingest.run([scene.root / "images"], cfg.ingest, run_dir / "work")
-            model = sfm.run(images, cfg.sfm, run_dir, progress=events.append)
-            cache[kind] = (scene, images, model, events)
-        return cache[kind]
-
-    return solve
 
 
 def test_umeyama_recovers_a_known_similarity():

@@ -1,0 +1,25 @@
+"""The one place that loads neural networks: where weights come from, device, dtype, licence.
+
+Importing this package is cheap (transformers is imported only when a model is loaded), so the
+pipeline can catch :class:`ModelUnavailable` without paying for it.
+"""
+
+from engine.models._hub import ModelUnavailable, hub_cache_dir, resolve_model
+from engine.models.depth_anything import (
+    DEFAULT_DEPTH_MODEL,
+    DepthEstimator,
+    ModelInfo,
+    licence_for,
+    load_depth_model,
+)
+
+__all__ = [
+    "DEFAULT_DEPTH_MODEL",
+    "DepthEstimator",
+    "ModelInfo",
+    "ModelUnavailable",
+    "hub_cache_dir",
+    "licence_for",
+    "load_depth_model",
+    "resolve_model",
+]

@@ -1,0 +1,705 @@
+"""Dense stage: coarse-to-fine plane-sweep multi-view stereo in torch (CUDA or CPU, same code).
+
+For every registered view (the *reference*):
+
+1. The photo is undistorted to a pinhole camera (COLMAP's camera model) and downscaled to the
+   preset's depth-map size; the view's mask, when known, is warped alongside.
+2. Source views come from the sparse model: those sharing the most SfM points with the
+   reference under a useful triangulation angle (:func:`select_sources`).
+3. The depth range is that of the sparse points the view sees, widened by a margin; the work is
+   restricted to the image region those points (or the mask) cover.
+4. Depth hypotheses are swept from coarse to fine: at the coarsest level a fixed set spaced
+   evenly in inverse depth, then at each finer level a few hypotheses per pixel around the
+   upsampled estimate of the level below. Each hypothesis warps every source into the reference
+   (a per-pixel homography of a fronto-parallel plane) and scores it with windowed normalised
+   cross-correlation (NCC). Scores are averaged over the best ``top_k`` sources per pixel, so
+   a source that is occluded there does not poison the cost.
+5. The best hypothesis is refined to sub-hypothesis precision with a parabola through its
+   neighbours' scores; its NCC is the pixel's confidence.
+
+Depth maps are written to ``work/dense/`` (one ``.npz`` per view, see engine/io/depthmaps.py)
+so a run resumes view by view. Batches are sized to the device's memory; on a CUDA
+out-of-memory error the batch is halved and the view continues.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pycolmap
+import torch
+import torch.nn.functional as F  # noqa: N812 - the universal torch idiom
+
+from engine.config import DenseConfig
+from engine.errors import ReconstructionError
+from engine.io import read_image, read_mask
+from engine.io.depthmaps import depth_map_path, load_depth_map, save_depth_map
+from engine.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
+from engine.types import (
+    ORIGIN_MVS,
+    ORIGIN_NONE,
+    CameraPose,
+    DepthMap,
+    ImageRecord,
+    IngestResult,
+    PointCloud,
+    SparseModel,
+)
+
+logger = logging.getLogger(__name__)
+
+STAGE = "dense"
+#: Points per view sent to the live preview while depth maps are computed.
+PREVIEW_POINTS = 20_000
+#: Bump when the algorithm changes so cached depth maps are recomputed.
+ALGORITHM_VERSION = 1
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class DenseResult:
+    """Output of the dense stage.
+
+    Attributes
+    ----------
+    folder
+        Folder holding one depth-map file per view.
+    paths
+        Depth-map files, in view order.
+    views
+        Per-view statistics (seconds, sources, depth range, valid fraction) by image name.
+    device
+        Device the depth maps were computed on.
+    skipped
+        Image name -> why no depth map was computed for it.
+    """
+
+    folder: Path
+    paths: tuple[Path, ...]
+    views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    device: str = "cpu"
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def seconds_per_view(self) -> float:
+        """Median compute seconds per view (resumed views excluded), 0 when none ran."""
+        secs = [v["seconds"] for v in self.views.values() if not v.get("resumed")]
+        return float(np.median(secs)) if secs else 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class View:
+    """A view prepared for stereo: undistorted, downscaled, greyscale and colour."""
+
+    name: str
+    camera: CameraPose
+    gray: np.ndarray = field(repr=False)  # float32 (H, W), 0..255
+    rgb: np.ndarray = field(repr=False)  # uint8 (H, W, 3)
+    mask: np.ndarray | None = field(default=None, repr=False)  # bool (H, W)
+
+
+# --------------------------------------------------------------------------- view preparation
+
+
+def pinhole_camera(cam: CameraPose, width: int, height: int) -> CameraPose:
+    """The undistorted pinhole camera of ``cam`` resampled to ``width`` x ``height``."""
+    sx, sy = width / cam.width, height / cam.height
+    k = np.array(cam.K, np.float64)
+    k = np.diag([sx, sy, 1.0]) @ k
+    return CameraPose(
+        cam.name, cam.R, cam.t, k, width, height, "PINHOLE", (k[0, 0], k[1, 1], k[0, 2], k[1, 2])
+    )
+
+
+def _distortion_maps(cam: CameraPose, target: CameraPose) -> tuple[np.ndarray, np.ndarray] | None:
+    """cv2.remap maps from ``target`` (pinhole) pixels to ``cam``'s distorted pixels."""
+    if cam.model in ("SIMPLE_PINHOLE", "PINHOLE") or not cam.params:
+        return None
+    colmap_cam = pycolmap.Camera.create_from_model_name(
+        0, cam.model, float(cam.K[0, 0]), cam.width, cam.height
+    )
+    colmap_cam.params = list(cam.params)
+    u, v = np.meshgrid(np.arange(target.width) + 0.5, np.arange(target.height) + 0.5)
+    k = target.K
+    x = (u - k[0, 2]) / k[0, 0]
+    y = (v - k[1, 2]) / k[1, 1]
+    rays = np.stack([x.ravel(), y.ravel(), np.ones(x.size)], axis=1)
+    img = np.asarray(colmap_cam.img_from_cam(rays), np.float64)
+    # COLMAP pixel coordinates have the top-left pixel's centre at 0.5; OpenCV's at 0.
+    map_x = (img[:, 0] - 0.5).reshape(u.shape).astype(np.float32)
+    map_y = (img[:, 1] - 0.5).reshape(u.shape).astype(np.float32)
+    return map_x, map_y
+
+
+def depth_map_size(cam: CameraPose, max_size: int) -> tuple[int, int]:
+    """Depth-map width and height: the photo's, downscaled so the long side <= ``max_size``."""
+    s = min(1.0, max_size / max(cam.width, cam.height))
+    return max(8, round(cam.width * s)), max(8, round(cam.height * s))
+
+
+def prepare_view(rec: ImageRecord, cam: CameraPose, max_size: int) -> View:
+    """Read a registered photo's working copy; undistort and downscale it (and its mask)."""
+    img, _info = read_image(rec.working_path)
+    if img.shape[1] != cam.width or img.shape[0] != cam.height:
+        img = cv2.resize(img, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
+    mask = None
+    if rec.mask_path is not None and Path(rec.mask_path).exists():
+        m = read_mask(rec.mask_path)
+        if m.shape != (cam.height, cam.width):
+            m = cv2.resize(m, (cam.width, cam.height), interpolation=cv2.INTER_NEAREST)
+        mask = m > 127
+    w, h = depth_map_size(cam, max_size)
+    target = pinhole_camera(cam, w, h)
+    maps = _distortion_maps(cam, target)
+    if maps is None:
+        rgb = (
+            img
+            if (w, h) == (cam.width, cam.height)
+            else cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        )
+        if mask is not None and (w, h) != (cam.width, cam.height):
+            mask = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    else:
+        # Blur before resampling when shrinking (anti-aliasing), then remap.
+        s = w / cam.width
+        src = img
+        if s < 0.8:
+            sigma = 0.5 / s
+            src = cv2.GaussianBlur(img, (0, 0), sigma)
+        rgb = cv2.remap(src, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        if mask is not None:
+            mask = cv2.remap(mask.astype(np.uint8), maps[0], maps[1], cv2.INTER_NEAREST) > 0
+    rgb = np.ascontiguousarray(rgb, np.uint8)
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return View(rec.name, target, gray, rgb, mask)
+
+
+# --------------------------------------------------------------------------- geometry helpers
+
+
+def _visible_points(sparse: SparseModel, name: str) -> np.ndarray:
+    """World points the view observes (SfM tracks), else those projecting into it."""
+    xyz = np.asarray(sparse.points.xyz, np.float64)
+    if name in sparse.visibility and len(sparse.visibility[name]):
+        return xyz[sparse.visibility[name]]
+    cam = sparse.cameras[name]
+    pc = xyz @ cam.R.T + cam.t
+    front = pc[:, 2] > 1e-9
+    uv = pc[front, :2] / pc[front, 2:3] * np.diag(cam.K)[:2] + cam.K[:2, 2]
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
+    return xyz[front][inside]
+
+
+def select_sources(sparse: SparseModel, cfg: DenseConfig) -> dict[str, list[str]]:
+    """Source views per reference view, best first.
+
+    A pair scores the number of sparse points both views observe whose triangulation angle
+    lies in ``[min_angle_deg, max_angle_deg]``, weighted towards 5-25 degrees (COLMAP's view
+    selection idea). Without SfM tracks the points projecting into both views count.
+    """
+    names = sorted(sparse.cameras)
+    xyz = np.asarray(sparse.points.xyz, np.float64)
+    centers = {n: sparse.cameras[n].center for n in names}
+    seen: dict[str, np.ndarray] = {}
+    for n in names:
+        if n in sparse.visibility and len(sparse.visibility[n]):
+            seen[n] = np.asarray(sparse.visibility[n], np.int64)
+        else:
+            cam = sparse.cameras[n]
+            pc = xyz @ cam.R.T + cam.t
+            with np.errstate(divide="ignore", invalid="ignore"):
+                uv = pc[:, :2] / pc[:, 2:3] * np.diag(cam.K)[:2] + cam.K[:2, 2]
+            ok = (pc[:, 2] > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < cam.width)
+            ok &= (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
+            seen[n] = np.flatnonzero(ok)
+    lo, hi = math.radians(cfg.min_angle_deg), math.radians(cfg.max_angle_deg)
+    out: dict[str, list[str]] = {}
+    for ref in names:
+        scores = []
+        for src in names:
+            if src == ref:
+                continue
+            common = np.intersect1d(seen[ref], seen[src], assume_unique=True)
+            if len(common) < 5:
+                continue
+            p = xyz[common]
+            a = p - centers[ref]
+            b = p - centers[src]
+            cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+            ang = np.arccos(np.clip(cos, -1.0, 1.0))
+            med = float(np.median(ang))
+            if not lo <= med <= hi:
+                continue
+            # weight: rises to 1 at 5 degrees, stays to 25, falls off above
+            deg = np.degrees(ang)
+            w = np.clip(deg / 5.0, 0, 1) * np.where(deg > 25, np.exp(-(((deg - 25) / 15) ** 2)), 1)
+            scores.append((float(w.sum()), src))
+        scores.sort(reverse=True)
+        out[ref] = [s for _, s in scores[: cfg.num_sources]]
+    return out
+
+
+def depth_range(points: np.ndarray, cam: CameraPose, margin: float) -> tuple[float, float] | None:
+    """Robust depth range of ``points`` in ``cam``, widened by ``margin`` on each side."""
+    if len(points) < 3:
+        return None
+    z = points @ cam.R[2] + cam.t[2]
+    z = z[z > 0]
+    if len(z) < 3:
+        return None
+    lo, hi = np.percentile(z, [1, 99])
+    span = hi - lo
+    lo = max(lo - margin * span - margin * 0.1 * lo, 1e-3 * hi)
+    hi = hi + margin * span + margin * 0.1 * hi
+    return float(lo), float(hi)
+
+
+def region_of_interest(
+    view: View, points: np.ndarray, pad: float = 0.06
+) -> tuple[int, int, int, int]:
+    """Pixel box ``(x0, y0, x1, y1)`` the work is restricted to: the mask's or the points'."""
+    h, w = view.gray.shape
+    if view.mask is not None and view.mask.any():
+        ys, xs = np.nonzero(view.mask)
+        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    else:
+        cam = view.camera
+        pc = points @ cam.R.T + cam.t
+        pc = pc[pc[:, 2] > 0]
+        if len(pc) < 3:
+            return 0, 0, w, h
+        uv = pc[:, :2] / pc[:, 2:3] * np.diag(cam.K)[:2] + cam.K[:2, 2]
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+        uv = uv[inside]
+        if len(uv) < 3:
+            return 0, 0, w, h
+        (x0, y0), (x1, y1) = np.percentile(uv, 0.5, axis=0), np.percentile(uv, 99.5, axis=0)
+    px, py = pad * w, pad * h
+    x0 = int(max(0, math.floor(x0 - px)))
+    y0 = int(max(0, math.floor(y0 - py)))
+    x1 = int(min(w, math.ceil(x1 + px)))
+    y1 = int(min(h, math.ceil(y1 + py)))
+    if x1 - x0 < 16 or y1 - y0 < 16:
+        return 0, 0, w, h
+    return x0, y0, x1, y1
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def _box(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean over a ``window`` x ``window`` neighbourhood (separable, borders averaged in)."""
+    r = window // 2
+    x = F.avg_pool2d(x, (1, window), stride=1, padding=(0, r), count_include_pad=False)
+    return F.avg_pool2d(x, (window, 1), stride=1, padding=(r, 0), count_include_pad=False)
+
+
+class _Sweeper:
+    """Scores depth hypotheses for one reference view at one pyramid level."""
+
+    def __init__(
+        self,
+        ref_gray: torch.Tensor,  # (H, W)
+        ref_k: np.ndarray,
+        ref_pose: tuple[np.ndarray, np.ndarray],
+        srcs: Sequence[tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]],  # gray, K, R, t
+        window: int,
+        top_k: int,
+        batch_elems: int,
+    ) -> None:
+        dev = ref_gray.device
+        self.h, self.w = ref_gray.shape
+        self.window = window
+        self.top_k = min(top_k, len(srcs))
+        self.batch_elems = batch_elems
+        r = ref_gray[None, None]
+        self.ref = r
+        self.ref_mean = _box(r, window)
+        var = (_box(r * r, window) - self.ref_mean**2).clamp_min(0)
+        self.ref_std = var.sqrt()
+        # per-source images stacked (sources may differ in size: pad to the largest)
+        hs = max(s[0].shape[0] for s in srcs)
+        ws = max(s[0].shape[1] for s in srcs)
+        self.src = torch.zeros((len(srcs), 1, hs, ws), device=dev)
+        self.src_size = torch.zeros((len(srcs), 2), device=dev)
+        a_rows, b_rows = [], []
+        u, v = np.meshgrid(np.arange(self.w) + 0.5, np.arange(self.h) + 0.5)
+        pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)])  # (3, HW)
+        r_ref, t_ref = ref_pose
+        k_inv = np.linalg.inv(ref_k)
+        for i, (g, k, rot, t) in enumerate(srcs):
+            self.src[i, 0, : g.shape[0], : g.shape[1]] = g
+            self.src_size[i, 0] = g.shape[1]
+            self.src_size[i, 1] = g.shape[0]
+            r_rel = rot @ r_ref.T
+            t_rel = t - r_rel @ t_ref
+            a_rows.append(k @ r_rel @ k_inv @ pix)
+            b_rows.append(k @ t_rel)
+        # x_src ~ d * A p + b  (homogeneous), A p: (S, 3, H*W), b: (S, 3)
+        self.ap = torch.from_numpy(np.stack(a_rows)).float().to(dev)
+        self.b = torch.from_numpy(np.stack(b_rows)).float().to(dev)
+        # normalised grid_sample coordinates: x_norm = 2 u / W_padded - 1
+        self.norm = torch.tensor([2.0 / ws, 2.0 / hs], device=dev)
+
+    def score(self, depths: torch.Tensor) -> torch.Tensor:
+        """Aggregated NCC (D, H, W) for per-pixel depth hypotheses ``depths`` (D, H, W)."""
+        d_total = depths.shape[0]
+        n_src = self.src.shape[0]
+        per_hyp = n_src * self.h * self.w
+        step = max(1, min(d_total, self.batch_elems // max(1, per_hyp)))
+        out = []
+        start = 0
+        while start < d_total:
+            stop = min(d_total, start + step)
+            try:
+                out.append(self._score_batch(depths[start:stop]))
+            except torch.OutOfMemoryError:
+                if step == 1:
+                    raise
+                step = max(1, step // 2)
+                self.batch_elems = max(per_hyp, self.batch_elems // 2)
+                if depths.is_cuda:
+                    torch.cuda.empty_cache()
+                logger.warning("Out of GPU memory: continuing with %d hypotheses per batch.", step)
+                continue
+            start = stop
+        return torch.cat(out, 0)
+
+    def _score_batch(self, depths: torch.Tensor) -> torch.Tensor:
+        b_n = depths.shape[0]
+        s_n = self.src.shape[0]
+        h, w = self.h, self.w
+        d = depths.reshape(1, b_n, 1, h * w)
+        xyz = d * self.ap[:, None] + self.b[:, None, :, None]  # (S, B, 3, HW)
+        z = xyz[:, :, 2]
+        zc = z.clamp_min(1e-6)
+        u = xyz[:, :, 0] / zc
+        v = xyz[:, :, 1] / zc
+        valid = (z > 1e-6) & (u >= 0) & (v >= 0)
+        valid &= (u <= self.src_size[:, 0, None, None]) & (v <= self.src_size[:, 1, None, None])
+        grid = torch.stack([u * self.norm[0] - 1, v * self.norm[1] - 1], -1)  # (S, B, HW, 2)
+        grid = grid.reshape(s_n, b_n * h, w, 2)
+        warped = F.grid_sample(
+            self.src, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )  # (S, 1, B*H, W)
+        warped = warped.reshape(s_n * b_n, 1, h, w)
+        mean_w = _box(warped, self.window)
+        var_w = (_box(warped * warped, self.window) - mean_w * mean_w).clamp_min(0)
+        cross = _box(warped * self.ref, self.window) - mean_w * self.ref_mean
+        ncc = cross / (var_w.sqrt() * self.ref_std + 1e-3)
+        ncc = ncc.reshape(s_n, b_n, h, w)
+        ncc = torch.where(valid.reshape(s_n, b_n, h, w), ncc, torch.full_like(ncc, -1.0))
+        if self.top_k < s_n:
+            ncc = ncc.topk(self.top_k, dim=0).values
+        return ncc.mean(0)
+
+
+def _median3(x: torch.Tensor) -> torch.Tensor:
+    """3x3 median filter of an (H, W) tensor (borders replicated)."""
+    p = F.pad(x[None, None], (1, 1, 1, 1), mode="replicate")
+    patches = F.unfold(p, 3)  # (1, 9, H*W)
+    return patches.median(dim=1).values.reshape(x.shape)
+
+
+def _refine_parabola(cost: torch.Tensor, inv: torch.Tensor, step: torch.Tensor | float):
+    """Best hypothesis per pixel with sub-step parabola refinement in inverse depth.
+
+    ``cost`` and ``inv`` are (D, H, W); returns (inverse depth, score) each (H, W).
+    """
+    d_n = cost.shape[0]
+    best = cost.argmax(0)
+    score = cost.gather(0, best[None])[0]
+    inv_best = inv.gather(0, best[None])[0]
+    lo = (best - 1).clamp(0, d_n - 1)
+    hi = (best + 1).clamp(0, d_n - 1)
+    c_lo = cost.gather(0, lo[None])[0]
+    c_hi = cost.gather(0, hi[None])[0]
+    denom = c_lo - 2 * score + c_hi
+    interior = (best > 0) & (best < d_n - 1) & (denom < -1e-6)
+    offset = torch.where(interior, 0.5 * (c_lo - c_hi) / denom.where(interior, -1.0), 0.0)
+    offset = offset.clamp(-0.5, 0.5)
+    return inv_best + offset * step, score
+
+
+def estimate_depth(
+    ref: View,
+    sources: Sequence[View],
+    d_range: tuple[float, float],
+    cfg: DenseConfig,
+    device: torch.device | str,
+    roi: tuple[int, int, int, int] | None = None,
+    batch_elems: int = 8_000_000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Depth and confidence (each float32 (H, W), 0 where unknown) of ``ref``.
+
+    Parameters
+    ----------
+    ref, sources
+        Prepared views; ``sources`` are compared with ``ref``.
+    d_range
+        Depth range searched (model units).
+    cfg
+        Sweep settings (levels, hypotheses, window, top-k, thresholds).
+    device
+        Torch device the sweep runs on.
+    roi
+        Pixel box ``(x0, y0, x1, y1)`` to work in; None for the whole image.
+    batch_elems
+        Pixels x hypotheses x sources evaluated at once (memory bound).
+    """
+    dev = torch.device(device)
+    h_full, w_full = ref.gray.shape
+    x0, y0, x1, y1 = roi or (0, 0, w_full, h_full)
+    levels = max(1, cfg.levels)
+    inv_far, inv_near = 1.0 / d_range[1], 1.0 / d_range[0]
+    inv = None
+    step = 0.0
+    score = None
+    for level in reversed(range(levels)):
+        s = 0.5**level
+        # reference crop at this level
+        rw, rh = max(8, round((x1 - x0) * s)), max(8, round((y1 - y0) * s))
+        sx, sy = rw / (x1 - x0), rh / (y1 - y0)
+        crop = ref.gray[y0:y1, x0:x1]
+        g = (
+            crop
+            if (sx, sy) == (1.0, 1.0)
+            else cv2.resize(crop, (rw, rh), interpolation=cv2.INTER_AREA)
+        )
+        k = ref.camera.K.copy()
+        k[0, 2] -= x0
+        k[1, 2] -= y0
+        k = np.diag([sx, sy, 1.0]) @ k
+        srcs = []
+        for src in sources:
+            sw, sh = max(8, round(src.camera.width * s)), max(8, round(src.camera.height * s))
+            sg = (
+                src.gray
+                if s == 1.0
+                else cv2.resize(src.gray, (sw, sh), interpolation=cv2.INTER_AREA)
+            )
+            ks = np.diag([sw / src.camera.width, sh / src.camera.height, 1.0]) @ src.camera.K
+            srcs.append((torch.from_numpy(sg).to(dev), ks, src.camera.R, src.camera.t))
+        sweeper = _Sweeper(
+            torch.from_numpy(np.ascontiguousarray(g)).to(dev),
+            k,
+            (ref.camera.R, ref.camera.t),
+            srcs,
+            cfg.window,
+            cfg.top_k,
+            batch_elems,
+        )
+        if inv is None:
+            n = cfg.num_depths
+            step = (inv_near - inv_far) / (n - 1)
+            hyps = torch.linspace(inv_far, inv_near, n, device=dev)[:, None, None].expand(n, rh, rw)
+        else:
+            inv = F.interpolate(
+                inv[None, None], size=(rh, rw), mode="bilinear", align_corners=False
+            )[0, 0]
+            n = cfg.refine_depths
+            new_step = 3.0 * step / (n - 1)
+            offs = (torch.arange(n, device=dev, dtype=torch.float32) - (n - 1) / 2) * new_step
+            hyps = (inv[None] + offs[:, None, None]).clamp(inv_far * 0.5, inv_near * 2.0)
+            step = new_step
+        hyps = hyps.contiguous()
+        cost = sweeper.score(1.0 / hyps)
+        inv, score = _refine_parabola(cost, hyps, step)
+        if level > 0:
+            inv = _median3(inv)
+        del sweeper, cost, hyps
+    assert score is not None and inv is not None
+    depth_c = (1.0 / inv.clamp_min(1e-9)).cpu().numpy()
+    conf_c = score.clamp(0, 1).cpu().numpy()
+    # texture gate at the finest level
+    r = torch.from_numpy(np.ascontiguousarray(ref.gray[y0:y1, x0:x1])).to(dev)[None, None]
+    mean = _box(r, cfg.window)
+    std = (_box(r * r, cfg.window) - mean**2).clamp_min(0).sqrt()[0, 0].cpu().numpy()
+    in_range = (depth_c >= d_range[0]) & (depth_c <= d_range[1])
+    keep = (conf_c >= cfg.min_confidence) & (std >= cfg.min_texture) & in_range
+    depth = np.zeros((h_full, w_full), np.float32)
+    conf = np.zeros((h_full, w_full), np.float32)
+    depth[y0:y1, x0:x1] = np.where(keep, depth_c, 0)
+    conf[y0:y1, x0:x1] = np.where(keep, conf_c, 0)
+    if ref.mask is not None:
+        depth[~ref.mask] = 0
+        conf[~ref.mask] = 0
+    return depth, conf
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _batch_elems(cfg: DenseConfig, device: torch.device) -> int:
+    if cfg.max_batch_pixels > 0:
+        return cfg.max_batch_pixels
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        # about 14 float32 temporaries per evaluated element; keep half the free memory spare
+        return int(max(1_000_000, min(free * 0.5 / (4 * 14), 400_000_000)))
+    return 6_000_000
+
+
+def _fingerprint(
+    cfg: DenseConfig,
+    rec: ImageRecord,
+    cam: CameraPose,
+    srcs: list[str],
+    d_range: tuple[float, float],
+) -> str:
+    data = {
+        "v": ALGORITHM_VERSION,
+        "cfg": dataclasses.asdict(cfg),
+        "image": rec.sha256 or str(rec.working_path),
+        "mask": str(rec.mask_path),
+        "pose": [np.round(cam.R, 9).tolist(), np.round(cam.t, 9).tolist(), list(cam.params)],
+        "sources": srcs,
+        "range": [round(d_range[0], 9), round(d_range[1], 9)],
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _preview_points(dm: DepthMap, limit: int = PREVIEW_POINTS, min_conf: float = 0.5) -> PointCloud:
+    """A subsample of a depth map's confident pixels as world points (live preview only)."""
+    ok = (dm.depth > 0) & (dm.confidence >= min_conf)
+    ys, xs = np.nonzero(ok)
+    if len(xs) == 0:
+        return PointCloud.empty()
+    if len(xs) > limit:
+        idx = np.random.default_rng(0).choice(len(xs), limit, replace=False)
+        ys, xs = ys[idx], xs[idx]
+    k = dm.camera.K
+    z = dm.depth[ys, xs].astype(np.float64)
+    pc = np.stack([(xs + 0.5 - k[0, 2]) / k[0, 0] * z, (ys + 0.5 - k[1, 2]) / k[1, 1] * z, z], 1)
+    world = (pc - dm.camera.t) @ dm.camera.R
+    return PointCloud(world.astype(np.float32), dm.rgb[ys, xs])
+
+
+def run(
+    ingest: IngestResult,
+    sparse: SparseModel,
+    cfg: DenseConfig,
+    out_dir: Path,
+    *,
+    device: str = "cpu",
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> DenseResult:
+    """Compute a depth map for every registered view into ``out_dir`` (resumable).
+
+    Raises
+    ------
+    ReconstructionError
+        When no view could get a depth map (too few placed photos or sparse points).
+    Cancelled
+        Between views and between pyramid levels when the user cancels.
+    """
+    cancel = cancel or CancelToken()
+    dev = torch.device(device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = {r.name: r for r in ingest.images}
+    names = [n for n in sorted(sparse.cameras) if n in records]
+    if len(names) < 2:
+        raise ReconstructionError(
+            "Dense surface needs at least two placed photos that overlap; only "
+            f"{len(names)} could be placed. Add photos taken from nearby angles."
+        )
+    sources = select_sources(sparse, cfg)
+    batch = _batch_elems(cfg, dev)
+    cache: OrderedDict[str, View] = OrderedDict()
+    cache_size = max(8, 2 * cfg.num_sources + 2)
+
+    def view(name: str) -> View:
+        if name in cache:
+            cache.move_to_end(name)
+            return cache[name]
+        v = prepare_view(records[name], sparse.cameras[name], cfg.max_image_size)
+        cache[name] = v
+        while len(cache) > cache_size:
+            cache.popitem(last=False)
+        return v
+
+    paths: list[Path] = []
+    stats: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    n = len(names)
+    progress(ProgressEvent(STAGE, 0, n, f"depth maps on {dev.type.upper()}"))
+    for i, name in enumerate(names):
+        cancel.raise_if_cancelled()
+        srcs = sources.get(name, [])
+        cam = sparse.cameras[name]
+        pts = _visible_points(sparse, name)
+        d_range = depth_range(pts, cam, cfg.depth_margin)
+        if not srcs or d_range is None:
+            reason = (
+                "no other photo sees the same part of the product at a useful angle"
+                if not srcs
+                else "too few sparse points seen by this photo"
+            )
+            skipped[name] = reason
+            logger.info("No depth map for %s: %s.", name, reason)
+            progress(ProgressEvent(STAGE, i + 1, n, f"skipped {name}"))
+            continue
+        path = depth_map_path(out_dir, name)
+        key = _fingerprint(cfg, records[name], cam, srcs, d_range)
+        if path.exists():
+            try:
+                dm, meta = load_depth_map(path)
+                if meta.get("key") == key:
+                    paths.append(path)
+                    stats[name] = {**meta.get("stats", {}), "resumed": True}
+                    progress(
+                        ProgressEvent(STAGE, i + 1, n, f"{name} (resumed)", _preview_points(dm))
+                    )
+                    continue
+            except ValueError as exc:
+                logger.info("Recomputing %s: %s", name, exc)
+        t0 = time.perf_counter()
+        ref = view(name)
+        src_views = [view(s) for s in srcs]
+        roi = region_of_interest(ref, pts)
+        with torch.inference_mode():
+            depth, conf = estimate_depth(ref, src_views, d_range, cfg, dev, roi, batch)
+        origin = np.where(depth > 0, ORIGIN_MVS, ORIGIN_NONE).astype(np.uint8)
+        dm = DepthMap(name, ref.camera, depth, conf, ref.rgb, ref.mask, origin)
+        secs = time.perf_counter() - t0
+        valid = float((depth > 0).mean())
+        view_stats = {
+            "seconds": round(secs, 3),
+            "sources": srcs,
+            "depth_range": [round(d_range[0], 6), round(d_range[1], 6)],
+            "valid_fraction": round(valid, 4),
+            "size": [ref.camera.width, ref.camera.height],
+            "roi": list(roi),
+        }
+        save_depth_map(path, dm, {"key": key, "stats": view_stats})
+        paths.append(path)
+        stats[name] = view_stats
+        logger.info(
+            "Depth map %s: %.1f%% of pixels, %.2f s (%d sources).",
+            name,
+            100 * valid,
+            secs,
+            len(srcs),
+        )
+        progress(ProgressEvent(STAGE, i + 1, n, f"depth map {name}", _preview_points(dm)))
+    if not paths:
+        raise ReconstructionError(
+            "No depth map could be computed: no two placed photos see the product from angles "
+            "that differ enough. Add photos taken while walking around the product."
+        )
+    return DenseResult(out_dir, tuple(paths), stats, dev.type, skipped)
