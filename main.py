@@ -12,6 +12,7 @@ progress bar. Everything else lives in ``engine`` (and ``gui``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -127,7 +128,7 @@ def _run_in_thread(target):  # noqa: ANN001, ANN202
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     """``reconstruct``: photos to a run folder."""
-    from engine.config import ExportConfig, preset
+    from engine.config import preset
     from engine.errors import VitrineError
     from engine.pipeline import reconstruct
     from engine.progress import Cancelled
@@ -135,7 +136,17 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     overrides = {"device": args.device}
     cfg = preset(args.preset, **overrides)
     if args.name:
-        cfg = cfg.replace(export=ExportConfig(**{**cfg.export.__dict__, "product_name": args.name}))
+        cfg = cfg.replace(export=dataclasses.replace(cfg.export, product_name=args.name))
+    prior = cfg.depth_prior
+    if getattr(args, "no_depth_prior", False):
+        prior = dataclasses.replace(prior, enabled=False)
+    if getattr(args, "depth_model", None):
+        prior = dataclasses.replace(prior, model=str(args.depth_model))
+    if getattr(args, "download_models", False):
+        prior = dataclasses.replace(prior, allow_download=True)
+    cfg = cfg.replace(depth_prior=prior)
+    if getattr(args, "sparse_only", False):
+        cfg = cfg.replace(stop_after="sparse")
     bar = ProgressBar()
     try:
         result = _run_in_thread(
@@ -170,10 +181,19 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         )
     else:
         n = len(result.ingest.images)
-        print(
-            f"{report.stages['sfm']['registered']} of {n} photos placed; "
-            f"{len(result.sparse.points)} points."
-        )
+        if result.sparse is not None:
+            print(
+                f"{report.stages['sfm']['registered']} of {n} photos placed; "
+                f"{len(result.sparse.points)} sparse points."
+            )
+        if result.dense is not None:
+            print(f"Dense cloud: {len(result.dense)} points ({Path(args.out) / 'dense.ply'}).")
+        for warning in report.warnings:
+            if (
+                warning.startswith(("Single-photo", "Depth-Anything"))
+                or "non-commercial" in warning
+            ):
+                print(f"  note: {warning}")
         for name, reason in report.unregistered.items():
             print(f"  not placed: {name}: {reason}")
         for skipped in report.skipped:
@@ -227,6 +247,25 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     rec.add_argument("--name", default="", help="product name shown in the viewer")
     rec.add_argument("--json", action="store_true", help="print report.json on success")
+    rec.add_argument(
+        "--sparse-only", action="store_true", help="stop after the cameras and sparse points"
+    )
+    rec.add_argument(
+        "--no-depth-prior",
+        action="store_true",
+        help="do not use the monocular depth network (Depth-Anything-V2)",
+    )
+    rec.add_argument(
+        "--depth-model",
+        metavar="PATH_OR_ID",
+        help="depth network: a local folder with model.safetensors, or a Hugging Face id "
+        "(default depth-anything/Depth-Anything-V2-Small-hf)",
+    )
+    rec.add_argument(
+        "--download-models",
+        action="store_true",
+        help="download the depth network when it is not on this computer (needs internet)",
+    )
     rec.set_defaults(func=cmd_reconstruct)
 
     sam = sub.add_parser("sample", help="write a synthetic sample photo set")

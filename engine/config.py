@@ -96,9 +96,10 @@ class DenseConfig:
     """... nor under a larger one."""
     depth_margin: float = 0.15
     """Depth range = sparse points' depth range widened by this fraction on each side."""
-    min_confidence: float = 0.15
-    """Depths below this matching confidence are dropped (the prior may fill them)."""
-    min_texture: float = 2.0
+    min_confidence: float = 0.05
+    """Depths below this matching confidence are dropped (the prior may fill them); fusion's
+    consistency check, not this, is what removes wrong depths."""
+    min_texture: float = 1.0
     """Pixels whose NCC window varies less than this (grey levels, std) get no MVS depth."""
     max_batch_pixels: int = 0
     """Pixels x hypotheses x sources per batch; 0 sizes it to the device's free memory."""

@@ -18,17 +18,27 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 import engine
 from engine.config import PipelineConfig
 from engine.device import resolve_device
 from engine.errors import InputError, OutputError, VitrineError
 from engine.export.plotly_html import write_viewer
-from engine.export.ply import write_ply
+from engine.export.ply import read_ply, write_ply
 from engine.export.report import write_json_atomic, write_report
 from engine.progress import Cancelled, CancelToken, ProgressCallback, ProgressEvent, no_progress
 from engine.stages import ingest as ingest_stage
 from engine.stages import sfm as sfm_stage
-from engine.types import ImageRecord, IngestResult, RunReport, SkippedFile, SparseModel
+from engine.types import (
+    CameraPose,
+    ImageRecord,
+    IngestResult,
+    PointCloud,
+    RunReport,
+    SkippedFile,
+    SparseModel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +55,8 @@ class RunResult:
     report: RunReport
     ingest: IngestResult
     sparse: SparseModel | None
+    dense: PointCloud | None = None
+    """The fused dense cloud (or the single-photo relief); None when the run stopped at sparse."""
 
 
 def _fingerprint(data: Any) -> str:
@@ -152,7 +164,7 @@ class Pipeline:
         Token to stop the run between steps; a cancelled run raises :class:`Cancelled`.
     """
 
-    STAGES = ("ingest", "sfm", "export")
+    STAGES = ("ingest", "sfm", "dense", "depth_prior", "fuse", "export")
 
     def __init__(
         self,
@@ -208,6 +220,7 @@ class Pipeline:
         if engine_logger.getEffectiveLevel() > logging.INFO:
             engine_logger.setLevel(logging.INFO)
         device = resolve_device(self.config.device)
+        self.device = device
         report = RunReport(engine.__version__, self.config.preset, device)
         try:
             return self._run(report)
@@ -254,11 +267,13 @@ class Pipeline:
             logger.info("Ingest already done: %d photos (resumed).", len(ingest.images))
         else:
             state.forget_from("ingest", self.STAGES)
+            # One usable photo is not an error: it makes a single-photo relief (below).
+            ingest_cfg = dataclasses.replace(cfg.ingest, min_images=1)
             ingest = self._timed(
                 report,
                 "ingest",
                 lambda: ingest_stage.run(
-                    self.inputs, cfg.ingest, work, progress=self.progress, cancel=self.cancel
+                    self.inputs, ingest_cfg, work, progress=self.progress, cancel=self.cancel
                 ),
             )
             state.finish("ingest", {"result": _ingest_to_json(ingest, out)})
@@ -279,6 +294,8 @@ class Pipeline:
         }
         report.skipped = [{"file": s.path, "reason": s.reason} for s in ingest.skipped]
         report.warnings.extend(ingest.warnings)
+        if len(ingest.images) == 1:
+            return self._single_photo(report, ingest)
 
         # -- sfm
         done = state.get("sfm")
@@ -317,35 +334,232 @@ class Pipeline:
                 f"{len(sparse.unregistered)} of {len(ingest.images)} photos could not be placed "
                 "(see 'unregistered' for the reason of each)."
             )
-        if cfg.stop_after != "sparse":
-            # The dense stage (torch multi-view stereo) is not part of this version yet.
-            report.warnings.append(
-                "Dense surface not computed: the dense stage is not available in this version; "
-                "the viewer shows the sparse points."
-            )
-        report.model = {"depth_prior": "not used (no dense stage in this version)"}
+        # -- dense, depth prior, fuse
+        dense_cloud = None
+        if cfg.stop_after == "dense":
+            dense_cloud = self._dense(report, ingest, sparse, state, work)
+        else:
+            report.model = {"depth_prior": "not used: this preset stops after the sparse model"}
 
         # -- export
-        self._timed(report, "export", lambda: self._export(report, ingest, sparse))
+        self._timed(
+            report,
+            "export",
+            lambda: self._export(report, sparse.points, sparse.cameras, dense_cloud),
+        )
         state.finish("export", {})
         report.status = "finished"
-        return RunResult(out, report, ingest, sparse)
+        return RunResult(out, report, ingest, sparse, dense_cloud)
 
-    def _export(self, report: RunReport, ingest: IngestResult, sparse: SparseModel) -> None:
+    def _dense(
+        self,
+        report: RunReport,
+        ingest: IngestResult,
+        sparse: SparseModel,
+        state: _State,
+        work: Path,
+    ) -> PointCloud:
+        """Depth maps, the optional monocular prior and fusion; returns the fused cloud."""
+        from engine.stages import dense as dense_stage
+        from engine.stages import fuse as fuse_stage
+
+        cfg = self.config
+        out = self.out_dir
+        dense = self._timed(
+            report,
+            "dense",
+            lambda: dense_stage.run(
+                ingest,
+                sparse,
+                cfg.dense,
+                work / "dense",
+                device=self.device,
+                progress=self.progress,
+                cancel=self.cancel,
+            ),
+        )
+        fractions = [v.get("valid_fraction", 0.0) for v in dense.views.values()]
+        report.stages["dense"] = {
+            "views": len(dense.paths),
+            "device": dense.device,
+            "seconds_per_view": round(dense.seconds_per_view, 3),
+            "resumed_views": sum(1 for v in dense.views.values() if v.get("resumed")),
+            "median_valid_fraction": round(float(np.median(fractions)), 4) if fractions else 0,
+            "skipped": dense.skipped,
+        }
+        maps = list(dense.paths)
+        prior_key: Any = None
+        estimator = self._depth_model(report)
+        if estimator is not None:
+            from engine.stages import depth_prior as prior_stage
+
+            prior = self._timed(
+                report,
+                "depth_prior",
+                lambda: prior_stage.run(
+                    maps,
+                    cfg.depth_prior,
+                    work / "depth_prior",
+                    estimator=estimator,
+                    progress=self.progress,
+                    cancel=self.cancel,
+                ),
+            )
+            maps = list(prior.paths)
+            prior_key = estimator.info.to_dict()
+            report.stages["depth_prior"] = {
+                "views_filled": prior.views_used,
+                "filled_pixels": prior.filled_pixels,
+                "not_filled": prior.skipped,
+            }
+
+        # Upstream changes (ingest, SfM) already cleared this stage from the state.
+        fuse_key = _fingerprint(
+            [
+                dataclasses.asdict(cfg.dense),
+                dataclasses.asdict(cfg.depth_prior) if prior_key else None,
+                dataclasses.asdict(cfg.fuse),
+                prior_key,
+                [p.name for p in maps],
+            ]
+        )
+        done = state.get("fuse")
+        if done is not None and done.get("key") == fuse_key and (out / "dense.ply").is_file():
+            cloud = read_ply(out / "dense.ply")
+            stats = done["stats"]
+            logger.info("Fusion already done: %d points (resumed).", len(cloud))
+            self.progress(ProgressEvent("fuse", 1, 1, "resumed", cloud))
+        else:
+            result = self._timed(
+                report,
+                "fuse",
+                lambda: fuse_stage.run(
+                    maps, cfg.fuse, out / "dense.ply", progress=self.progress, cancel=self.cancel
+                ),
+            )
+            cloud, stats = result.cloud, result.stats
+            state.finish("fuse", {"key": fuse_key, "stats": stats})
+        report.stages["fuse"] = stats
+        if isinstance(report.model.get("depth_prior"), dict):
+            report.model["depth_prior"]["fused_point_fraction"] = stats.get("prior_fraction", 0.0)
+        return cloud
+
+    def _depth_model(self, report: RunReport):  # noqa: ANN202 - DepthEstimator or None
+        """Load the depth network when asked and available; say in the report why not."""
+        cfg = self.config.depth_prior
+        if not cfg.enabled:
+            report.model = {"depth_prior": "not used: turned off (--no-depth-prior)"}
+            logger.info("Depth prior turned off.")
+            return None
+        from engine.models import ModelUnavailable, load_depth_model
+
+        try:
+            estimator = load_depth_model(
+                cfg.model,
+                device=self.device,
+                allow_download=cfg.allow_download,
+                input_size=cfg.input_size,
+                progress=self.progress,
+                cancel=self.cancel,
+            )
+        except ModelUnavailable as exc:
+            report.model = {"depth_prior": f"not used: {exc}"}
+            report.warnings.append(
+                "Depth prior not used (its weights are not on this computer): plain or shiny "
+                "surfaces may have holes. See 'model' for how to provide them."
+            )
+            logger.warning("Depth prior not used: %s", exc)
+            return None
+        info = estimator.info
+        report.model = {"depth_prior": info.to_dict()}
+        if not info.commercial_use and info.licence_warning:
+            report.warnings.append(info.licence_warning)
+        logger.info("Depth prior: %s (%s, from %s).", info.name, info.licence, info.source)
+        return estimator
+
+    def _single_photo(self, report: RunReport, ingest: IngestResult) -> RunResult:
+        """One usable photo: a 2.5D relief from the depth network (relative scale)."""
+        from engine.models import ModelUnavailable, load_depth_model
+        from engine.stages import single_photo
+
+        rec = ingest.images[0]
+        cfg = self.config.depth_prior
+        logger.info("Only one usable photo (%s): making a single-photo relief.", rec.name)
+        try:
+            estimator = load_depth_model(
+                cfg.model,
+                device=self.device,
+                allow_download=cfg.allow_download,
+                input_size=cfg.input_size,
+                progress=self.progress,
+                cancel=self.cancel,
+            )
+        except ModelUnavailable as exc:
+            raise ModelUnavailable(
+                f"Only one usable photo ({rec.name}): a 3D model needs at least two overlapping "
+                "photos, and a single-photo relief needs the depth network, which is not "
+                f"available. {exc}"
+            ) from exc
+        info = estimator.info
+        report.model = {"depth_prior": info.to_dict()}
+        if not info.commercial_use and info.licence_warning:
+            report.warnings.append(info.licence_warning)
+        result = self._timed(
+            report,
+            "depth_prior",
+            lambda: single_photo.run(
+                rec,
+                self.out_dir / "work" / "single_photo",
+                estimator=estimator,
+                focal_px=rec.focal_px,
+                progress=self.progress,
+                cancel=self.cancel,
+            ),
+        )
+        report.warnings.append(result.note)
+        report.registered = [rec.name]
+        report.stages["single_photo"] = {
+            "points": len(result.cloud),
+            "foreground": result.foreground_source,
+            "focal_source": result.focal_source,
+            "note": result.note,
+        }
+        self.progress(ProgressEvent("fuse", 1, 1, "relief", result.cloud))
+        write_ply(self.out_dir / "dense.ply", result.cloud)
+        self._timed(
+            report,
+            "export",
+            lambda: self._export(
+                report, PointCloud.empty(), {rec.name: result.camera}, result.cloud
+            ),
+        )
+        report.status = "finished"
+        return RunResult(self.out_dir, report, ingest, None, result.cloud)
+
+    def _export(
+        self,
+        report: RunReport,
+        sparse_points: PointCloud,
+        cameras: dict[str, CameraPose],
+        dense: PointCloud | None,
+    ) -> None:
         out = self.out_dir
         cfg = self.config.export
         title = cfg.product_name or _product_name(self.inputs)
         self.progress(ProgressEvent("export", 0, 2, "writing sparse.ply"))
-        write_ply(out / "sparse.ply", sparse.points)
+        if len(sparse_points):
+            write_ply(out / "sparse.ply", sparse_points)
         self.progress(ProgressEvent("export", 1, 2, "writing viewer.html"))
+        shown = dense if dense is not None and len(dense) else sparse_points
         stats = write_viewer(
             out / "viewer.html",
-            sparse.points,
-            sparse.cameras,
+            shown,
+            cameras,
             title=title,
             point_budget=cfg.point_budget,
             show_cameras=cfg.show_cameras,
         )
+        stats["cloud"] = "dense" if shown is dense else "sparse"
         report.stages["export"] = {"viewer": stats, "title": title}
         for name in ("sparse.ply", "viewer.html", "dense.ply", "mesh.glb"):
             path = out / name

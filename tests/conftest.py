@@ -57,6 +57,14 @@ def solved(scene_factory, tmp_path_factory):
     return solve
 
 
+@pytest.fixture(scope="session")
+def tiny_depth_model(tmp_path_factory) -> Path:
+    """Folder of a tiny random-weight Depth-Anything model (config + safetensors + processor)."""
+    from tests.tiny_models import make_tiny_depth_model
+
+    return make_tiny_depth_model(tmp_path_factory.mktemp("models") / "tiny-depth")
+
+
 def dataset(name: str) -> Path:
     """Path of a shared dataset, or skip the test with the reason."""
     path = DATASETS / name

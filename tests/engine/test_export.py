@@ -89,10 +89,14 @@ def _look_at(centre: np.ndarray, target: np.ndarray, up: np.ndarray) -> tuple[np
     return R, -R @ centre
 
 
-def _ring_cameras(n: int = 12, radius: float = 3.0, height: float = 1.5,
-                  target: tuple[float, float, float] = (0.0, 0.0, 0.0),
-                  up: tuple[float, float, float] = (0.0, 0.0, 1.0),
-                  arc: float = 2 * np.pi) -> list[CameraPose]:
+def _ring_cameras(
+    n: int = 12,
+    radius: float = 3.0,
+    height: float = 1.5,
+    target: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    up: tuple[float, float, float] = (0.0, 0.0, 1.0),
+    arc: float = 2 * np.pi,
+) -> list[CameraPose]:
     K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
     up_v = np.asarray(up, dtype=float)
     # An orthonormal basis with up_v as third axis, so tilted worlds can be tested too.
@@ -179,8 +183,9 @@ def test_ply_without_normals_writes_zeros(tmp_path: Path) -> None:
     out = write_ply(tmp_path / "n.ply", cloud)
     _, body = _split_header(out.read_bytes())
     raw = np.frombuffer(body, dtype=VERTEX_DTYPE)
-    assert np.count_nonzero(raw["nx"]) + np.count_nonzero(raw["ny"]) + np.count_nonzero(
-        raw["nz"]) == 0
+    assert (
+        np.count_nonzero(raw["nx"]) + np.count_nonzero(raw["ny"]) + np.count_nonzero(raw["nz"]) == 0
+    )
     back = read_ply(out)
     assert back.normals is None
     np.testing.assert_array_equal(back.xyz, cloud.xyz)
@@ -211,10 +216,13 @@ def test_ply_reads_ascii_and_other_orders(tmp_path: Path) -> None:
 
     # Big-endian doubles, xyz only: colours default to grey.
     big = tmp_path / "b.ply"
-    pts = np.array([(1.0, 2.0, 3.0), (-1.0, 0.5, 9.0)], dtype=[("x", ">f8"), ("y", ">f8"),
-                                                               ("z", ">f8")])
-    big.write_bytes(b"ply\nformat binary_big_endian 1.0\nelement vertex 2\nproperty double x\n"
-                    b"property double y\nproperty double z\nend_header\n" + pts.tobytes())
+    pts = np.array(
+        [(1.0, 2.0, 3.0), (-1.0, 0.5, 9.0)], dtype=[("x", ">f8"), ("y", ">f8"), ("z", ">f8")]
+    )
+    big.write_bytes(
+        b"ply\nformat binary_big_endian 1.0\nelement vertex 2\nproperty double x\n"
+        b"property double y\nproperty double z\nend_header\n" + pts.tobytes()
+    )
     cloud = read_ply(big)
     np.testing.assert_array_equal(cloud.xyz, [[1, 2, 3], [-1, 0.5, 9]])
     assert (cloud.rgb == 128).all()
@@ -231,8 +239,9 @@ def test_ply_rejects_bad_files(tmp_path: Path) -> None:
     with pytest.raises(PlyError, match="truncated"):
         read_ply(truncated)
     with pytest.raises(ValueError, match="shape"):
-        write_ply(tmp_path / "x.ply", PointCloud(np.zeros((3, 3), np.float32),
-                                                 np.zeros((2, 3), np.uint8)))
+        write_ply(
+            tmp_path / "x.ply", PointCloud(np.zeros((3, 3), np.float32), np.zeros((2, 3), np.uint8))
+        )
 
 
 def test_ply_write_to_missing_folder_is_output_error(tmp_path: Path) -> None:
@@ -268,8 +277,9 @@ def test_decimate_budget_seed_and_subset() -> None:
 def big_viewer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int], str]:
     folder = tmp_path_factory.mktemp("viewer_big")
     path = folder / "viewer.html"
-    info = write_viewer(path, _coded_cloud(1_000_000), _ring_cameras(12),
-                        title="Blue Vase #3", point_budget=300_000)
+    info = write_viewer(
+        path, _coded_cloud(1_000_000), _ring_cameras(12), title="Blue Vase #3", point_budget=300_000
+    )
     return path, info, path.read_text(encoding="utf-8")
 
 
@@ -302,7 +312,7 @@ def test_viewer_budget_cameras_title(big_viewer: tuple[Path, dict[str, int], str
     x, y, z = (_array(pts[k]) for k in "xyz")
     assert len(x) == len(y) == len(z) == len(pts["marker"]["color"]) == 300_000
     # Colours travel with their points (point i has x = i), and no point is drawn twice.
-    colours = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in pts["marker"]["color"]])
+    colours = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in pts["marker"]["color"]])
     index = x.astype(np.int64)
     np.testing.assert_array_equal(colours, _coded_rgb(index))
     assert len(np.unique(index)) == 300_000
@@ -340,8 +350,9 @@ def test_viewer_initial_view_follows_cameras(tmp_path: Path) -> None:
     np.testing.assert_allclose(got_up, up, atol=1e-6)
     eye = np.array([camera["eye"][k] for k in "xyz"])
     centre = np.median(cloud.xyz, axis=0)
-    mean_dir = np.mean([(c.center - centre) / np.linalg.norm(c.center - centre) for c in cams],
-                       axis=0)
+    mean_dir = np.mean(
+        [(c.center - centre) / np.linalg.norm(c.center - centre) for c in cams], axis=0
+    )
     cosine = eye @ mean_dir / np.linalg.norm(eye) / np.linalg.norm(mean_dir)
     assert cosine > 0.999
     assert camera["center"] == {"x": 0.0, "y": 0.0, "z": 0.0}
@@ -370,8 +381,9 @@ def test_viewer_turntable_and_no_cameras(tmp_path: Path) -> None:
 
 
 def test_viewer_empty_cloud(tmp_path: Path) -> None:
-    info = write_viewer(tmp_path / "viewer.html", PointCloud.empty(), _ring_cameras(4),
-                        title="Nothing yet")
+    info = write_viewer(
+        tmp_path / "viewer.html", PointCloud.empty(), _ring_cameras(4), title="Nothing yet"
+    )
     assert info["points_drawn"] == 0 and info["points_total"] == 0 and info["cameras"] == 4
     data, layout, _ = _figure_from_html((tmp_path / "viewer.html").read_text(encoding="utf-8"))
     assert len(_array(data[0]["x"])) == 0
@@ -383,8 +395,9 @@ def test_viewer_empty_cloud(tmp_path: Path) -> None:
 
 def test_viewer_escapes_title_and_strips_paths(tmp_path: Path) -> None:
     cams = _ring_cameras(3)
-    cams[0] = CameraPose(str(tmp_path / "secret" / "IMG_1.JPG"), cams[0].R, cams[0].t,
-                         cams[0].K, 640, 480)
+    cams[0] = CameraPose(
+        str(tmp_path / "secret" / "IMG_1.JPG"), cams[0].R, cams[0].t, cams[0].K, 640, 480
+    )
     write_viewer(tmp_path / "v.html", _random_cloud(100), cams, title="<b>Mug</b> & co")
     page = (tmp_path / "v.html").read_text(encoding="utf-8")
     assert str(tmp_path) not in page and "secret" not in page
@@ -395,13 +408,32 @@ def test_viewer_escapes_title_and_strips_paths(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- Chromium
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(n)), None) if os.name == "posix" else None
+CHROMIUM = (
+    next(
+        (
+            shutil.which(n)
+            for n in ("chromium", "chromium-browser", "google-chrome")
+            if shutil.which(n)
+        ),
+        None,
+    )
+    if os.name == "posix"
+    else None
+)
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-extensions", "--disable-default-apps", "--mute-audio",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--mute-audio",
 )
 
 
@@ -424,12 +456,22 @@ class _Chromium:
             os.dup2(hi_r, 3)
             os.dup2(hi_w, 4)
 
-        args = [exe, *CHROMIUM_FLAGS, "--remote-debugging-pipe",
-                f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
-                "about:blank"]
-        self.proc = subprocess.Popen(args, close_fds=False, preexec_fn=child_fds,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        args = [
+            exe,
+            *CHROMIUM_FLAGS,
+            "--remote-debugging-pipe",
+            f"--user-data-dir={self.profile}",
+            f"--window-size={width},{height}",
+            "about:blank",
+        ]
+        self.proc = subprocess.Popen(
+            args,
+            close_fds=False,
+            preexec_fn=child_fds,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(hi_r)
         os.close(hi_w)
         self._w = os.fdopen(cmd_w, "wb", buffering=0)
@@ -448,8 +490,13 @@ class _Chromium:
                 self._q.put(json.loads(m))
         self._q.put(None)
 
-    def send(self, method: str, params: dict[str, Any] | None = None,
-             session: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+    def send(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        session: str | None = None,
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
         self._id += 1
         msg: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
         if session:
@@ -499,8 +546,9 @@ _STATE_JS = """(() => {
 
 
 def _evaluate(chrome: _Chromium, session: str, expression: str) -> Any:
-    result = chrome.send("Runtime.evaluate", {"expression": expression, "returnByValue": True},
-                         session=session)
+    result = chrome.send(
+        "Runtime.evaluate", {"expression": expression, "returnByValue": True}, session=session
+    )
     return result["result"].get("value")
 
 
@@ -508,25 +556,30 @@ def _count_near(img: np.ndarray, colour: tuple[int, int, int], tol: int = 40) ->
     return int((np.abs(img.astype(int) - colour).max(axis=2) <= tol).sum())
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
-                    "(Debian: apt-get install chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)"
+)
 def test_viewer_renders_in_headless_chromium(tmp_path: Path) -> None:
     from PIL import Image
 
     path = tmp_path / "viewer.html"
-    info = write_viewer(path, _bottle(20_000), _ring_cameras(12, radius=2.0, height=0.8),
-                        title="Banded Bottle")
+    info = write_viewer(
+        path, _bottle(20_000), _ring_cameras(12, radius=2.0, height=0.8), title="Banded Bottle"
+    )
     assert CHROMIUM is not None
     chrome = _Chromium(CHROMIUM)
     try:
         target = chrome.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = chrome.send("Target.attachToTarget",
-                              {"targetId": target, "flatten": True})["sessionId"]
+        session = chrome.send("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
         for domain in ("Runtime", "Log", "Page", "Network"):
             chrome.send(f"{domain}.enable", session=session)
-        chrome.send("Emulation.setDeviceMetricsOverride",
-                    {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False},
-                    session=session)
+        chrome.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
         chrome.send("Page.navigate", {"url": path.as_uri()}, session=session)
         deadline = time.monotonic() + 90
         state: dict[str, Any] = {}
@@ -549,14 +602,20 @@ def test_viewer_renders_in_headless_chromium(tmp_path: Path) -> None:
         assert red > 5_000 and green > 5_000 and camera_px > 50, (red, green, camera_px)
 
         # The "Cameras on/off" button hides the camera traces.
-        box = _evaluate(chrome, session, "(() => { const r = document.querySelector("
-                        "'.updatemenu-button').getBoundingClientRect();"
-                        " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        box = _evaluate(
+            chrome,
+            session,
+            "(() => { const r = document.querySelector("
+            "'.updatemenu-button').getBoundingClientRect();"
+            " return [r.x + r.width / 2, r.y + r.height / 2]; })()",
+        )
         for expected in ("legendonly", True):  # the same button shows them again
             for kind in ("mousePressed", "mouseReleased"):
-                chrome.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0],
-                                                         "y": box[1], "button": "left",
-                                                         "clickCount": 1}, session=session)
+                chrome.send(
+                    "Input.dispatchMouseEvent",
+                    {"type": kind, "x": box[0], "y": box[1], "button": "left", "clickCount": 1},
+                    session=session,
+                )
             time.sleep(0.5)
             assert _evaluate(chrome, session, _STATE_JS)["cameraVisible"] == expected
     finally:
@@ -623,8 +682,16 @@ def test_write_json_atomic_converts_and_leaves_nothing(tmp_path: Path) -> None:
     out = write_json_atomic(tmp_path / "data.json", data)
     text = out.read_text(encoding="utf-8")
     loaded = json.loads(text)
-    assert loaded == {"count": 7, "seconds": 1.5, "ok": True, "arr": [0, 1, 2], "nan": None,
-                      "name": "Vase \u00e9t\u00e9", "file": "sub/x.ply", "tags": ["a", "b"]}
+    assert loaded == {
+        "count": 7,
+        "seconds": 1.5,
+        "ok": True,
+        "arr": [0, 1, 2],
+        "nan": None,
+        "name": "Vase \u00e9t\u00e9",
+        "file": "sub/x.ply",
+        "tags": ["a", "b"],
+    }
     assert "\u00e9t\u00e9" in text and text.startswith("{\n  ")
     assert str(tmp_path) not in text
     assert _leftovers(tmp_path) == []

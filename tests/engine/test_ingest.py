@@ -46,10 +46,18 @@ def texture(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(big.astype(int) + noise, 0, 255).astype(np.uint8)
 
 
-def make_exif(make: str = "", model: str = "", orientation: int | None = None,
-              focal: float | None = None, focal35: int | None = None, lens: str = "",
-              fp_xres: float | None = None, fp_unit: int | None = None,
-              pixel_x: int | None = None, gps: bool = False) -> Image.Exif:
+def make_exif(
+    make: str = "",
+    model: str = "",
+    orientation: int | None = None,
+    focal: float | None = None,
+    focal35: int | None = None,
+    lens: str = "",
+    fp_xres: float | None = None,
+    fp_unit: int | None = None,
+    pixel_x: int | None = None,
+    gps: bool = False,
+) -> Image.Exif:
     exif = Image.Exif()
     if make:
         exif[0x010F] = make
@@ -76,8 +84,15 @@ def make_exif(make: str = "", model: str = "", orientation: int | None = None,
 
 def save(path: Path, rgb: np.ndarray, exif: Image.Exif | None = None, **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF",
-           ".webp": "WEBP", ".heic": "HEIF"}[path.suffix.lower()]
+    fmt = {
+        ".jpg": "JPEG",
+        ".jpeg": "JPEG",
+        ".png": "PNG",
+        ".tif": "TIFF",
+        ".tiff": "TIFF",
+        ".webp": "WEBP",
+        ".heic": "HEIF",
+    }[path.suffix.lower()]
     if exif is not None:
         kwargs["exif"] = exif.tobytes()
     if fmt in ("JPEG", "WEBP", "HEIF"):
@@ -120,18 +135,23 @@ def tiff_with_tags(ifd0: list, exif_ifd: list, pixels: bytes) -> bytes:
     # Two passes: the strip follows IFD0's own out-of-line values.
     _, extra0 = build(ifd0 + [(273, 4, [0]), (34665, 4, [0])], ifd0_data_offset)
     strip = ifd0_data_offset + len(extra0)
-    table0, extra0 = build(ifd0 + [(273, 4, [strip]), (34665, 4, [exif_offset])],
-                           ifd0_data_offset)
+    table0, extra0 = build(ifd0 + [(273, 4, [strip]), (34665, 4, [exif_offset])], ifd0_data_offset)
     return b"II*\0" + struct.pack("<I", 8) + table0 + exif_table + exif_extra + extra0 + pixels
 
 
-def make_dng(path: Path, width: int = 96, height: int = 64, make: str = "Canon",
-             model: str = "Canon EOS 5D Mark IV", focal: int = 50,
-             focal35: int | None = None) -> Path:
+def make_dng(
+    path: Path,
+    width: int = 96,
+    height: int = 64,
+    make: str = "Canon",
+    model: str = "Canon EOS 5D Mark IV",
+    focal: int = 50,
+    focal35: int | None = None,
+) -> Path:
     """Minimal uncompressed 16-bit RGGB DNG: left half red, right half blue."""
     rgb = np.zeros((height, width, 3))
     rgb[:, : width // 2] = [0.8, 0.2, 0.1]
-    rgb[:, width // 2:] = [0.1, 0.3, 0.8]
+    rgb[:, width // 2 :] = [0.1, 0.3, 0.8]
     cfa = np.zeros((height, width), np.uint16)
     cfa[0::2, 0::2] = rgb[0::2, 0::2, 0] * 4000
     cfa[0::2, 1::2] = rgb[0::2, 1::2, 1] * 4000
@@ -140,12 +160,29 @@ def make_dng(path: Path, width: int = 96, height: int = 64, make: str = "Canon",
     pixels = cfa.astype("<u2").tobytes()
     identity = [(1, 1), (0, 1), (0, 1), (0, 1), (1, 1), (0, 1), (0, 1), (0, 1), (1, 1)]
     ifd0 = [
-        (254, 4, [0]), (256, 4, [width]), (257, 4, [height]), (258, 3, [16]), (259, 3, [1]),
-        (262, 3, [32803]), (271, 2, make), (272, 2, model), (274, 3, [1]), (277, 3, [1]),
-        (278, 4, [height]), (279, 4, [len(pixels)]), (284, 3, [1]), (33421, 3, [2, 2]),
-        (33422, 1, [0, 1, 1, 2]), (50706, 1, [1, 4, 0, 0]), (50707, 1, [1, 1, 0, 0]),
-        (50708, 2, model), (50714, 4, [0]), (50717, 4, [4095]), (50721, 10, identity),
-        (50728, 5, [(1, 1), (1, 1), (1, 1)]), (50778, 3, [21]),
+        (254, 4, [0]),
+        (256, 4, [width]),
+        (257, 4, [height]),
+        (258, 3, [16]),
+        (259, 3, [1]),
+        (262, 3, [32803]),
+        (271, 2, make),
+        (272, 2, model),
+        (274, 3, [1]),
+        (277, 3, [1]),
+        (278, 4, [height]),
+        (279, 4, [len(pixels)]),
+        (284, 3, [1]),
+        (33421, 3, [2, 2]),
+        (33422, 1, [0, 1, 1, 2]),
+        (50706, 1, [1, 4, 0, 0]),
+        (50707, 1, [1, 1, 0, 0]),
+        (50708, 2, model),
+        (50714, 4, [0]),
+        (50717, 4, [4095]),
+        (50721, 10, identity),
+        (50728, 5, [(1, 1), (1, 1), (1, 1)]),
+        (50778, 3, [21]),
     ]
     exif = [(37386, 5, [(focal, 1)])]
     if focal35:
@@ -202,8 +239,11 @@ def test_every_ordinary_format_decodes_to_png_working_copy(tmp_path, ext):
 
 
 def test_heic_written_by_pillow_heif_reads_back_with_exif(tmp_path):
-    path = save(tmp_path / "IMG_0001.HEIC", texture(128, 96),
-                make_exif("Apple", "iPhone 12", focal=4.2, focal35=26))
+    path = save(
+        tmp_path / "IMG_0001.HEIC",
+        texture(128, 96),
+        make_exif("Apple", "iPhone 12", focal=4.2, focal35=26),
+    )
     rgb, info = read_image(path)
     assert rgb.shape == (96, 128, 3) and rgb.dtype == np.uint8
     assert (info.format, info.make, info.model) == ("HEIF", "Apple", "iPhone 12")
@@ -218,7 +258,11 @@ def test_raw_dng_is_decoded_by_libraw_with_exif(tmp_path):
     assert left[0] > left[2] + 50  # red half stays red (camera white balance, no auto WB)
     assert right[2] > right[0] + 50
     assert (info.format, info.make, info.model, info.focal_mm) == (
-        "RAW", "Canon", "Canon EOS 5D Mark IV", 50.0)
+        "RAW",
+        "Canon",
+        "Canon EOS 5D Mark IV",
+        50.0,
+    )
     assert (info.original_width, info.original_height) == (96, 64)
     probed = probe(path)
     assert (probed.format, probed.original_width, probed.original_height) == ("RAW", 96, 64)
@@ -245,8 +289,9 @@ def test_corrupt_raw_gets_a_clear_reason(tmp_path):
     (shoot / "d.NEF").write_bytes(b"II*\x00" + os.urandom(2000))
     result = ingest.run([shoot], CFG, tmp_path / "work")
     reasons = skipped(result)
-    assert reasons["c.CR2"].startswith("not a readable camera RAW file (unsupported camera or "
-                                       "damaged file: ")
+    assert reasons["c.CR2"].startswith(
+        "not a readable camera RAW file (unsupported camera or damaged file: "
+    )
     assert reasons["d.NEF"].startswith("not a readable camera RAW file")
     assert len(result.images) == 2
 
@@ -269,14 +314,24 @@ def _jpeg_bytes(rgb: np.ndarray, exif: Image.Exif | None = None, **kw) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize(("head", "kind"), [
-    (b"\xff\xd8\xff\xe0", "jpeg"), (PNG_MAGIC, "png"),
-    (b"II*\x00\x08\x00\x00\x00CR\x02\x00", "cr2"),
-    (b"MM\x00*", "tiff"), (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "webp"),
-    (b"\x00\x00\x00\x18ftypheic", "heif"), (b"\x00\x00\x00\x18ftypcrx ", "cr3"),
-    (b"\x00\x00\x00\x18ftypisom", "video"), (b"FUJIFILMCCD-RAW 0201", "raf"),
-    (b"%PDF-1.7", "pdf"), (b"hello, world\n", "text"), (b"", "empty"), (b"\x00\x01\x02", "unknown"),
-])
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (b"\xff\xd8\xff\xe0", "jpeg"),
+        (PNG_MAGIC, "png"),
+        (b"II*\x00\x08\x00\x00\x00CR\x02\x00", "cr2"),
+        (b"MM\x00*", "tiff"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "webp"),
+        (b"\x00\x00\x00\x18ftypheic", "heif"),
+        (b"\x00\x00\x00\x18ftypcrx ", "cr3"),
+        (b"\x00\x00\x00\x18ftypisom", "video"),
+        (b"FUJIFILMCCD-RAW 0201", "raf"),
+        (b"%PDF-1.7", "pdf"),
+        (b"hello, world\n", "text"),
+        (b"", "empty"),
+        (b"\x00\x01\x02", "unknown"),
+    ],
+)
 def test_sniff(head, kind):
     assert sniff(head) == kind
 
@@ -288,7 +343,8 @@ def test_classify_uses_extension_for_tiff_based_raw():
     assert classify(Path("x.tif"), tiff).decoder == "pillow"
     assert classify(Path("x.jpg"), b"%PDF-1.4").reason == "not an image (looks like a PDF document)"
     assert classify(Path("x.jpg"), b"\x00\x01garbage").reason.startswith(
-        "not a readable image: the content is not JPEG")
+        "not a readable image: the content is not JPEG"
+    )
 
 
 # --------------------------------------------------------------------------- orientation, EXIF
@@ -328,11 +384,17 @@ def test_focal_prior_from_35mm_is_orientation_independent(tmp_path):
 
 def test_focal_prior_from_known_sensor_and_focal_plane_resolution(tmp_path):
     shoot = tmp_path / "shoot"
-    save(shoot / "nikon.jpg", texture(400, 300, 1),
-         make_exif("NIKON CORPORATION", "NIKON D850", focal=35, lens="24-70mm f/2.8"))
+    save(
+        shoot / "nikon.jpg",
+        texture(400, 300, 1),
+        make_exif("NIKON CORPORATION", "NIKON D850", focal=35, lens="24-70mm f/2.8"),
+    )
     # Unknown camera: 4000 px across a 20 mm sensor (200 px/mm).
-    save(shoot / "fpr.jpg", texture(400, 300, 2),
-         make_exif("Acme", "Cam 1", focal=10, fp_xres=200.0, fp_unit=4, pixel_x=4000))
+    save(
+        shoot / "fpr.jpg",
+        texture(400, 300, 2),
+        make_exif("Acme", "Cam 1", focal=10, fp_xres=200.0, fp_unit=4, pixel_x=4000),
+    )
     save(shoot / "bare.jpg", texture(400, 300, 3))
     save(shoot / "mm_only.jpg", texture(400, 300, 4), make_exif("Acme", "Cam 2", focal=10))
     recs = by_name(ingest.run([shoot], CFG, tmp_path / "work"))
@@ -349,8 +411,13 @@ def test_focal_prior_and_sensor_table_units():
     assert sensor_width_mm("SONY", "ILCE-7M3") == 35.6
     assert sensor_width_mm("Canon", "Canon EOS 5D Mark IV") == 36.0
     assert sensor_width_mm("Canon", "Canon EOS R50") is None
-    info = ExifInfo(focal_mm=10.0, focal_plane_x_res=1000.0, focal_plane_unit_mm=25.4,
-                    original_width=1000, original_height=750)  # 1000 px per inch -> 25.4 mm
+    info = ExifInfo(
+        focal_mm=10.0,
+        focal_plane_x_res=1000.0,
+        focal_plane_unit_mm=25.4,
+        original_width=1000,
+        original_height=750,
+    )  # 1000 px per inch -> 25.4 mm
     f, src = focal_prior(info, 500, 375)
     assert src == "exif_sensor" and f == pytest.approx(10 / 25.4 * 500)
 
@@ -373,8 +440,9 @@ def test_camera_grouping(tmp_path):
 
 def test_working_copy_has_no_exif(tmp_path):
     shoot = tmp_path / "shoot"
-    save(shoot / "a.jpg", texture(100, 80, 1),
-         make_exif("Canon", "Canon EOS R5", focal=50, gps=True))
+    save(
+        shoot / "a.jpg", texture(100, 80, 1), make_exif("Canon", "Canon EOS R5", focal=50, gps=True)
+    )
     save(shoot / "b.jpg", texture(100, 80, 2), make_exif("Canon", "Canon EOS R5", gps=True))
     result = ingest.run([shoot], CFG, tmp_path / "work")
     for rec in result.images:
@@ -432,8 +500,9 @@ def test_decompression_bomb_guard(tmp_path):
     save(shoot / "b.png", texture(100, 100, 2))
     save(shoot / "huge.png", texture(300, 200, 3))
     result = ingest.run([shoot], IngestConfig(max_pixels=50_000), tmp_path / "work")
-    assert skipped(result)["huge.png"] == ("too large (300 x 200 = 0 megapixels, the limit is 0): "
-                                          "downscale it first")
+    assert skipped(result)["huge.png"] == (
+        "too large (300 x 200 = 0 megapixels, the limit is 0): downscale it first"
+    )
     assert len(result.images) == 2
 
 
@@ -470,8 +539,10 @@ def test_clipping_fractions_and_warning(tmp_path):
     assert rec.dark_fraction == pytest.approx(0.40)
     assert rec.bright_fraction == pytest.approx(0.01)
     clip = [w for w in result.warnings if "clipped" in w]
-    assert clip == ["dark.png has 40% of its pixels clipped to black: details there cannot be "
-                    "matched; adjust the exposure or lighting."]
+    assert clip == [
+        "dark.png has 40% of its pixels clipped to black: details there cannot be "
+        "matched; adjust the exposure or lighting."
+    ]
 
 
 # --------------------------------------------------------------------------- bad files
@@ -506,7 +577,7 @@ def test_bad_files_are_skipped_with_reasons(tmp_path, monkeypatch):
         "copy of a.jpg": "identical to a.jpg",
         "empty.jpg": "empty file (0 bytes)",
         "garbage.png": "not a readable image: the content is not PNG or any known image format "
-                       "(damaged file?)",
+        "(damaged file?)",
         "invoice.jpg": "not an image (looks like a PDF document)",
         "locked.jpg": "cannot be read (permission denied): check the file's permissions",
         "notes.txt": "not an image (looks like a text file)",
@@ -533,11 +604,14 @@ def test_one_photo_folder_is_not_enough(tmp_path):
     with pytest.raises(NotEnoughImagesError) as info:
         ingest.run([shoot], CFG, tmp_path / "work")
     message = str(info.value)
-    assert message == ("Only 1 usable photo in 'shoot/': Vitrine needs at least 2 overlapping "
-                       "photos of the product. Skipped: notes.pdf: not an image (looks like a "
-                       "PDF document). Add photos taken all around the product and try again.")
+    assert message == (
+        "Only 1 usable photo in 'shoot/': Vitrine needs at least 2 overlapping "
+        "photos of the product. Skipped: notes.pdf: not an image (looks like a "
+        "PDF document). Add photos taken all around the product and try again."
+    )
     assert [(s.path, s.reason) for s in info.value.skipped] == [
-        ("notes.pdf", "not an image (looks like a PDF document)")]
+        ("notes.pdf", "not an image (looks like a PDF document)")
+    ]
     assert info.value.usable == 1
     assert info.value.exit_code == 2
 
@@ -549,8 +623,9 @@ def test_empty_folder_and_missing_paths(tmp_path):
     missing = tmp_path / "nope" / "shoot"
     with pytest.raises(InputError) as info:
         ingest.run([missing], CFG, tmp_path / "work")
-    assert str(info.value) == (f"'{missing}' does not exist: check the path, or choose the "
-                               "folder that holds the photos.")
+    assert str(info.value) == (
+        f"'{missing}' does not exist: check the path, or choose the folder that holds the photos."
+    )
     with pytest.raises(InputError, match="No photos given"):
         ingest.run([], CFG, tmp_path / "work")
 
@@ -594,17 +669,24 @@ def test_masks_beside_photos_and_in_masks_folders(tmp_path):
     b = np.asarray(Image.open(recs["b.jpg"].mask_path))
     assert (b[:25] == 0).all() and (b[25:] == 255).all()
     assert recs["c.jpg"].mask_path is None
-    assert "Mask masks/c.png ignored: its shape (100 x 100) does not match the photo c.jpg " \
-           "(200 x 100)." in result.warnings
+    assert (
+        "Mask masks/c.png ignored: its shape (100 x 100) does not match the photo c.jpg "
+        "(200 x 100)." in result.warnings
+    )
     assert recs["d.jpg"].mask_path == work_masks / "d.jpg.png"
 
     # Given the whole set, masks/ is still not read as photos.
     result = ingest.run([dataset], IngestConfig(max_image_size=100), tmp_path / "work2")
-    assert [r.name for r in result.images] == ["images/a.jpg", "images/b.jpg", "images/c.jpg",
-                                               "images/d.jpg"]
+    assert [r.name for r in result.images] == [
+        "images/a.jpg",
+        "images/b.jpg",
+        "images/c.jpg",
+        "images/d.jpg",
+    ]
     assert result.skipped == ()
     assert by_name(result)["images/a.jpg"].mask_path == (
-        tmp_path / "work2" / "masks" / "images" / "a.jpg.png")
+        tmp_path / "work2" / "masks" / "images" / "a.jpg.png"
+    )
 
 
 # --------------------------------------------------------------------------- names, order
@@ -612,12 +694,19 @@ def test_masks_beside_photos_and_in_masks_folders(tmp_path):
 
 def test_natural_order_subfolders_and_unique_names(tmp_path):
     shoot = tmp_path / "shoot"
-    for i, name in enumerate(["img10.jpg", "img2.jpg", "img1.jpg", "sub/img3.jpg", "A.jpg",
-                              "a.jpg"]):
+    for i, name in enumerate(
+        ["img10.jpg", "img2.jpg", "img1.jpg", "sub/img3.jpg", "A.jpg", "a.jpg"]
+    ):
         save(shoot / name, texture(64, 48, i))
     result = ingest.run([shoot], CFG, tmp_path / "work")
-    assert [r.name for r in result.images] == ["A.jpg", "a_2.jpg", "img1.jpg", "img2.jpg",
-                                               "img10.jpg", "sub/img3.jpg"]
+    assert [r.name for r in result.images] == [
+        "A.jpg",
+        "a_2.jpg",
+        "img1.jpg",
+        "img2.jpg",
+        "img10.jpg",
+        "sub/img3.jpg",
+    ]
     assert all(not Path(r.name).is_absolute() for r in result.images)
     flat = ingest.run([shoot], IngestConfig(recursive=False), tmp_path / "work2")
     assert "sub/img3.jpg" not in by_name(flat)
@@ -629,8 +718,9 @@ def test_files_and_folders_named_from_common_root(tmp_path):
     save(tmp_path / "day2" / "y.jpg", texture(64, 48, 3))
     result = ingest.run([tmp_path / "day1", tmp_path / "day2" / "x.jpg"], CFG, tmp_path / "w")
     assert [r.name for r in result.images] == ["day1/x.jpg", "day2/x.jpg"]
-    single = ingest.run([str(tmp_path / "day2" / "y.jpg"), str(tmp_path / "day2" / "x.jpg")],
-                        CFG, tmp_path / "w2")
+    single = ingest.run(
+        [str(tmp_path / "day2" / "y.jpg"), str(tmp_path / "day2" / "x.jpg")], CFG, tmp_path / "w2"
+    )
     assert [r.name for r in single.images] == ["x.jpg", "y.jpg"]
 
 
@@ -656,7 +746,12 @@ def test_progress_events_and_cancel(tmp_path):
     events: list[ProgressEvent] = []
     ingest.run([shoot], CFG, tmp_path / "work", progress=events.append, cancel=CancelToken())
     assert [(e.stage, e.current, e.total) for e in events] == [
-        ("ingest", 0, 4), ("ingest", 1, 4), ("ingest", 2, 4), ("ingest", 3, 4), ("ingest", 4, 4)]
+        ("ingest", 0, 4),
+        ("ingest", 1, 4),
+        ("ingest", 2, 4),
+        ("ingest", 3, 4),
+        ("ingest", 4, 4),
+    ]
     assert [e.message for e in events[1:]] == ["p0.jpg", "p1.jpg", "p2.jpg", "readme.txt"]
 
     token = CancelToken()
@@ -685,11 +780,15 @@ def test_pycolmap_reads_png_working_copies_under_photo_names(tmp_path):
     database = tmp_path / "db.db"
     options = pycolmap.FeatureExtractionOptions()
     options.num_threads = 1
-    pycolmap.extract_features(database, result.image_dir, extraction_options=options,
-                              device=pycolmap.Device.cpu)
+    pycolmap.extract_features(
+        database, result.image_dir, extraction_options=options, device=pycolmap.Device.cpu
+    )
     with sqlite3.connect(database) as db:
-        rows = dict(db.execute("select images.name, keypoints.rows from images "
-                               "join keypoints using (image_id)").fetchall())
+        rows = dict(
+            db.execute(
+                "select images.name, keypoints.rows from images join keypoints using (image_id)"
+            ).fetchall()
+        )
         sizes = db.execute("select width, height from cameras").fetchall()
     assert sorted(rows) == ["x.jpg", "y.HEIC", "z.dng"]
     assert rows["x.jpg"] > 100 and rows["y.HEIC"] > 100

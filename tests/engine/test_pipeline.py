@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -11,13 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pycolmap
 import pytest
 from PIL import Image
 
 import main
 from engine.config import SfMConfig, preset
-from engine.errors import InputError, OutputError
+from engine.errors import InputError, ModelError, OutputError
+from engine.export.ply import read_ply
 from engine.pipeline import reconstruct
 from engine.progress import Cancelled, CancelToken
 
@@ -166,12 +169,39 @@ def test_unwritable_output_folder(small_scene, tmp_path, capsys):
     assert blocker.read_text() == "a file where the run folder should be"  # nothing lost
 
 
-def test_one_photo_is_a_clear_error(small_scene, tmp_path):
+def test_one_photo_without_depth_weights_says_how_to_provide_them(
+    small_scene, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     single = tmp_path / "one"
     single.mkdir()
     shutil.copy(small_scene.image_paths[0], single)
-    with pytest.raises(InputError, match="at least 2"):
+    with pytest.raises(ModelError) as info:
         reconstruct([single], tmp_path / "run", preset("preview"))
+    message = str(info.value)
+    assert message.startswith(f"Only one usable photo ({small_scene.image_paths[0].name})")
+    assert "at least two overlapping photos" in message and "--depth-model FOLDER" in message
+    report = json.loads((tmp_path / "run" / "report.json").read_text(encoding="utf-8"))
+    assert report["status"] == "failed"
+
+
+def test_one_photo_makes_a_relief_with_the_depth_network(small_scene, tiny_depth_model, tmp_path):
+    single = tmp_path / "one"
+    single.mkdir()
+    shutil.copy(small_scene.image_paths[3], single)
+    cfg = preset("standard")
+    cfg = cfg.replace(depth_prior=dataclasses.replace(cfg.depth_prior, model=str(tiny_depth_model)))
+    out = tmp_path / "run"
+    result = reconstruct([single], out, cfg)
+    assert result.sparse is None and len(result.dense) > 1000
+    cloud = read_ply(out / "dense.ply")
+    assert len(cloud) == len(result.dense) and np.isfinite(cloud.xyz).all()
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["status"] == "finished"
+    assert any("depth is relative" in w for w in report["warnings"]), report["warnings"]
+    assert report["model"]["depth_prior"]["source"] == "local"
+    assert report["stages"]["export"]["viewer"]["cloud"] == "dense"
+    assert (out / "viewer.html").stat().st_size > 10_000
 
 
 def test_ctrl_c_cancels_cleanly(small_scene, tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -14,46 +12,14 @@ from engine.progress import Cancelled, CancelToken
 from engine.stages import single_photo
 from engine.synthetic import FOCAL_35MM, SENSOR_WIDTH_MM, depth_map, render_scene
 from engine.types import ORIGIN_PRIOR
+from tests.tiny_models import INPUT
 
 W, H = 160, 120
-INPUT = 56
-
-
-def _tiny_depth_model(folder: Path) -> Path:
-    """A tiny random-weight Depth-Anything saved with ``save_pretrained`` (safetensors)."""
-    import torch
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-
-    backbone = Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=INPUT,
-        patch_size=14,
-        out_features=["stage1", "stage2", "stage3", "stage4"],
-        reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone,
-        reassemble_hidden_size=32,
-        neck_hidden_sizes=[8, 16, 32, 32],
-        fusion_hidden_size=16,
-        head_hidden_size=8,
-    )
-    torch.manual_seed(1)
-    model = DepthAnythingForDepthEstimation(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.3)
-    model.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
-def estimator(tmp_path_factory):
-    folder = _tiny_depth_model(tmp_path_factory.mktemp("model") / "tiny-depth")
-    return load_depth_model(folder, input_size=INPUT)
+def estimator(tiny_depth_model):
+    return load_depth_model(tiny_depth_model, input_size=INPUT)
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,15 @@ N_AZ = 4
 @pytest.fixture(scope="module", params=S.SCENES)
 def scene(request, tmp_path_factory) -> S.SyntheticScene:
     root = tmp_path_factory.mktemp(request.param)
-    return S.render_scene(root, request.param, n_azimuth=N_AZ, elevations_deg=ELEV,
-                          width=W, height=H, n_surface_points=60_000)
+    return S.render_scene(
+        root,
+        request.param,
+        n_azimuth=N_AZ,
+        elevations_deg=ELEV,
+        width=W,
+        height=H,
+        n_surface_points=60_000,
+    )
 
 
 def _project(cam, pts):
@@ -69,7 +76,8 @@ def test_cameras_are_rigid_level_and_aimed(scene):
         (uv,), (z,) = _project(cam, centre[None])
         assert z > 0 and np.allclose(uv, [W / 2, H / 2], atol=1e-9)
         assert cam.model == "PINHOLE" and cam.params == pytest.approx(
-            [cam.K[0, 0], cam.K[1, 1], cam.K[0, 2], cam.K[1, 2]])
+            [cam.K[0, 0], cam.K[1, 1], cam.K[0, 2], cam.K[1, 2]]
+        )
         elev = np.degrees(np.arcsin((cam.center - centre)[2] / np.linalg.norm(cam.center - centre)))
         assert abs(elev - ELEV[i // N_AZ]) <= 1.0 + 1e-9
     az = [np.arctan2(c.center[1], c.center[0]) for c in scene.cameras[:N_AZ]]
@@ -107,8 +115,9 @@ def test_surface_points_project_into_masks(scene):
         assert (sil & mask).sum() / (sil | mask).sum() >= 0.9
         if scene.name == "box":  # convex: the silhouette is the hull of the 8 corners
             lo, hi = scene.bbox_min, scene.bbox_max
-            corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
-                                for z in (lo[2], hi[2])])
+            corners = np.array(
+                [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+            )
             hull = cv2.convexHull(_project(cam, corners)[0].astype(np.float32))
             assert mask.sum() == pytest.approx(cv2.contourArea(hull), rel=0.01)
 
@@ -120,8 +129,14 @@ def test_depth_maps_lie_on_the_surface_and_match_masks(scene):
         mask = np.asarray(Image.open(mp)) > 0
         assert (hit == mask).mean() >= 0.99
         v, u = np.nonzero(hit)
-        ray = np.stack([(u + 0.5 - cam.K[0, 2]) / cam.K[0, 0],
-                        (v + 0.5 - cam.K[1, 2]) / cam.K[1, 1], np.ones(u.size)], 1)
+        ray = np.stack(
+            [
+                (u + 0.5 - cam.K[0, 2]) / cam.K[0, 0],
+                (v + 0.5 - cam.K[1, 2]) / cam.K[1, 1],
+                np.ones(u.size),
+            ],
+            1,
+        )
         world = (ray * depth[v, u][:, None] - cam.t) @ cam.R
         # every hit is on the object's exact surface
         if scene.name == "box":
@@ -206,8 +221,11 @@ def test_write_cameras_json_extra_keys(tmp_path):
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_deterministic_bytes_and_seed_matters(tmp_path):
@@ -222,10 +240,19 @@ def test_deterministic_bytes_and_seed_matters(tmp_path):
 
 def test_progress_and_cancel(tmp_path):
     events = []
-    S.render_scene(tmp_path / "p", "box", n_azimuth=3, elevations_deg=(30.0,), width=64,
-                   height=48, n_surface_points=1000, progress=events.append)
-    assert [(e.stage, e.current, e.total) for e in events] == [("synthetic", i, 3)
-                                                              for i in (1, 2, 3)]
+    S.render_scene(
+        tmp_path / "p",
+        "box",
+        n_azimuth=3,
+        elevations_deg=(30.0,),
+        width=64,
+        height=48,
+        n_surface_points=1000,
+        progress=events.append,
+    )
+    assert [(e.stage, e.current, e.total) for e in events] == [
+        ("synthetic", i, 3) for i in (1, 2, 3)
+    ]
     token = CancelToken()
     token.cancel()
     with pytest.raises(Cancelled):
@@ -238,8 +265,15 @@ def test_textured_scenes_have_many_keypoints_lowtex_few(tmp_path):
     counts = {}
     sift = cv2.SIFT_create()
     for kind in S.SCENES:
-        sc = S.render_scene(tmp_path / kind, kind, n_azimuth=1, elevations_deg=(35.0,),
-                            width=640, height=480, n_surface_points=1000)
+        sc = S.render_scene(
+            tmp_path / kind,
+            kind,
+            n_azimuth=1,
+            elevations_deg=(35.0,),
+            width=640,
+            height=480,
+            n_surface_points=1000,
+        )
         gray = cv2.imread(str(sc.image_paths[0]), cv2.IMREAD_GRAYSCALE)
         mask = cv2.imread(str(sc.mask_paths[0]), cv2.IMREAD_GRAYSCALE)
         kps = sift.detect(gray)
@@ -255,14 +289,22 @@ def test_textured_scenes_have_many_keypoints_lowtex_few(tmp_path):
 def test_sift_features_fit_ground_truth_cameras(tmp_path):
     """Triangulating COLMAP's own SIFT matches with the true cameras leaves no bias."""
     pycolmap = pytest.importorskip("pycolmap")
-    sc = S.render_scene(tmp_path / "s", "bottle", n_azimuth=12, elevations_deg=(20.0, 45.0),
-                        width=480, height=360, n_surface_points=1000)
+    sc = S.render_scene(
+        tmp_path / "s",
+        "bottle",
+        n_azimuth=12,
+        elevations_deg=(20.0, 45.0),
+        width=480,
+        height=360,
+        n_surface_points=1000,
+    )
     db = tmp_path / "db.db"
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = "PINHOLE"
     reader.camera_params = ",".join(str(v) for v in sc.cameras[0].params)
-    pycolmap.extract_features(db, sc.image_dir, camera_mode=pycolmap.CameraMode.SINGLE,
-                              reader_options=reader)
+    pycolmap.extract_features(
+        db, sc.image_dir, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader
+    )
     pycolmap.match_exhaustive(db)
     rec = pycolmap.Reconstruction()
     with pycolmap.Database.open(db) as d:
@@ -273,8 +315,9 @@ def test_sift_features_fit_ground_truth_cameras(tmp_path):
             im = images[gt.name]
             kps = np.asarray(d.read_keypoints(im.image_id)[:, :2], np.float64)
             rec.add_image_with_trivial_frame(
-                pycolmap.Image(name=gt.name, keypoints=kps, camera_id=im.camera_id,
-                               image_id=im.image_id),
+                pycolmap.Image(
+                    name=gt.name, keypoints=kps, camera_id=im.camera_id, image_id=im.image_id
+                ),
                 pycolmap.Rigid3d(pycolmap.Rotation3d(gt.R), gt.t),
             )
     (tmp_path / "tri").mkdir()
