@@ -320,8 +320,10 @@ class _Sweeper:
         window: int,
         top_k: int,
         batch_elems: int,
+        cancel: CancelToken | None = None,
     ) -> None:
         dev = ref_gray.device
+        self.cancel = cancel
         self.h, self.w = ref_gray.shape
         self.window = window
         self.top_k = min(top_k, len(srcs))
@@ -364,6 +366,8 @@ class _Sweeper:
         out = []
         start = 0
         while start < d_total:
+            if self.cancel is not None:
+                self.cancel.raise_if_cancelled()
             stop = min(d_total, start + step)
             try:
                 out.append(self._score_batch(depths[start:stop]))
@@ -443,6 +447,7 @@ def estimate_depth(
     device: torch.device | str,
     roi: tuple[int, int, int, int] | None = None,
     batch_elems: int = 8_000_000,
+    cancel: CancelToken | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Depth and confidence (each float32 (H, W), 0 where unknown) of ``ref``.
 
@@ -460,6 +465,8 @@ def estimate_depth(
         Pixel box ``(x0, y0, x1, y1)`` to work in; None for the whole image.
     batch_elems
         Pixels x hypotheses x sources evaluated at once (memory bound).
+    cancel
+        Checked between batches of hypotheses.
     """
     dev = torch.device(device)
     h_full, w_full = ref.gray.shape
@@ -502,6 +509,7 @@ def estimate_depth(
             cfg.window,
             cfg.top_k,
             batch_elems,
+            cancel,
         )
         if inv is None:
             n = cfg.num_depths
@@ -606,7 +614,7 @@ def run(
     ReconstructionError
         When no view could get a depth map (too few placed photos or sparse points).
     Cancelled
-        Between views and between pyramid levels when the user cancels.
+        Between views and between batches of depth hypotheses when the user cancels.
     """
     cancel = cancel or CancelToken()
     dev = torch.device(device)
@@ -673,7 +681,7 @@ def run(
         src_views = [view(s) for s in srcs]
         roi = region_of_interest(ref, pts)
         with torch.inference_mode():
-            depth, conf = estimate_depth(ref, src_views, d_range, cfg, dev, roi, batch)
+            depth, conf = estimate_depth(ref, src_views, d_range, cfg, dev, roi, batch, cancel)
         origin = np.where(depth > 0, ORIGIN_MVS, ORIGIN_NONE).astype(np.uint8)
         dm = DepthMap(name, ref.camera, depth, conf, ref.rgb, ref.mask, origin)
         secs = time.perf_counter() - t0

@@ -243,3 +243,56 @@ def test_sample_command_writes_a_shoot(tmp_path, capsys):
     assert len(photos) == 36 and all(p.suffix == ".jpg" for p in photos)
     assert (tmp_path / "sample" / "ground_truth" / "cameras.json").is_file()
     assert "reconstruct" in capsys.readouterr().out
+
+
+def test_standard_run_with_the_depth_prior_writes_a_dense_cloud_and_resumes(
+    small_scene, tiny_depth_model, tmp_path, monkeypatch
+):
+    """The tiny random-weight network goes through the real loader and stage; the report says
+    what it is and how much of the cloud it gave; a second run recomputes nothing."""
+    cfg = preset("standard")
+    cfg = cfg.replace(depth_prior=dataclasses.replace(cfg.depth_prior, model=str(tiny_depth_model)))
+    out = tmp_path / "run"
+    events = []
+    result = reconstruct([small_scene.image_dir], out, cfg, progress=events.append)
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["status"] == "finished"
+    assert {"dense", "depth_prior", "fuse", "export"} <= set(report["stage_seconds"])
+    prior = report["model"]["depth_prior"]
+    assert prior["source"] == "local" and "fused_point_fraction" in prior
+    assert 0.0 <= prior["fused_point_fraction"] <= 1.0
+    assert report["stages"]["dense"]["views"] == len(report["registered"])
+    assert report["stages"]["fuse"]["points"] == len(result.dense) > 10_000
+    assert report["outputs"]["dense.ply"] == (out / "dense.ply").stat().st_size
+    assert report["stages"]["export"]["viewer"]["cloud"] == "dense"
+    assert len(read_ply(out / "dense.ply")) == len(result.dense)
+    stages = [e.message for e in events if e.stage == "pipeline"]
+    assert stages == ["ingest", "sfm", "dense", "depth_prior", "fuse", "export"]
+
+    from engine.stages import dense, fuse
+
+    def boom(*a, **k):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(dense, "estimate_depth", boom)
+    monkeypatch.setattr(fuse, "run", boom)
+    again = reconstruct([small_scene.image_dir], out, cfg)
+    assert len(again.dense) == len(result.dense)
+    assert again.report.stages["dense"]["resumed_views"] == len(report["registered"])
+
+
+def test_no_depth_prior_flag_and_missing_weights_are_reported(small_scene, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    out = tmp_path / "run"
+    code = main.main(["reconstruct", str(small_scene.image_dir), "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["model"]["depth_prior"].startswith("not used: Depth model")
+    assert any("Depth prior not used" in w for w in report["warnings"])
+    assert (out / "dense.ply").is_file()
+    code = main.main(
+        ["reconstruct", str(small_scene.image_dir), "--out", str(out), "--no-depth-prior"]
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["model"]["depth_prior"] == "not used: turned off (--no-depth-prior)"
