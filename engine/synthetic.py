@@ -11,9 +11,10 @@ go through the sub-pixel positions of COLMAP's pixel convention, the texture is 
 surface (view consistent) and the shading is Lambertian from fixed world lights (view
 independent, no highlights). Same arguments give identical bytes.
 
-A scene folder holds ``images/*.jpg`` (with EXIF focal length), ``masks/*.png``,
-``cameras.json`` (ground-truth cameras in the team's dataset format) and ``scene.npz`` (dense
-ground-truth surface samples with normals and the object's bounding box).
+A scene folder holds ``images/*.jpg`` (with EXIF focal length), ``masks_gt/*.png``
+(ground-truth masks, which ingest does not pick up), ``cameras.json`` (ground-truth cameras in
+the team's dataset format) and ``scene.npz`` (dense ground-truth surface samples with normals
+and the object's bounding box).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class SyntheticScene:
     image_paths
         Written JPEGs in capture order (ring by ring, azimuth increasing).
     mask_paths
-        8-bit PNG masks (255 = object, 0 = backdrop), ``root/masks/<stem>.png``, same order.
+        8-bit PNG masks (255 = object, 0 = backdrop), ``root/masks_gt/<stem>.png``, same order.
     cameras
         Ground-truth cameras (``name`` = image file name), same order.
     surface_points
@@ -1265,7 +1266,7 @@ def load_scene(root: Path) -> SyntheticScene:
     Parameters
     ----------
     root
-        The scene folder (holding ``cameras.json``, ``scene.npz``, ``images/``, ``masks/``).
+        The scene folder (holding ``cameras.json``, ``scene.npz``, ``images/``, ``masks_gt/``).
 
     Returns
     -------

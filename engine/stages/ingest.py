@@ -333,7 +333,9 @@ def _not_enough(count: int, cfg: IngestConfig, paths: list[Path],
     else:
         head = ("No usable photos" if count == 0
                 else f"Only {count} usable photo{'' if count == 1 else 's'}")
-        message = (f"{head} {where}: Vitrine needs at least {cfg.min_images} overlapping photos "
+        # A single photo still makes a relief (pipeline); a model needs two or more.
+        need = max(2, cfg.min_images)
+        message = (f"{head} {where}: Vitrine needs at least {need} overlapping photos "
                    "of the product.")
         if skipped:
             listed = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:MAX_LISTED])
