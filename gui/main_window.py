@@ -1,0 +1,1052 @@
+"""The main window: sets and photos left, the 3D view centre, settings, progress and log right.
+
+The window holds the :class:`gui.project.Project`, a :class:`gui.models.CloudModel` the 3D view
+subscribes to and a :class:`gui.models.ProgressModel` the progress panel subscribes to. Runs go
+through :class:`gui.workers.RunWorker` only: the GUI thread starts, cancels and listens, and
+never computes. Closing the window during a run asks first, then cancels and waits for the
+worker while the event loop keeps running, so no thread outlives the window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import (
+    QCoreApplication,
+    QEventLoop,
+    QMimeData,
+    Qt,
+    QUrl,
+    Signal,
+)
+from PySide6.QtGui import (
+    QAction,
+    QActionGroup,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QKeySequence,
+)
+from PySide6.QtWidgets import (
+    QApplication,
+    QColorDialog,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.errors import InputError, OutputError
+from engine.types import PointCloud
+from gui.about import AboutDialog
+from gui.errors import ErrorSink, QtLogHandler
+from gui.export_dialog import ExportDialog
+from gui.log_panel import LogPanel, PanelFormatter
+from gui.models import CloudModel, ProgressModel
+from gui.progress_panel import ProgressPanel
+from gui.project import MANIFEST, Project
+from gui.settings_panel import SettingsPanel, detect_gpu
+from gui.thumbnails import ThumbnailGrid
+from gui.view3d import PointCloudView
+from gui.workers import RunWorker, SampleWriter, ThumbnailLoader
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable naming Vitrine's home folder (default ``~/Vitrine``).
+HOME_ENV = "VITRINE_HOME"
+#: Name of the sample's image set.
+SAMPLE_SET = "Sample bottle"
+#: Loggers whose records the log panel shows.
+LOGGERS = ("engine", "gui", "vitrine")
+#: Longest the window waits for a cancelled run to stop when it closes (seconds).
+CLOSE_WAIT_S = 120.0
+
+
+def vitrine_home() -> Path:
+    """Vitrine's own folder: ``$VITRINE_HOME``, else ``~/Vitrine``."""
+    env = os.environ.get(HOME_ENV)
+    return Path(env).expanduser() if env else Path.home() / "Vitrine"
+
+
+def sample_folder() -> Path:
+    """Where the sample shoot and its project live (``<home>/sample``)."""
+    return vitrine_home() / "sample"
+
+
+def _recent_file() -> Path:
+    return vitrine_home() / "recent.json"
+
+
+def last_project() -> Path | None:
+    """The project folder opened or saved last, when it still holds a project."""
+    try:
+        data = json.loads(_recent_file().read_text(encoding="utf-8"))
+        folder = Path(data["last_project"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return folder if (folder / MANIFEST).is_file() else None
+
+
+def remember_project(folder: Path) -> None:
+    """Record ``folder`` as the last project (best effort: a read-only home is not an error)."""
+    path = _recent_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(".recent.json.part")
+        tmp.write_text(json.dumps({"last_project": str(folder)}) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        logger.info("Could not record the last project in %s: %s", path, exc)
+
+
+def paths_from_mime(mime: QMimeData) -> tuple[list[Path], list[str]]:
+    """Local paths in dropped or pasted data: file URLs, or text with one path per line.
+
+    Returns
+    -------
+    tuple
+        ``(existing paths, entries that are not existing local paths)``.
+    """
+    entries: list[str] = []
+    if mime.hasUrls():
+        for url in mime.urls():
+            entries.append(url.toLocalFile() if url.isLocalFile() else url.toString())
+    elif mime.hasText():
+        for line in mime.text().splitlines():
+            line = line.strip().strip('"').strip("'")
+            if not line:
+                continue
+            if line.startswith("file:"):
+                line = QUrl(line).toLocalFile()
+            entries.append(line)
+    found, missing = [], []
+    for entry in entries:
+        path = Path(entry).expanduser() if entry else None
+        if path is not None and entry and path.exists():
+            found.append(path)
+        else:
+            missing.append(entry)
+    return found, missing
+
+
+class MainWindow(QMainWindow):
+    """Vitrine's main window.
+
+    Parameters
+    ----------
+    project
+        The project to show; a new, unsaved one when None.
+    errors
+        The application's error sink; the window makes its own when None.
+    gpu_probe
+        Finds the GPU's name for the settings panel (tests pass a stub).
+    parent
+        Parent widget.
+
+    Attributes
+    ----------
+    confirm
+        ``confirm(question) -> bool`` asks the user a yes/no question (a message box);
+        replaceable, for tests.
+    worker
+        The run in progress (None between runs).
+
+    Signals
+    -------
+    run_ended(str)
+        A run ended: ``finished``, ``failed`` or ``cancelled``.
+    """
+
+    run_ended = Signal(str)
+
+    def __init__(
+        self,
+        project: Project | None = None,
+        errors: ErrorSink | None = None,
+        *,
+        gpu_probe: Callable[[], str] | None = detect_gpu,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Vitrine")
+        self.resize(1440, 900)
+        self.setAcceptDrops(True)
+        self.errors = errors if errors is not None else ErrorSink(self, parent=self)
+        if errors is None:
+            self.errors.set_parent_window(self)
+        self.cloud_model = CloudModel(parent=self)
+        self.progress_model = ProgressModel(self)
+        self.confirm: Callable[[str], bool] = self._ask
+        self.worker: RunWorker | None = None
+        self.project: Project = Project()
+        self._connected: Project | None = None
+        self.export_dialog: ExportDialog | None = None
+        self.sample_writer: SampleWriter | None = None
+        self.snapshot_counts: Counter[str] = Counter()
+        self._run_set: str | None = None
+        self._run_outcome = ""
+        self._partial_kind: str | None = None
+        self._sparse_cameras = 0
+        self._closing = False
+        self._start_after_sample = False
+
+        self.thumb_loader = ThumbnailLoader(parent=self)
+        self._build_ui(gpu_probe)
+        self._build_menus()
+        self.log_handler = QtLogHandler(parent=self)
+        self.log_handler.setFormatter(PanelFormatter())
+        self.log_handler.record.connect(self.log_panel.append)
+        for name in LOGGERS:
+            logging.getLogger(name).addHandler(self.log_handler)
+        if logging.getLogger("gui").level == logging.NOTSET:
+            logging.getLogger("gui").setLevel(logging.INFO)
+        self.set_project(project if project is not None else Project())
+
+    # ================================================================== building
+
+    def _build_ui(self, gpu_probe: Callable[[], str] | None) -> None:
+        # -- left: image sets and thumbnails
+        self.set_list = QListWidget()
+        self.set_list.setObjectName("setList")
+        self.set_list.setMaximumHeight(150)
+        self.set_list.currentRowChanged.connect(self._on_set_selected)
+        self.set_list.itemChanged.connect(self._on_set_item_edited)
+        add_set = QToolButton(text="+", toolTip="New image set (one product)")
+        add_set.clicked.connect(lambda: self.new_set())
+        remove_set = QToolButton(text="−", toolTip="Remove the image set (results are kept)")
+        remove_set.clicked.connect(lambda: self.remove_set())
+        rename_set = QToolButton(text="Rename…", toolTip="Rename the image set")
+        rename_set.clicked.connect(lambda: self.rename_set())
+        set_buttons = QHBoxLayout()
+        set_buttons.addWidget(QLabel("<b>Image sets</b>"))
+        set_buttons.addStretch(1)
+        for button in (add_set, remove_set, rename_set):
+            set_buttons.addWidget(button)
+
+        self.thumbs = ThumbnailGrid(self.thumb_loader)
+        self.thumbs.exclusion_requested.connect(self._on_exclusion_requested)
+        self.photos_label = QLabel("Photos")
+        self.photos_label.setObjectName("hint")
+        add_folder = QPushButton("Add folder…")
+        add_folder.clicked.connect(lambda: self.add_folder_dialog())
+        add_photos = QPushButton("Add photos…")
+        add_photos.clicked.connect(lambda: self.add_photos_dialog())
+        add_row = QHBoxLayout()
+        add_row.addWidget(add_folder)
+        add_row.addWidget(add_photos)
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(6, 6, 0, 6)
+        left_layout.addLayout(set_buttons)
+        left_layout.addWidget(self.set_list)
+        left_layout.addWidget(self.photos_label)
+        left_layout.addWidget(self.thumbs, 1)
+        left_layout.addLayout(add_row)
+
+        # -- centre: the 3D view, with a hint while there is nothing to show
+        self.view = PointCloudView(self.cloud_model)
+        self.hint = QLabel(
+            "Drop a folder of product photos here, paste their paths (Ctrl+V), or use "
+            "File ▸ Add folder…  —  File ▸ Open sample shows a reconstruction in minutes."
+        )
+        self.hint.setObjectName("dropHint")
+        self.hint.setWordWrap(True)
+        self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        centre = QWidget()
+        centre_layout = QVBoxLayout(centre)
+        centre_layout.setContentsMargins(0, 6, 0, 6)
+        centre_layout.addWidget(self.hint)
+        centre_layout.addWidget(self.view, 1)
+
+        # -- right: settings, run buttons, progress, log
+        self.settings = SettingsPanel(gpu_probe=gpu_probe)
+        self.settings.settings_changed.connect(self._on_settings_changed)
+        self.run_button = QPushButton("Run")
+        self.run_button.setObjectName("runButton")
+        self.run_button.setToolTip("Reconstruct the selected image set (Ctrl+R)")
+        self.run_button.clicked.connect(lambda: self.start_run())
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel_run)
+        self.export_button = QPushButton("Export…")
+        self.export_button.clicked.connect(lambda: self.show_export())
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.run_button, 2)
+        run_row.addWidget(self.cancel_button, 1)
+        run_row.addWidget(self.export_button, 1)
+        self.progress_panel = ProgressPanel(self.progress_model)
+        self.log_panel = LogPanel()
+
+        settings_box = QGroupBox("Settings")
+        QVBoxLayout(settings_box).addWidget(self.settings)
+        progress_box = QGroupBox("Progress")
+        QVBoxLayout(progress_box).addWidget(self.progress_panel)
+        log_box = QGroupBox("Log")
+        QVBoxLayout(log_box).addWidget(self.log_panel)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 6, 6, 6)
+        right_layout.addWidget(settings_box)
+        right_layout.addLayout(run_row)
+        right_layout.addWidget(progress_box)
+        right_layout.addWidget(log_box, 1)
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(centre)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([340, 760, 360])
+        self.setCentralWidget(self.splitter)
+
+        self.sample_bar = QProgressBar()
+        self.sample_bar.setMaximumWidth(200)
+        self.sample_bar.setFormat("Sample %v/%m")
+        self.sample_bar.hide()
+        self.statusBar().addPermanentWidget(self.sample_bar)
+        self.set_info = QLabel()
+        self.statusBar().addPermanentWidget(self.set_info)
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+
+        def action(menu, text, slot, shortcut=None, tip=""):  # noqa: ANN001, ANN202
+            act = QAction(text, self)
+            if shortcut is not None:
+                act.setShortcut(QKeySequence(shortcut))
+            if tip:
+                act.setStatusTip(tip)
+            act.triggered.connect(lambda _checked=False: slot())
+            menu.addAction(act)
+            return act
+
+        file_menu = bar.addMenu("&File")
+        action(file_menu, "&New project", self.new_project, QKeySequence.StandardKey.New)
+        action(file_menu, "&Open project…", self.open_project, QKeySequence.StandardKey.Open)
+        action(file_menu, "&Save project", self.save_project, QKeySequence.StandardKey.Save)
+        action(file_menu, "Save project &as…", self.save_project_as, "Ctrl+Shift+S")
+        file_menu.addSeparator()
+        action(file_menu, "Add &folder…", self.add_folder_dialog, "Ctrl+Shift+O")
+        action(file_menu, "Add &photos…", self.add_photos_dialog)
+        action(file_menu, "Open &sample", self.open_sample, tip="Reconstruct a sample bottle")
+        file_menu.addSeparator()
+        self.export_action = action(file_menu, "&Export…", self.show_export, "Ctrl+E")
+        file_menu.addSeparator()
+        action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        edit_menu = bar.addMenu("&Edit")
+        self.paste_action = action(
+            edit_menu,
+            "&Paste photo paths",
+            self.paste_paths,
+            QKeySequence.StandardKey.Paste,
+            "Add the files or folders whose paths are on the clipboard",
+        )
+
+        run_menu = bar.addMenu("&Run")
+        self.run_action = action(run_menu, "&Run", self.start_run, "Ctrl+R")
+        self.cancel_action = action(run_menu, "&Cancel run", self.cancel_run, "Ctrl+.")
+        self.cancel_action.setEnabled(False)
+
+        view_menu = bar.addMenu("&View")
+        action(view_menu, "&Reset view", self.view.reset_view, "Ctrl+0")
+        self.cameras_action = QAction("Show &cameras", self, checkable=True, checked=True)
+        self.cameras_action.toggled.connect(self.view.set_cameras_visible)
+        view_menu.addAction(self.cameras_action)
+        size_menu = view_menu.addMenu("Point &size")
+        group = QActionGroup(self)
+        for px in (1, 2, 3, 4, 6):
+            act = QAction(f"{px} px", self, checkable=True)
+            act.setChecked(px == round(self.view.point_size))
+            act.triggered.connect(lambda _c=False, px=px: self.view.set_point_size(px))
+            group.addAction(act)
+            size_menu.addAction(act)
+        action(view_menu, "&Background colour…", self.choose_background)
+
+        help_menu = bar.addMenu("&Help")
+        action(help_menu, "Open &sample", self.open_sample)
+        action(help_menu, "&About Vitrine", self.show_about)
+
+    # ================================================================== project
+
+    def set_project(self, project: Project) -> None:
+        """Show ``project`` (the previous one is let go; an empty unsaved one is discarded)."""
+        old = self._connected
+        if old is not None and old is not project:
+            old.sets_changed.disconnect(self._refresh_set_list)
+            old.set_changed.disconnect(self._on_set_changed)
+            old.modified_changed.disconnect(self._update_title)
+            if not old.is_saved and not old.set_names:
+                old.discard()
+        self._connected = project
+        self.project = project
+        if old is not project:
+            project.sets_changed.connect(self._refresh_set_list)
+            project.set_changed.connect(self._on_set_changed)
+            project.modified_changed.connect(self._update_title)
+        self.cloud_model.clear()
+        self.progress_model.reset()
+        self.progress_panel.set_status("")
+        self._refresh_set_list()
+        if project.set_names:
+            self.select_set(project.set_names[0])
+        else:
+            self._on_set_selected(-1)
+        self._update_title()
+
+    @property
+    def current_set(self) -> str | None:
+        """Name of the selected image set (None when there is none)."""
+        item = self.set_list.currentItem()
+        if item is None:
+            return None
+        name = item.data(Qt.ItemDataRole.UserRole)
+        return name if self.project.has_set(name) else None
+
+    def select_set(self, name: str) -> None:
+        """Select the image set called ``name``."""
+        for row in range(self.set_list.count()):
+            if self.set_list.item(row).data(Qt.ItemDataRole.UserRole) == name:
+                self.set_list.setCurrentRow(row)
+                return
+
+    def new_set(self, name: str | None = None) -> str:
+        """Add an empty image set, select it and return its name."""
+        image_set = self.project.add_set(name or "Product")
+        self.select_set(image_set.name)
+        return image_set.name
+
+    def remove_set(self, name: str | None = None) -> None:
+        """Remove an image set (its results stay on disk)."""
+        name = name or self.current_set
+        if name is None:
+            return
+        if self.worker is not None and name == self._run_set:
+            self.statusBar().showMessage("This set is being reconstructed: cancel the run first.")
+            return
+        self.project.remove_set(name)
+
+    def rename_set(self, new: str | None = None, old: str | None = None) -> bool:
+        """Rename a set (asks for the name when ``new`` is None); True when renamed."""
+        old = old or self.current_set
+        if old is None:
+            return False
+        if new is None:
+            new, ok = QInputDialog.getText(self, "Rename image set", "Name:", text=old)
+            if not ok:
+                return False
+        if self.worker is not None and old == self._run_set:
+            self.statusBar().showMessage("This set is being reconstructed: rename it afterwards.")
+            self._refresh_set_list()
+            return False
+        try:
+            self.project.rename(old, new)
+        except ValueError as exc:
+            self.statusBar().showMessage(str(exc), 8000)
+            self._refresh_set_list()
+            return False
+        self.select_set(new.strip())
+        return True
+
+    def _refresh_set_list(self) -> None:
+        current = self.current_set
+        self.set_list.blockSignals(True)
+        try:
+            self.set_list.clear()
+            for image_set in self.project.sets:
+                item = QListWidgetItem(image_set.name)
+                item.setData(Qt.ItemDataRole.UserRole, image_set.name)
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+                item.setToolTip(self._set_tooltip(image_set))
+                self.set_list.addItem(item)
+        finally:
+            self.set_list.blockSignals(False)
+        names = self.project.set_names
+        if current in names:
+            self.select_set(current)
+        elif names:
+            self.select_set(names[0])
+        else:
+            self._on_set_selected(-1)
+
+    @staticmethod
+    def _set_tooltip(image_set) -> str:  # noqa: ANN001 - gui.project.ImageSet
+        text = f"Last run: {image_set.last_status}"
+        if image_set.last_message:
+            text += f" — {image_set.last_message}"
+        return text
+
+    def _on_set_item_edited(self, item: QListWidgetItem) -> None:
+        old = item.data(Qt.ItemDataRole.UserRole)
+        if item.text() != old:
+            self.rename_set(item.text(), old)
+
+    def _on_set_selected(self, _row: int) -> None:
+        name = self.current_set
+        if name is None:
+            self.settings.load(None)
+            self.thumbs.clear_images()
+            self._update_set_info()
+            if self.worker is None:
+                self.cloud_model.clear()
+            return
+        self.settings.load(self.project.image_set(name))
+        self._show_images(name)
+        if self.worker is None:
+            self.show_last_result(name)
+
+    def _on_set_changed(self, name: str) -> None:
+        for row in range(self.set_list.count()):
+            item = self.set_list.item(row)
+            if item.data(Qt.ItemDataRole.UserRole) == name:
+                item.setToolTip(self._set_tooltip(self.project.image_set(name)))
+        if name == self.current_set:
+            self._show_images(name)
+
+    def _show_images(self, name: str) -> None:
+        files = self.project.image_files(name)
+        excluded = set(self.project.image_set(name).excluded)
+        self.thumbs.show_images(files, excluded, self.project.image_status(name))
+        self._update_set_info()
+
+    def _update_set_info(self) -> None:
+        name = self.current_set
+        has_images = False
+        if name is None:
+            self.set_info.setText("No image set")
+            self.photos_label.setText("Photos — drop a folder here to start")
+        else:
+            image_set = self.project.image_set(name)
+            n = len(self.thumbs.paths())
+            left_out = sum(1 for p in self.thumbs.paths() if p in image_set.excluded)
+            has_images = n > 0
+            text = f"{name}: {n} photos" + (f", {left_out} left out" if left_out else "")
+            self.set_info.setText(text)
+            self.photos_label.setText(
+                f"Photos ({n})" + (f" — {left_out} left out" if left_out else "")
+                if n
+                else "Photos — drop a folder or photos here"
+            )
+        self.hint.setVisible(not has_images and len(self.cloud_model) == 0)
+        self.run_button.setEnabled(self.worker is None and has_images)
+        self.run_action.setEnabled(self.worker is None and has_images)
+
+    def show_last_result(self, name: str) -> None:
+        """Show what the set's last run left in its run folder (nothing is computed)."""
+        cloud, cameras, kind, _report = self.project.last_result(name)
+        if cloud is not None:
+            self.cloud_model.set_cloud(cloud, cameras, kind or "cloud")
+        else:
+            self.cloud_model.set_cloud(PointCloud.empty(), cameras, "none")
+        image_set = self.project.image_set(name)
+        self.progress_model.reset()
+        if image_set.last_status != "new":
+            status = f"Last run {image_set.last_status}"
+            if image_set.last_message:
+                status += f": {image_set.last_message}"
+            self.progress_panel.set_status(status)
+        else:
+            self.progress_panel.set_status("")
+        self._update_set_info()
+
+    def _on_settings_changed(self) -> None:
+        name = self.current_set
+        if name is not None:
+            self.project.update_set(name, **self.settings.values())
+
+    def _update_title(self, *_args: object) -> None:
+        folder = self.project.folder
+        name = folder.name if folder is not None else "Untitled project"
+        star = "*" if self.project.is_modified else ""
+        self.setWindowTitle(f"{name}{star} — Vitrine")
+
+    def _busy(self, what: str) -> bool:
+        if self.worker is not None or self.sample_writer is not None:
+            self.statusBar().showMessage(f"Cannot {what} while a run is going: cancel it first.")
+            return True
+        return False
+
+    def new_project(self) -> None:
+        """Start an empty, unsaved project."""
+        if self._busy("start a new project"):
+            return
+        self._save_if_saved()
+        self.set_project(Project())
+
+    def open_project(self, folder: Path | str | None = None) -> bool:
+        """Open a saved project and show its last results; True when opened."""
+        if self._busy("open another project"):
+            return False
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Open a Vitrine project folder")
+            if not folder:
+                return False
+        try:
+            project = Project.load(folder)
+        except InputError as exc:
+            self.errors.report("Cannot open the project", str(exc))
+            return False
+        self._save_if_saved()
+        self.set_project(project)
+        remember_project(project.folder)
+        self.statusBar().showMessage(f"Opened {project.folder}", 5000)
+        return True
+
+    def save_project(self) -> bool:
+        """Save the project (asks for a folder the first time); True when saved."""
+        if not self.project.is_saved:
+            return self.save_project_as()
+        return self._save(None)
+
+    def save_project_as(self, folder: Path | str | None = None) -> bool:
+        """Save the project into a new folder; True when saved."""
+        if self.worker is not None:
+            self.statusBar().showMessage("Save as… is available once the run has ended.")
+            return False
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Save the project in this folder")
+            if not folder:
+                return False
+        return self._save(Path(folder))
+
+    def _save(self, folder: Path | None) -> bool:
+        try:
+            manifest = self.project.save(folder)
+        except (OutputError, ValueError) as exc:
+            self.errors.report("Cannot save the project", str(exc))
+            return False
+        remember_project(manifest.parent)
+        self._update_title()
+        self.statusBar().showMessage(f"Saved {manifest}", 5000)
+        return True
+
+    def _save_if_saved(self) -> None:
+        """Write the manifest of a project that has a folder (nothing the user made is lost)."""
+        if self.project.is_saved and self.project.is_modified:
+            self._save(None)
+
+    # ================================================================== adding photos
+
+    def add_paths(self, paths: list[Path | str], set_name: str | None = None) -> list[str]:
+        """Add photo files and/or folders to a set (a new set named after them if none).
+
+        Returns
+        -------
+        list of str
+            The sources added.
+        """
+        paths = [Path(p) for p in paths]
+        if not paths:
+            return []
+        name = set_name or self.current_set
+        if name is None:
+            first = paths[0]
+            base = first.name if first.is_dir() else first.parent.name
+            if base.lower() in {"images", "photos", "jpg", "raw"} and first.parent.name:
+                base = (first if first.is_dir() else first.parent).parent.name
+            name = self.new_set(base.replace("_", " ") or "Product")
+        try:
+            added = self.project.add_paths(name, paths)
+        except InputError as exc:
+            self.errors.report("Cannot add these photos", str(exc))
+            return []
+        self.select_set(name)
+        n = len(self.project.image_files(name))
+        self.statusBar().showMessage(
+            f"Added {len(added)} item(s) to '{name}': {n} photos in the set."
+            if added
+            else "These photos are already in the set.",
+            6000,
+        )
+        return added
+
+    def add_folder_dialog(self) -> None:
+        """File ▸ Add folder…."""
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of photos")
+        if folder:
+            self.add_paths([folder])
+
+    def add_photos_dialog(self) -> None:
+        """File ▸ Add photos…."""
+        files, _ = QFileDialog.getOpenFileNames(
+            self,
+            "Add photos",
+            "",
+            "Photos (*.jpg *.jpeg *.png *.tif *.tiff *.webp *.heic *.heif *.dng *.cr2 *.cr3 "
+            "*.nef *.arw *.raf *.orf *.rw2);;All files (*)",
+        )
+        if files:
+            self.add_paths(files)
+
+    def paste_paths(self, mime: QMimeData | None = None) -> list[str]:
+        """Add the files and folders on the clipboard (file URLs or one path per line)."""
+        mime = mime if mime is not None else QGuiApplication.clipboard().mimeData()
+        if mime is None:
+            return []
+        found, missing = paths_from_mime(mime)
+        added = self.add_paths(found) if found else []
+        if missing:
+            shown = ", ".join(m for m in missing[:3] if m)
+            self.statusBar().showMessage(
+                f"{len(missing)} pasted line(s) are not files or folders here: {shown}", 8000
+            )
+        return added
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: D102 - Qt override
+        mime = event.mimeData()
+        if mime.hasUrls() and any(u.isLocalFile() for u in mime.urls()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:  # noqa: ANN001, D102 - Qt override
+        event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: D102 - Qt override
+        found, _missing = paths_from_mime(event.mimeData())
+        if found:
+            event.acceptProposedAction()
+            self.add_paths(found)
+        else:
+            event.ignore()
+
+    def _on_exclusion_requested(self, path: str, excluded: bool) -> None:
+        name = self.current_set
+        if name is not None:
+            self.project.set_excluded(name, path, excluded)
+
+    # ================================================================== runs
+
+    def start_run(self, set_name: str | None = None) -> bool:
+        """Reconstruct a set (default: the selected one) in a worker thread; True if started.
+
+        A set run before resumes from its last finished stage (the engine skips stages done
+        with the same photos and settings).
+        """
+        if self.worker is not None:
+            self.statusBar().showMessage("A run is already going.")
+            return False
+        name = set_name or self.current_set
+        if name is None:
+            self.errors.report(
+                "Nothing to reconstruct",
+                "Add photos first: drop a folder of photos on the window, or use File ▸ Add "
+                "folder….",
+            )
+            return False
+        inputs = self.project.inputs_for_run(name)
+        if not inputs:
+            self.errors.report(
+                "Nothing to reconstruct",
+                f"The image set '{name}' has no photos to use: add photos, or tick the ones "
+                "left out.",
+            )
+            return False
+        if name == self.current_set:
+            config = self.settings.config()
+        else:
+            config = self.project.config_for_run(name)
+        run_dir = self.project.run_dir(name)
+        worker = RunWorker(inputs, run_dir, config, parent=self)
+        worker.progress.connect(self._on_progress)
+        worker.snapshot.connect(self._on_snapshot)
+        worker.finished.connect(self._on_finished)
+        worker.failed.connect(self._on_failed)
+        worker.cancelled.connect(self._on_cancelled)
+        worker.done.connect(self._on_done)
+        self.worker = worker
+        self._run_set = name
+        self._run_outcome = ""
+        self._partial_kind = None
+        self._sparse_cameras = 0
+        self.snapshot_counts = Counter()
+        if name != self.current_set:
+            self.select_set(name)
+        self.cloud_model.clear()
+        self.progress_model.start()
+        self.progress_panel.set_status("Running…")
+        self.log_panel.append("INFO", f"— Run of '{name}' ({len(inputs)} photos) into {run_dir}")
+        self.project.update_set(name, last_status="running", last_message="")
+        self._save_if_saved()
+        self._set_running(True)
+        worker.start()
+        self.statusBar().showMessage(f"Reconstructing '{name}'…")
+        return True
+
+    def cancel_run(self) -> None:
+        """Ask the run to stop (returns at once; the run ends at its next check)."""
+        if self.worker is None:
+            return
+        self.worker.cancel()
+        self.cancel_button.setEnabled(False)
+        self.cancel_action.setEnabled(False)
+        self.progress_panel.set_status("Cancelling…")
+        self.statusBar().showMessage("Cancelling…")
+
+    def _set_running(self, running: bool) -> None:
+        self.cancel_button.setEnabled(running)
+        self.cancel_action.setEnabled(running)
+        self.export_button.setEnabled(not running)
+        self.export_action.setEnabled(not running)
+        self._update_set_info()
+
+    def _on_progress(self, event) -> None:  # noqa: ANN001 - engine.progress.ProgressEvent
+        if event.stage == "pipeline":
+            self.progress_model.update(event.message, 0, 0, "starting")
+        else:
+            self.progress_model.update(event.stage, event.current, event.total, event.message)
+
+    def _on_snapshot(self, cloud: PointCloud, cameras, kind: str) -> None:  # noqa: ANN001
+        self.snapshot_counts[kind] += 1
+        refit = False
+        if kind == "sparse":
+            n_cameras = len(cameras or {})
+            # Fewer cameras than the last snapshot: a new SfM attempt, in a new coordinate
+            # frame, so the view's orbit no longer points at the model.
+            refit = n_cameras < self._sparse_cameras
+            self._sparse_cameras = n_cameras
+            self.cloud_model.set_cloud(cloud, cameras, "sparse")
+            self._partial_kind = None
+        else:
+            if self._partial_kind != kind:
+                # First partial of a stage: its points replace the previous stage's cloud.
+                self.cloud_model.set_cloud(PointCloud.empty(), cameras, kind)
+                refit = kind == "dense-partial"  # the final frame: fit the view to it once
+                self._partial_kind = kind
+            self.cloud_model.add_partial(cloud)
+        if refit:
+            self.view.reset_view()
+        self.hint.setVisible(False)
+
+    def _on_finished(self, result) -> None:  # noqa: ANN001 - engine.pipeline.RunResult
+        self._run_outcome = "finished"
+        sparse = result.sparse
+        cameras = dict(sparse.cameras) if sparse is not None else None
+        if result.dense is not None and len(result.dense):
+            cloud, kind = result.dense, "dense"
+        elif sparse is not None:
+            cloud, kind = sparse.points, "sparse"
+        else:
+            cloud, kind = PointCloud.empty(), "none"
+        self.cloud_model.set_cloud(cloud, cameras, kind)
+        report = result.report
+        used = len(result.ingest.images)
+        placed = len(report.registered)
+        message = f"{placed} of {used} photos placed, {len(cloud):,} {kind} points"
+        if report.skipped:
+            message += f", {len(report.skipped)} file(s) skipped"
+        self._end_run("finished", message)
+        self.statusBar().showMessage(f"Finished: {message}.")
+
+    def _on_failed(self, message: str, details: str) -> None:
+        self._run_outcome = "failed"
+        self._end_run("failed", message)
+        self.statusBar().showMessage("The run failed: see the message.")
+        self.errors.report("Reconstruction failed", message, details)
+
+    def _on_cancelled(self) -> None:
+        self._run_outcome = "cancelled"
+        self._end_run("cancelled", "Cancelled — run again to resume")
+        self.statusBar().showMessage("Cancelled — run again to resume.")
+
+    def _end_run(self, status: str, message: str) -> None:
+        self.progress_model.finish()
+        self.progress_panel.set_status(message)
+        name = self._run_set
+        if name is not None and self.project.has_set(name):
+            self.project.update_set(name, last_status=status, last_message=message)
+        self._save_if_saved()
+
+    def _on_done(self) -> None:
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.deleteLater()
+        self._set_running(False)
+        outcome = self._run_outcome or "cancelled"
+        self._run_set = None
+        self.run_ended.emit(outcome)
+
+    # ================================================================== sample
+
+    def open_sample(self, start: bool = True) -> None:
+        """Write the sample shoot (once), add it as an image set and reconstruct it.
+
+        With an empty, unsaved project the sample's own project (``<home>/sample``) is
+        opened: its last result shows at once, and a run starts only if none finished yet.
+        """
+        if self._busy("open the sample"):
+            return
+        photos = sample_folder() / "photos"
+        if photos.is_dir() and any(photos.iterdir()):
+            self._sample_ready(str(photos), "", start)
+            return
+        writer = SampleWriter(sample_folder(), self)
+        writer.progress.connect(self._on_sample_progress)
+        writer.finished.connect(lambda p, err: self._sample_ready(p, err, start))
+        self.sample_writer = writer
+        self.sample_bar.setRange(0, 36)
+        self.sample_bar.setValue(0)
+        self.sample_bar.show()
+        self.run_button.setEnabled(False)
+        self.statusBar().showMessage(f"Writing the sample photos into {sample_folder()}…")
+        writer.start()
+
+    def _on_sample_progress(self, current: int, total: int) -> None:
+        self.sample_bar.setRange(0, max(1, total))
+        self.sample_bar.setValue(current)
+
+    def _sample_ready(self, photos: str, error: str, start: bool) -> None:
+        writer, self.sample_writer = self.sample_writer, None
+        if writer is not None:
+            writer.thread.join(timeout=5)
+            writer.deleteLater()
+            self.statusBar().clearMessage()
+        self.sample_bar.hide()
+        self._update_set_info()
+        if error == "cancelled" or self._closing:
+            return
+        if error:
+            self.errors.report("Cannot write the sample", error)
+            return
+        folder = sample_folder()
+        if not self.project.is_saved and not self.project.set_names:
+            if (folder / MANIFEST).is_file():
+                try:
+                    project = Project.load(folder)
+                except InputError as exc:
+                    logger.warning("Sample project unreadable, making a new one: %s", exc)
+                    project = Project()
+            else:
+                project = Project()
+            if not project.has_set(SAMPLE_SET):
+                project.add_set(SAMPLE_SET)
+                project.add_paths(SAMPLE_SET, [photos])
+                try:
+                    project.save(folder)
+                except OutputError as exc:
+                    self.errors.report("Cannot save the sample project", str(exc))
+            self.set_project(project)
+        elif not self.project.has_set(SAMPLE_SET):
+            self.project.add_set(SAMPLE_SET)
+            self.project.add_paths(SAMPLE_SET, [photos])
+        self.select_set(SAMPLE_SET)
+        status = self.project.image_set(SAMPLE_SET).last_status
+        if start and status != "finished":
+            self.start_run(SAMPLE_SET)
+        elif status == "finished":
+            self.statusBar().showMessage(
+                "The sample's last reconstruction is shown; press Run to compute it again "
+                "(finished stages are reused).",
+                10000,
+            )
+
+    # ================================================================== other actions
+
+    def show_export(self) -> ExportDialog | None:
+        """File ▸ Export…: the selected set's exportable files."""
+        name = self.current_set
+        if name is None:
+            self.statusBar().showMessage("Select an image set first.")
+            return None
+        dialog = ExportDialog(self.project.run_dir(name), self)
+        dialog.setWindowTitle(f"Export — {name}")
+        self.export_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def show_about(self) -> AboutDialog:
+        """Help ▸ About."""
+        dialog = AboutDialog(self)
+        dialog.open()
+        return dialog
+
+    def choose_background(self) -> None:
+        """View ▸ Background colour…."""
+        colour = QColorDialog.getColor(self.view.background, self, "Background colour")
+        if colour.isValid():
+            self.view.set_background(colour)
+
+    def _ask(self, question: str) -> bool:
+        answer = QMessageBox.question(
+            self,
+            "Vitrine",
+            question,
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    # ================================================================== closing
+
+    def wait_for_run(self, timeout_s: float = CLOSE_WAIT_S) -> bool:
+        """Process events until the run's thread has ended (or ``timeout_s``); True if ended."""
+        worker = self.worker
+        deadline = time.monotonic() + timeout_s
+        while worker is not None and time.monotonic() < deadline:
+            ended = worker.wait(50)
+            QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+            if ended and not worker.is_running():
+                break
+        if worker is not None and worker.is_running():
+            return False
+        # 'done' may still be queued: deliver it so the window sees the run end.
+        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        return True
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: D102 - Qt override
+        if self._closing:
+            event.ignore()  # already closing: waiting for the run to stop
+            return
+        if self.worker is not None and self.worker.is_running():
+            if not self.confirm("A reconstruction is running. Cancel it and quit?"):
+                event.ignore()
+                return
+            self._closing = True
+            self.cancel_run()
+            self.statusBar().showMessage("Stopping the run before closing…")
+            stopped = self.wait_for_run()
+            self._closing = False
+            if not stopped:
+                self.errors.report(
+                    "The run is still stopping",
+                    "The reconstruction did not stop in time. Wait a moment and close again.",
+                )
+                event.ignore()
+                return
+        self._closing = True
+        if self.sample_writer is not None:
+            writer = self.sample_writer
+            writer.cancel()
+            writer.thread.join(timeout=CLOSE_WAIT_S)
+        self.thumb_loader.cancel()
+        self.thumb_loader.wait(5000)
+        self._save_if_saved()
+        for name in LOGGERS:
+            logging.getLogger(name).removeHandler(self.log_handler)
+        if self.export_dialog is not None:
+            self.export_dialog.close()
+        event.accept()
+        app = QApplication.instance()
+        if app is not None:
+            for widget in app.topLevelWidgets():
+                if isinstance(widget, QMessageBox) and widget.parent() is self:
+                    widget.close()

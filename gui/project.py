@@ -1,0 +1,723 @@
+"""Projects: named image sets, their settings and their run folders, saved as ``project.json``.
+
+A project is a folder holding ``project.json`` and one run folder per image set
+(``runs/<slug>/``, the run folder contract of ARCHITECTURE.md). The manifest keeps the photos'
+own paths (they are never copied or changed), the images left out of each set, each set's
+settings and how its last run ended. Reopening a project shows each set's last result straight
+from its run folder (:meth:`Project.last_result`) without computing anything.
+
+An unsaved project keeps its run folders in a temporary folder: ``~/Vitrine/unsaved/project-*``
+(or ``$VITRINE_UNSAVED_DIR/project-*``; the system temporary folder when neither can be
+created). Saving it moves the run folders into the chosen folder; :meth:`Project.discard`
+deletes the temporary folder when the user closes the project without saving.
+
+Everything here is plain, fast Python for the GUI thread; listing folders goes by file
+extension only (ingest sniffs the content later, in the run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from engine.config import PRESETS, PipelineConfig, preset
+from engine.errors import InputError, OutputError
+from engine.export import write_bytes_atomic
+from engine.export.ply import read_ply
+from engine.io import IMAGE_EXTENSIONS, RAW_EXTENSIONS
+from engine.stages.ingest import IGNORED_NAMES, MASKS_FOLDER, is_mask_file, natural_key
+from engine.types import CameraPose, PointCloud
+
+logger = logging.getLogger(__name__)
+
+#: Name of the manifest inside a project folder.
+MANIFEST = "project.json"
+#: Version of the manifest format this code writes; newer manifests are refused.
+FORMAT_VERSION = 1
+#: Extensions listed as photos when a folder is expanded (content is checked by ingest).
+PHOTO_EXTENSIONS = IMAGE_EXTENSIONS | RAW_EXTENSIONS
+#: How an image set's last run may have ended.
+STATUSES = ("new", "running", "finished", "failed", "cancelled")
+#: Environment variable overriding where unsaved projects keep their run folders.
+UNSAVED_ENV = "VITRINE_UNSAVED_DIR"
+
+_SET_FIELDS = (
+    "preset",
+    "device",
+    "depth_model",
+    "no_depth_prior",
+    "last_status",
+    "last_message",
+)
+
+
+@dataclass
+class ImageSet:
+    """One product's photos and settings inside a project.
+
+    Attributes
+    ----------
+    name
+        Unique name within the project (shown in the sets list).
+    sources
+        Photo files and folders as given (absolute path strings), in the order added.
+    excluded
+        Image files (absolute path strings) left out of the next run.
+    preset
+        Preset name (``preview``, ``standard``, ``high``).
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+    depth_model
+        Depth network (Hugging Face id or local folder); None uses the preset's default.
+    no_depth_prior
+        True turns the depth prior off.
+    run_dir
+        The set's run folder, relative to the project folder (``runs/<slug>``).
+    last_status
+        How the last run ended: one of :data:`STATUSES`.
+    last_message
+        The last run's message (error text, "12 of 14 photos placed" ...).
+    """
+
+    name: str
+    sources: list[str] = field(default_factory=list)
+    excluded: set[str] = field(default_factory=set)
+    preset: str = "standard"
+    device: str = "auto"
+    depth_model: str | None = None
+    no_depth_prior: bool = False
+    run_dir: str = ""
+    last_status: str = "new"
+    last_message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (``excluded`` sorted)."""
+        data = dataclasses.asdict(self)
+        data["excluded"] = sorted(self.excluded)
+        return data
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> ImageSet:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored, missing ones take defaults.
+
+        Raises
+        ------
+        ValueError
+            When a field has the wrong type.
+        """
+        known = {f.name for f in dataclasses.fields(ImageSet)}
+        values = {k: v for k, v in data.items() if k in known}
+        if not isinstance(values.get("name"), str) or not values["name"]:
+            raise ValueError("an image set has no name")
+        for key in ("sources", "excluded"):
+            if not isinstance(values.get(key, []), list) or not all(
+                isinstance(v, str) for v in values.get(key, [])
+            ):
+                raise ValueError(f"image set {values['name']!r}: '{key}' is not a list of paths")
+        values["sources"] = list(values.get("sources", []))
+        values["excluded"] = set(values.get("excluded", []))
+        if values.get("last_status", "new") not in STATUSES:
+            values["last_status"] = "new"
+        # A run cannot still be going in a project that was just opened.
+        if values.get("last_status") == "running":
+            values["last_status"] = "cancelled"
+            values["last_message"] = "Interrupted: the app closed during the run."
+        return ImageSet(**values)
+
+
+def unsaved_root() -> Path:
+    """Folder where unsaved projects keep their run folders (see the module docstring)."""
+    env = os.environ.get(UNSAVED_ENV)
+    return Path(env) if env else Path.home() / "Vitrine" / "unsaved"
+
+
+def _make_temp_folder() -> Path:
+    root = unsaved_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="project-", dir=root))
+    except OSError:
+        logger.info("Cannot create %s; unsaved runs go to the system temporary folder.", root)
+        return Path(tempfile.mkdtemp(prefix="vitrine-project-"))
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.").lower()
+    return slug[:60] or "set"
+
+
+def _abs(path: str | os.PathLike[str]) -> str:
+    return os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+def _is_photo_name(path: Path) -> bool:
+    name = path.name.lower()
+    return (
+        path.suffix.lower() in PHOTO_EXTENSIONS
+        and not name.startswith(".")
+        and name not in IGNORED_NAMES
+        and not is_mask_file(path)
+    )
+
+
+def _list_folder(folder: Path) -> list[Path]:
+    """Photo-named files under ``folder`` (recursive; hidden and ``masks`` folders skipped)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d.lower() != MASKS_FOLDER]
+        found.extend(Path(dirpath) / f for f in filenames if _is_photo_name(Path(dirpath) / f))
+    return found
+
+
+def _run_names(files: list[Path]) -> dict[str, Path]:
+    """Image names the engine gives ``files`` when they are a run's inputs (see ingest)."""
+    if not files:
+        return {}
+    try:
+        root: Path | None = Path(os.path.commonpath([str(f.parent) for f in files]))
+    except ValueError:  # different drives
+        root = None
+    if root is not None and (root == Path(root.anchor) or root == Path.home()):
+        root = None
+    names = {}
+    for file in files:
+        name = Path(os.path.relpath(file, root)).as_posix() if root else file.name
+        if name.startswith("../") or os.path.isabs(name):
+            name = file.name
+        names[name] = file
+    return names
+
+
+class Project(QObject):
+    """Image sets, their settings and run folders; saved as ``folder/project.json``.
+
+    Parameters
+    ----------
+    folder
+        The project folder, or None for a new unsaved project (see the module docstring).
+    parent
+        Qt parent.
+
+    Signals
+    -------
+    sets_changed
+        A set was added, removed or renamed (the list of sets changed).
+    set_changed(str)
+        The named set's photos, exclusions, settings or status changed.
+    modified_changed(bool)
+        The project got unsaved changes (True) or was saved (False).
+    """
+
+    sets_changed = Signal()
+    set_changed = Signal(str)
+    modified_changed = Signal(bool)
+
+    def __init__(self, folder: Path | str | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.folder: Path | None = Path(folder).resolve() if folder is not None else None
+        self._sets: dict[str, ImageSet] = {}
+        self._temp_folder: Path | None = None
+        self._modified = False
+
+    # ------------------------------------------------------------------ sets
+
+    @property
+    def sets(self) -> list[ImageSet]:
+        """The image sets, in order."""
+        return list(self._sets.values())
+
+    @property
+    def set_names(self) -> list[str]:
+        """Names of the image sets, in order."""
+        return list(self._sets)
+
+    def has_set(self, name: str) -> bool:
+        """Whether a set is called ``name``."""
+        return name in self._sets
+
+    def image_set(self, name: str) -> ImageSet:
+        """The set called ``name``.
+
+        Raises
+        ------
+        KeyError
+            When there is none.
+        """
+        try:
+            return self._sets[name]
+        except KeyError:
+            raise KeyError(f"No image set called {name!r} in this project.") from None
+
+    def unique_name(self, base: str = "Product") -> str:
+        """``base``, or ``base 2``, ``base 3`` ... whichever no set uses yet."""
+        base = base.strip() or "Product"
+        if base not in self._sets:
+            return base
+        n = 2
+        while f"{base} {n}" in self._sets:
+            n += 1
+        return f"{base} {n}"
+
+    def add_set(self, name: str | None = None, **settings: Any) -> ImageSet:
+        """Add an empty image set and return it.
+
+        Parameters
+        ----------
+        name
+            Wanted name; made unique (``name 2`` ...) when taken. None: ``Product``.
+        **settings
+            Initial values of ImageSet settings (``preset``, ``device`` ...).
+        """
+        name = self.unique_name(name or "Product")
+        used = {s.run_dir for s in self._sets.values()}
+        slug, run_dir, n = _slug(name), "", 1
+        while not run_dir or run_dir in used or self._run_dir_taken(run_dir):
+            run_dir = f"runs/{slug}" if n == 1 else f"runs/{slug}-{n}"
+            n += 1
+        image_set = ImageSet(name=name, run_dir=run_dir)
+        self._sets[name] = image_set
+        if settings:
+            self._apply(image_set, settings)
+        self._touch()
+        self.sets_changed.emit()
+        return image_set
+
+    new_set = add_set
+
+    def _run_dir_taken(self, run_dir: str) -> bool:
+        # A folder left by a removed set is not reused: its results belong to that set.
+        base = self.folder or self._temp_folder
+        return base is not None and (base / run_dir).exists()
+
+    def remove_set(self, name: str, delete_results: bool = False) -> None:
+        """Remove a set; its run folder is kept unless ``delete_results``."""
+        image_set = self.image_set(name)
+        del self._sets[name]
+        if delete_results:
+            shutil.rmtree(self._base() / image_set.run_dir, ignore_errors=True)
+        self._touch()
+        self.sets_changed.emit()
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename a set (its run folder keeps its path).
+
+        Raises
+        ------
+        ValueError
+            When ``new`` is empty or another set has that name.
+        """
+        new = new.strip()
+        image_set = self.image_set(old)
+        if new == old:
+            return
+        if not new:
+            raise ValueError("A set needs a name.")
+        if new in self._sets:
+            raise ValueError(f"Another set is already called '{new}': choose another name.")
+        self._sets = {(new if k == old else k): v for k, v in self._sets.items()}
+        image_set.name = new
+        self._touch()
+        self.sets_changed.emit()
+
+    def update_set(self, name: str, **settings: Any) -> None:
+        """Change settings or status of a set.
+
+        Fields: ``preset``, ``device``, ``depth_model``, ``no_depth_prior``, ``last_status``,
+        ``last_message``.
+
+        Raises
+        ------
+        ValueError
+            For an unknown field, preset or status.
+        """
+        self._apply(self.image_set(name), settings)
+        self._touch()
+        self.set_changed.emit(name)
+
+    @staticmethod
+    def _apply(image_set: ImageSet, settings: dict[str, Any]) -> None:
+        unknown = set(settings) - set(_SET_FIELDS)
+        if unknown:
+            raise ValueError(f"Unknown image-set setting(s): {', '.join(sorted(unknown))}.")
+        if "preset" in settings and settings["preset"] not in PRESETS:
+            raise ValueError(f"Unknown preset {settings['preset']!r}.")
+        if "last_status" in settings and settings["last_status"] not in STATUSES:
+            raise ValueError(f"Unknown status {settings['last_status']!r}.")
+        for key, value in settings.items():
+            setattr(image_set, key, value)
+
+    # ------------------------------------------------------------------ photos
+
+    def add_paths(self, set_name: str, paths: list[str | os.PathLike[str]]) -> list[str]:
+        """Add photo files and/or folders to a set.
+
+        Paths already in the set are ignored, and so are files whose extension is not a photo
+        format (folders are listed by extension when the set's images are listed).
+
+        Returns
+        -------
+        list of str
+            The sources actually added (absolute paths).
+
+        Raises
+        ------
+        InputError
+            When a path does not exist.
+        """
+        image_set = self.image_set(set_name)
+        known = {os.path.normcase(s) for s in image_set.sources}
+        added = []
+        for given in paths:
+            path = _abs(given)
+            if not os.path.exists(path):
+                raise InputError(
+                    f"'{given}' does not exist: check the path, or choose the folder that holds "
+                    "the photos."
+                )
+            if os.path.normcase(path) in known:
+                continue
+            if not os.path.isdir(path) and Path(path).suffix.lower() not in PHOTO_EXTENSIONS:
+                logger.info("Not added (not a photo by its extension): %s", path)
+                continue
+            known.add(os.path.normcase(path))
+            image_set.sources.append(path)
+            added.append(path)
+        if added:
+            self._touch()
+            self.set_changed.emit(set_name)
+        return added
+
+    def remove_source(self, set_name: str, source: str) -> None:
+        """Remove one file or folder from a set's sources."""
+        image_set = self.image_set(set_name)
+        key = os.path.normcase(_abs(source))
+        image_set.sources = [s for s in image_set.sources if os.path.normcase(s) != key]
+        self._touch()
+        self.set_changed.emit(set_name)
+
+    def image_files(self, set_name: str) -> list[Path]:
+        """The set's image files: folders expanded recursively, de-duplicated, in natural order.
+
+        Folders are listed by file extension only; missing sources are left out (a moved
+        folder shows as an empty set rather than an error here; the run names it).
+        """
+        seen: dict[str, Path] = {}
+        for source in self.image_set(set_name).sources:
+            path = Path(source)
+            if path.is_dir():
+                files = _list_folder(path)
+            elif path.is_file():
+                files = [path]
+            else:
+                continue
+            for file in files:
+                seen.setdefault(os.path.normcase(str(file)), file)
+        return sorted(seen.values(), key=lambda p: (natural_key(str(p)), str(p)))
+
+    def set_excluded(self, set_name: str, path: str | os.PathLike[str], excluded: bool) -> None:
+        """Leave an image file out of the next run (``excluded`` True) or take it back."""
+        image_set = self.image_set(set_name)
+        key = _abs(path)
+        if excluded == (key in image_set.excluded):
+            return
+        if excluded:
+            image_set.excluded.add(key)
+        else:
+            image_set.excluded.discard(key)
+        self._touch()
+        self.set_changed.emit(set_name)
+
+    def is_excluded(self, set_name: str, path: str | os.PathLike[str]) -> bool:
+        """Whether an image file is left out of the next run."""
+        return _abs(path) in self.image_set(set_name).excluded
+
+    def inputs_for_run(self, set_name: str) -> list[Path]:
+        """Image files a run of this set gets: :meth:`image_files` minus the excluded ones."""
+        excluded = {os.path.normcase(p) for p in self.image_set(set_name).excluded}
+        return [p for p in self.image_files(set_name) if os.path.normcase(str(p)) not in excluded]
+
+    def config_for_run(self, set_name: str) -> PipelineConfig:
+        """The set's settings as a pipeline configuration (preset, device, depth prior)."""
+        image_set = self.image_set(set_name)
+        cfg = preset(image_set.preset, device=image_set.device)
+        prior = cfg.depth_prior
+        if image_set.no_depth_prior:
+            prior = dataclasses.replace(prior, enabled=False)
+        if image_set.depth_model:
+            prior = dataclasses.replace(prior, model=image_set.depth_model)
+        return cfg.replace(depth_prior=prior)
+
+    # ------------------------------------------------------------------ run folders
+
+    def _base(self) -> Path:
+        if self.folder is not None:
+            return self.folder
+        if self._temp_folder is None:
+            self._temp_folder = _make_temp_folder()
+            logger.info("Unsaved project: runs go to %s until it is saved.", self._temp_folder)
+        return self._temp_folder
+
+    @property
+    def is_saved(self) -> bool:
+        """Whether the project has a folder of its own."""
+        return self.folder is not None
+
+    @property
+    def is_modified(self) -> bool:
+        """Whether there are changes not saved yet."""
+        return self._modified
+
+    def run_dir(self, set_name: str) -> Path:
+        """Absolute run folder of a set (inside the project folder, or the temporary one)."""
+        return self._base() / self.image_set(set_name).run_dir
+
+    def last_result(
+        self, set_name: str
+    ) -> tuple[PointCloud | None, dict[str, CameraPose], str | None, dict[str, Any] | None]:
+        """What the set's last run left in its run folder.
+
+        Reads ``dense.ply`` (else ``sparse.ply``, else the points of ``sparse/0``), the cameras
+        of ``sparse/0`` and ``report.json``. Files that are missing or unreadable are skipped
+        (logged), never raised: a half-written run shows what there is.
+
+        Returns
+        -------
+        tuple
+            ``(cloud or None, cameras by image name, "dense" | "sparse" | None, report or
+            None)``.
+        """
+        run = self.run_dir(set_name)
+        report = _read_report(run)
+        cameras: dict[str, CameraPose] = {}
+        sparse_points: PointCloud | None = None
+        model = run / "sparse" / "0"
+        if (model / "images.bin").is_file() or (model / "images.txt").is_file():
+            try:
+                from engine.stages.sfm import load_sparse
+
+                sparse = load_sparse(model)
+                cameras, sparse_points = sparse.cameras, sparse.points
+            except Exception as exc:  # noqa: BLE001 - a damaged model must not stop reopening
+                logger.warning("Cannot read the sparse model in %s: %s", model, exc)
+        for name, kind in (("dense.ply", "dense"), ("sparse.ply", "sparse")):
+            path = run / name
+            if path.is_file():
+                try:
+                    return read_ply(path), cameras, kind, report
+                except Exception as exc:  # noqa: BLE001 - same: show what can be shown
+                    logger.warning("Cannot read %s: %s", path, exc)
+        if sparse_points is not None and len(sparse_points):
+            return sparse_points, cameras, "sparse", report
+        return None, cameras, None, report
+
+    def image_status(self, set_name: str) -> dict[str, tuple[str, str]]:
+        """Badges from the last run's report: image path -> (status, reason).
+
+        ``"not registered"`` for photos SfM could not place and ``"skipped"`` for files ingest
+        refused, each with the report's reason. Images not listed are unknown here (the
+        thumbnail loader tells ``ok`` / ``blurry`` / ``unreadable``).
+        """
+        report = _read_report(self.run_dir(set_name))
+        if not report:
+            return {}
+        files = self.inputs_for_run(set_name)
+        by_name = _run_names(files)
+        by_base: dict[str, list[Path]] = {}
+        for file in files:
+            by_base.setdefault(file.name, []).append(file)
+
+        def find(name: str) -> Path | None:
+            if name in by_name:
+                return by_name[name]
+            same = by_base.get(Path(name).name, [])
+            return same[0] if len(same) == 1 else None
+
+        status: dict[str, tuple[str, str]] = {}
+        unregistered = report.get("unregistered") or {}
+        if isinstance(unregistered, dict):
+            for name, reason in unregistered.items():
+                path = find(str(name))
+                if path is not None:
+                    status[str(path)] = ("not registered", str(reason))
+        for entry in report.get("skipped") or []:
+            if not isinstance(entry, dict):
+                continue
+            path = find(str(entry.get("file", "")))
+            if path is not None:
+                status[str(path)] = ("skipped", str(entry.get("reason", "")))
+        return status
+
+    # ------------------------------------------------------------------ saving
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's content."""
+        return {
+            "format": "vitrine-project",
+            "version": FORMAT_VERSION,
+            "sets": [s.to_dict() for s in self._sets.values()],
+        }
+
+    def save(self, folder: Path | str | None = None) -> Path:
+        """Write ``project.json`` atomically; a new ``folder`` saves the project there.
+
+        Saving an unsaved project moves its run folders out of the temporary folder; saving
+        into another folder ("save as") copies them. Do not save to another folder while a
+        run is writing (the GUI disables "save as" during runs).
+
+        Returns
+        -------
+        Path
+            The manifest written.
+
+        Raises
+        ------
+        ValueError
+            When the project has no folder yet and none is given.
+        OutputError
+            When the folder or the manifest cannot be written (the old manifest is kept).
+        """
+        if folder is None:
+            if self.folder is None:
+                raise ValueError("This project has not been saved yet: choose a folder.")
+            folder = self.folder
+        target = Path(folder).resolve()
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(
+                f"Cannot create the project folder '{target}' ({exc.strerror or exc}). "
+                "Choose a folder you can write to."
+            ) from exc
+        old_base = self.folder or self._temp_folder
+        if old_base is not None and old_base != target:
+            self._carry_runs(old_base, target, move=self.folder is None)
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        manifest = write_bytes_atomic(target / MANIFEST, text.encode("utf-8"))
+        if self.folder is None and self._temp_folder is not None:
+            shutil.rmtree(self._temp_folder, ignore_errors=True)
+            self._temp_folder = None
+        self.folder = target
+        self._modified = False
+        self.modified_changed.emit(False)
+        return manifest
+
+    def _carry_runs(self, old_base: Path, new_base: Path, move: bool) -> None:
+        for image_set in self._sets.values():
+            src, dst = old_base / image_set.run_dir, new_base / image_set.run_dir
+            if not src.is_dir() or dst.exists():
+                continue
+            try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if move:
+                    shutil.move(str(src), str(dst))
+                else:
+                    shutil.copytree(src, dst)
+            except OSError as exc:
+                raise OutputError(
+                    f"Cannot put the results of '{image_set.name}' into '{dst}' "
+                    f"({exc.strerror or exc}). Check free disk space and permissions."
+                ) from exc
+
+    def discard(self) -> None:
+        """Forget an unsaved project's temporary run folders (on close without saving)."""
+        if self._temp_folder is not None:
+            shutil.rmtree(self._temp_folder, ignore_errors=True)
+            self._temp_folder = None
+
+    @classmethod
+    def load(cls, folder: Path | str, parent: QObject | None = None) -> Project:
+        """Open the project saved in ``folder``.
+
+        Raises
+        ------
+        InputError
+            When ``project.json`` is missing, damaged or written by a newer Vitrine; the
+            message names the file and says what to do.
+        """
+        folder = Path(folder).resolve()
+        manifest = folder / MANIFEST
+        if not manifest.is_file():
+            raise InputError(
+                f"No {MANIFEST} in '{folder}': this is not a Vitrine project folder. Choose the "
+                f"folder that holds {MANIFEST}, or create a new project."
+            )
+        damaged = f"The project file '{manifest}' is damaged"
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{damaged} (not text: {exc.reason}). Restore it from a backup, or create a new "
+                "project and add the photos again (the photos themselves are untouched)."
+            ) from exc
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{damaged} ({exc.msg} at line {exc.lineno}). Restore it from a backup, or "
+                "create a new project and add the photos again (the photos themselves are "
+                "untouched)."
+            ) from exc
+        except OSError as exc:
+            raise InputError(
+                f"Cannot read the project file '{manifest}' ({exc.strerror or exc}). Check "
+                "that the folder is still there and readable."
+            ) from exc
+        if not isinstance(data, dict) or data.get("format") != "vitrine-project":
+            raise InputError(
+                f"{damaged} (it is not a Vitrine project manifest). Restore it from a backup, "
+                "or create a new project."
+            )
+        version = data.get("version")
+        if not isinstance(version, int):
+            raise InputError(f"{damaged} (no format version). Restore it from a backup.")
+        if version > FORMAT_VERSION:
+            raise InputError(
+                f"The project file '{manifest}' was saved by a newer Vitrine (format {version}; "
+                f"this version reads up to {FORMAT_VERSION}). Update Vitrine to open it."
+            )
+        project = cls(folder, parent)
+        sets = data.get("sets", [])
+        if not isinstance(sets, list):
+            raise InputError(f"{damaged} ('sets' is not a list). Restore it from a backup.")
+        for entry in sets:
+            try:
+                image_set = ImageSet.from_dict(entry if isinstance(entry, dict) else {})
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"{damaged} ({exc}). Restore it from a backup.") from exc
+            if image_set.name in project._sets:
+                raise InputError(
+                    f"{damaged} (two sets are called '{image_set.name}'). Restore it from a backup."
+                )
+            if (
+                not image_set.run_dir
+                or Path(image_set.run_dir).is_absolute()
+                or (".." in Path(image_set.run_dir).parts)
+            ):
+                image_set.run_dir = f"runs/{_slug(image_set.name)}"
+            project._sets[image_set.name] = image_set
+        return project
+
+    def _touch(self) -> None:
+        if not self._modified:
+            self._modified = True
+            self.modified_changed.emit(True)
+
+
+def _read_report(run: Path) -> dict[str, Any] | None:
+    path = run / "report.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        logger.warning("Cannot read %s: %s", path, exc)
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,36 @@
+"""Fixtures of the GUI tests: a tiny synthetic shoot for real runs, a fast config."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+# 16 views at 320x240: a whole standard run (SfM + dense + fuse) takes about 10 s on 2 cores.
+TINY_SHOOT = {"n_azimuth": 8, "elevations_deg": (20.0, 45.0), "width": 320, "height": 240}
+
+
+@pytest.fixture(scope="session")
+def tiny_shoot(tmp_path_factory):
+    """A tiny synthetic box shoot (rendered once per session); photos in ``.root / "images"``."""
+    from engine.synthetic import render_scene
+
+    return render_scene(tmp_path_factory.mktemp("tiny_shoot"), "box", **TINY_SHOOT)
+
+
+@pytest.fixture(scope="session")
+def fast_config():
+    """The standard preset with the depth prior off (no weights here; no lookup warning)."""
+    from engine.config import preset
+
+    cfg = preset("standard")
+    return cfg.replace(
+        dense=dataclasses.replace(cfg.dense, max_image_size=320),
+        depth_prior=dataclasses.replace(cfg.depth_prior, enabled=False),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _unsaved_projects_in_tmp(tmp_path, monkeypatch):
+    """Unsaved projects keep their runs under the test's tmp folder, not the user's home."""
+    monkeypatch.setenv("VITRINE_UNSAVED_DIR", str(tmp_path / "unsaved"))
