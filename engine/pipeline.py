@@ -444,6 +444,20 @@ class Pipeline:
             report.model["depth_prior"]["fused_point_fraction"] = stats.get("prior_fraction", 0.0)
         return cloud
 
+    def _load_depth_model(self):  # noqa: ANN202 - engine.models.DepthEstimator
+        """The configured depth network (raises ModelUnavailable when it cannot be had)."""
+        from engine.models import load_depth_model
+
+        cfg = self.config.depth_prior
+        return load_depth_model(
+            cfg.model,
+            device=self.device,
+            allow_download=cfg.allow_download,
+            input_size=cfg.input_size,
+            progress=self.progress,
+            cancel=self.cancel,
+        )
+
     def _depth_model(self, report: RunReport):  # noqa: ANN202 - DepthEstimator or None
         """Load the depth network when asked and available; say in the report why not."""
         cfg = self.config.depth_prior
@@ -451,17 +465,10 @@ class Pipeline:
             report.model = {"depth_prior": "not used: turned off (--no-depth-prior)"}
             logger.info("Depth prior turned off.")
             return None
-        from engine.models import ModelUnavailable, load_depth_model
+        from engine.models import ModelUnavailable
 
         try:
-            estimator = load_depth_model(
-                cfg.model,
-                device=self.device,
-                allow_download=cfg.allow_download,
-                input_size=cfg.input_size,
-                progress=self.progress,
-                cancel=self.cancel,
-            )
+            estimator = self._load_depth_model()
         except ModelUnavailable as exc:
             report.model = {"depth_prior": f"not used: {exc}"}
             report.warnings.append(
@@ -479,21 +486,13 @@ class Pipeline:
 
     def _single_photo(self, report: RunReport, ingest: IngestResult) -> RunResult:
         """One usable photo: a 2.5D relief from the depth network (relative scale)."""
-        from engine.models import ModelUnavailable, load_depth_model
+        from engine.models import ModelUnavailable
         from engine.stages import single_photo
 
         rec = ingest.images[0]
-        cfg = self.config.depth_prior
         logger.info("Only one usable photo (%s): making a single-photo relief.", rec.name)
         try:
-            estimator = load_depth_model(
-                cfg.model,
-                device=self.device,
-                allow_download=cfg.allow_download,
-                input_size=cfg.input_size,
-                progress=self.progress,
-                cancel=self.cancel,
-            )
+            estimator = self._load_depth_model()
         except ModelUnavailable as exc:
             raise ModelUnavailable(
                 f"Only one usable photo ({rec.name}): a 3D model needs at least two overlapping "

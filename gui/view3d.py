@@ -44,6 +44,8 @@ FRUSTUM_FRACTION = 0.05
 _BOUNDS_SAMPLE = 200_000
 #: Fewest points in the preview drawn while the camera moves.
 PREVIEW_MIN_POINTS = 50_000
+#: Fewest points drawn while a run computes (see :meth:`PointCloudView.live_budget`).
+LIVE_MIN_POINTS = 100_000
 #: The preview lasts this long after the last mouse, wheel or key event.
 SETTLE_MS = 300
 _INTERACTION_EVENTS = {
@@ -508,6 +510,17 @@ class PointCloudView(QWidget):
         if self._frame_s_per_point is None:
             return None
         return 1000.0 * self._frame_s_per_point * self._point_count
+
+    def live_budget(self, frame_ms: float = 40.0, floor: int = LIVE_MIN_POINTS) -> int:
+        """Points that can be drawn in about ``frame_ms`` by the frame cost measured so far.
+
+        Used while a run computes on the same CPU: software OpenGL (no GPU) redrawing a growing
+        cloud would otherwise stall the window for hundreds of milliseconds per frame. Before
+        any frame was measured this is ``floor``.
+        """
+        if self._frame_s_per_point is None or self._frame_s_per_point <= 0:
+            return floor
+        return max(floor, int(frame_ms / 1000.0 / self._frame_s_per_point))
 
     @property
     def max_draw_points(self) -> int:
