@@ -222,6 +222,9 @@ def test_ctrl_c_cancels_cleanly(small_scene, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A test run started in the background (`cmd &`) ignores SIGINT, and children inherit
+        # that; the user's terminal does not. Give the child Ctrl-C's default behaviour.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     state = out / "work" / "state.json"
     deadline = time.monotonic() + 120
