@@ -38,10 +38,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import pycolmap  # noqa: E402
 import torch  # noqa: E402
+from _machine import cpu_model  # noqa: E402
 
 from engine.config import preset  # noqa: E402
 from engine.device import resolve_device  # noqa: E402
@@ -65,20 +67,10 @@ TINY_NOTE = (
 )
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name(0)
-    return f"{cpu_name()}, {os.cpu_count()} logical cores"
+    return f"{cpu_model()}, {os.cpu_count()} logical cores"
 
 
 def load_avg() -> str:
@@ -291,7 +283,7 @@ def main() -> None:
     end_load = load_avg()
     print()
     print(
-        f"Machine: {platform.node()}, {cpu_name()}, {os.cpu_count()} logical cores, torch "
+        f"Machine: {platform.node()}, {cpu_model()}, {os.cpu_count()} logical cores, torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads), "
         f"pycolmap {pycolmap.__version__}; "
         f"{args.repeats} runs, medians; load average start {start_load}, end {end_load}"

@@ -33,8 +33,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from _machine import cpu_model  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from engine.types import CameraPose, PointCloud  # noqa: E402
@@ -69,17 +71,6 @@ def ring_cameras(n: int = 36, radius: float = 0.6) -> dict[str, CameraPose]:
         K = np.array([[900.0, 0, 400], [0, 900.0, 300], [0, 0, 1]])
         cams[f"img{i:03d}.jpg"] = CameraPose(f"img{i:03d}.jpg", R, -R @ c, K, 800, 600)
     return cams
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), for the report."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def main() -> None:

@@ -196,6 +196,7 @@ class MainWindow(QMainWindow):
         self.progress_model = ProgressModel(self)
         self.confirm: Callable[[str], bool] = self._ask
         self.worker: RunWorker | None = None
+        self._full_draw_points = 0  # the view's point budget outside runs (0: not yet saved)
         self.project: Project = Project()
         self._connected: Project | None = None
         self.export_dialog: ExportDialog | None = None
@@ -808,7 +809,7 @@ class MainWindow(QMainWindow):
         if running:
             self._full_draw_points = self.view.max_draw_points
             self.view.max_draw_points = min(self._full_draw_points, self.view.live_budget())
-        elif getattr(self, "_full_draw_points", None):
+        elif self._full_draw_points:
             self.view.max_draw_points = self._full_draw_points
         self.cancel_button.setEnabled(running)
         self.cancel_action.setEnabled(running)
