@@ -147,6 +147,21 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     cfg = cfg.replace(depth_prior=prior)
     if getattr(args, "sparse_only", False):
         cfg = cfg.replace(stop_after="sparse")
+    if getattr(args, "no_masks", False):
+        cfg = cfg.replace(masks=dataclasses.replace(cfg.masks, enabled=False))
+    mesh = cfg.mesh
+    if getattr(args, "no_mesh", False):
+        mesh = dataclasses.replace(mesh, enabled=False)
+    if getattr(args, "max_triangles", None):
+        mesh = dataclasses.replace(mesh, max_triangles=args.max_triangles)
+    cfg = cfg.replace(mesh=mesh)
+    scale = cfg.scale
+    if getattr(args, "marker_size_mm", None):
+        scale = dataclasses.replace(scale, marker_size_mm=args.marker_size_mm)
+    if getattr(args, "known_dimension", None):
+        which, mm = args.known_dimension
+        scale = dataclasses.replace(scale, known_dimension=which, known_dimension_mm=mm)
+    cfg = cfg.replace(scale=scale)
     bar = ProgressBar()
     try:
         result = _run_in_thread(
@@ -194,6 +209,19 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                 or "non-commercial" in warning
             ):
                 print(f"  note: {warning}")
+        if report.dimensions_mm:
+            w, d, h = report.dimensions_mm
+            source = report.stages.get("scale", {}).get("source", "")
+            print(f"Dimensions: {w:.1f} x {d:.1f} x {h:.1f} mm (width x depth x height, {source}).")
+        if result.mesh is not None:
+            print(
+                f"Mesh: {result.mesh.num_triangles} triangles "
+                f"({Path(args.out) / 'mesh.glb'}, embed.html for storefronts)."
+            )
+        for note in report.notes:
+            print(f"  note: {note}")
+        for advice in report.advice:
+            print(f"  advice: {advice}")
         for name, reason in report.unregistered.items():
             print(f"  not placed: {name}: {reason}")
         for skipped in report.skipped:
@@ -234,6 +262,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def _known_dimension(text: str) -> tuple[str, float]:
+    """``height=250`` (or ``width=120mm``) -> ``("height", 250.0)``."""
+    which, _, value = text.partition("=")
+    which = which.strip().lower()
+    value = value.strip().lower().removesuffix("mm").strip()
+    try:
+        mm = float(value)
+    except ValueError:
+        mm = 0.0
+    if which not in ("width", "depth", "height") or not mm > 0:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a dimension: write width=MM, depth=MM or height=MM, "
+            "for example height=250"
+        )
+    return which, mm
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(prog="vitrine", description="Product photos to a 3D model.")
@@ -265,6 +310,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--download-models",
         action="store_true",
         help="download the depth network when it is not on this computer (needs internet)",
+    )
+    rec.add_argument(
+        "--no-masks", action="store_true", help="do not mask out the backdrop automatically"
+    )
+    rec.add_argument("--no-mesh", action="store_true", help="stop at the point cloud (no mesh)")
+    rec.add_argument(
+        "--max-triangles", type=int, metavar="N", help="triangle budget of the mesh (100000)"
+    )
+    rec.add_argument(
+        "--marker-size-mm",
+        type=float,
+        metavar="MM",
+        help="side of the printed ArUco marker(s) in the photos, for true scale",
+    )
+    rec.add_argument(
+        "--known-dimension",
+        type=_known_dimension,
+        metavar="WHICH=MM",
+        help="a measured product dimension for true scale, e.g. height=250",
     )
     rec.set_defaults(func=cmd_reconstruct)
 

@@ -27,10 +27,6 @@ class IngestConfig:
     """Descend into sub-folders of the given folders."""
     min_images: int = 2
     """Fewer usable photos than this is an error."""
-    blur_warning: float = 30.0
-    """Laplacian variance under which a photo is flagged as probably blurry."""
-    clip_warning: float = 0.25
-    """Fraction of black or white clipped pixels above which exposure is flagged."""
     max_pixels: int = 250_000_000
     """Refuse to decode images larger than this (decompression-bomb guard)."""
 
@@ -146,6 +142,81 @@ class FuseConfig:
 
 
 @dataclass(frozen=True)
+class MaskConfig:
+    """Product masks (engine/stages/masks.py).
+
+    The backdrop, turntable and floor are left out of feature extraction, dense stereo and the
+    mesh.
+    """
+
+    enabled: bool = True
+    """Compute automatic masks for photos that have no mask file."""
+    border: float = 0.04
+    """Width of the image border band that models the backdrop (fraction of the side)."""
+    max_side: int = 640
+    """Masks are estimated at this longest side, then scaled to the working copy."""
+    min_confidence: float = 0.5
+    """Automatic masks less confident than this are not used (the whole photo is used)."""
+    static_background: bool = True
+    """Detect a fixed camera and backdrop with the product turning (a turntable shoot) and mask
+    out what stays still from photo to photo."""
+    override_dir: str = ""
+    """Folder of masks painted by the user (``<image name>.png``, 255 = product); they win over
+    mask files and automatic masks. Empty: none."""
+    disabled: tuple[str, ...] = ()
+    """Image names whose mask is switched off (the whole photo is used)."""
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Surface from the dense cloud (engine/stages/mesh.py)."""
+
+    enabled: bool = True
+    """Build a mesh after fusion."""
+    poisson_depth: int = 9
+    """Screened Poisson octree depth (higher: more detail, more time)."""
+    max_triangles: int = 100_000
+    """Triangle budget of the web mesh (GLB/OBJ)."""
+    texture_size: int = 2048
+    """Side of the texture atlas in pixels (0: vertex colours only)."""
+    max_glb_mb: float = 15.0
+    """Size budget of mesh.glb; the texture is shrunk until it fits."""
+    trim_min_views: float = 0.5
+    """Vertices inside fewer than this fraction of the masks that should see them are cut."""
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    """True scale and dimensions (engine/stages/scale.py)."""
+
+    marker_size_mm: float = 0.0
+    """Side of the printed ArUco marker(s) in millimetres (0: do not look for markers)."""
+    marker_dictionary: str = "DICT_4X4_50"
+    """OpenCV ArUco dictionary of the markers."""
+    known_distance_mm: float = 0.0
+    """A distance the user measured between two points (``known_points``), in millimetres."""
+    known_points: tuple[tuple[float, float, float], ...] = ()
+    """Two points picked in the 3D view, in reconstruction coordinates."""
+    known_dimension: str = ""
+    """Which of the product's dimensions the user measured: ``"width"`` (the longest
+    horizontal side), ``"depth"`` (the other horizontal side) or ``"height"``; empty: none."""
+    known_dimension_mm: float = 0.0
+    """The measured size of ``known_dimension`` in millimetres (0: none)."""
+
+
+@dataclass(frozen=True)
+class CoverageConfig:
+    """Pre-flight checks and the coverage map (engine/stages/coverage.py)."""
+
+    min_photos: int = 20
+    """Fewer photos than this gets reshoot advice."""
+    azimuth_bins: int = 12
+    """Coverage map columns (30 degrees each by default)."""
+    elevation_bins: int = 6
+    """Coverage map rows from -90 to +90 degrees (30 degrees each by default)."""
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     """What the run folder's exports contain."""
 
@@ -170,6 +241,10 @@ class PipelineConfig:
     dense: DenseConfig = field(default_factory=DenseConfig)
     depth_prior: DepthPriorConfig = field(default_factory=DepthPriorConfig)
     fuse: FuseConfig = field(default_factory=FuseConfig)
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    coverage: CoverageConfig = field(default_factory=CoverageConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,16 +265,27 @@ class PipelineConfig:
             "dense": DenseConfig,
             "depth_prior": DepthPriorConfig,
             "fuse": FuseConfig,
+            "masks": MaskConfig,
+            "mesh": MeshConfig,
+            "scale": ScaleConfig,
+            "coverage": CoverageConfig,
             "export": ExportConfig,
         }
         for key, cls in nested.items():
             if key in data:
-                data[key] = cls(**data[key])
+                data[key] = cls(**{k: _tuples(v) for k, v in data[key].items()})
         return PipelineConfig(**data)
 
     def save(self, path: Path) -> None:
         """Write as indented JSON."""
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples the frozen dataclasses hold."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
 
 
 def preset(name: str, **overrides: Any) -> PipelineConfig:

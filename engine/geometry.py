@@ -202,3 +202,27 @@ def outside_box_fraction(
     pad = margin * (hi - lo)
     inside = np.all((points >= lo - pad) & (points <= hi + pad), axis=1)
     return float(1.0 - inside.mean())
+
+
+def up_direction(cameras: Sequence[CameraPose]) -> np.ndarray:
+    """The world's up direction (unit vector) seen from a set of cameras.
+
+    A ring of cameras around a product (a walk-around or a turntable) lies in a plane whose
+    normal is the turntable's axis; that normal, signed to agree with the cameras' mean "up"
+    (minus their image y axis), is returned when the centres spread in two directions but not
+    the third. Otherwise, the cameras' mean up (photographers rarely roll the camera), and
+    +z when there are no cameras.
+    """
+    if not cameras:
+        return np.array([0.0, 0.0, 1.0])
+    mean_up = -np.mean([np.asarray(c.R, np.float64)[1] for c in cameras], axis=0)
+    norm = float(np.linalg.norm(mean_up))
+    mean_up = mean_up / norm if norm > 1e-9 else np.array([0.0, 0.0, 1.0])
+    if len(cameras) >= 6:
+        centres = np.array([c.center for c in cameras], np.float64)
+        _, sv, vt = np.linalg.svd(centres - centres.mean(0), full_matrices=False)
+        normal = vt[2]
+        # a flat ring (or a few rings at close elevations): the plane normal is the axis
+        if sv[1] > 1e-9 and sv[2] < 0.35 * sv[1] and abs(normal @ mean_up) > 0.5:
+            return normal * np.sign(normal @ mean_up)
+    return mean_up

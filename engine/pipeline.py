@@ -23,7 +23,7 @@ import numpy as np
 import engine
 from engine.config import PipelineConfig
 from engine.device import resolve_device
-from engine.errors import InputError, OutputError, VitrineError
+from engine.errors import InputError, OutputError, ReconstructionError, VitrineError
 from engine.export.plotly_html import write_viewer
 from engine.export.ply import read_ply, write_ply
 from engine.export.report import write_json_atomic, write_report
@@ -34,6 +34,7 @@ from engine.types import (
     CameraPose,
     ImageRecord,
     IngestResult,
+    Mesh,
     PointCloud,
     RunReport,
     SkippedFile,
@@ -57,10 +58,30 @@ class RunResult:
     sparse: SparseModel | None
     dense: PointCloud | None = None
     """The fused dense cloud (or the single-photo relief); None when the run stopped at sparse."""
+    mesh: Mesh | None = None
+    """The trimmed, decimated mesh in reconstruction coordinates; None when none was built."""
+    scale: Any = None
+    """The scale stage's :class:`engine.stages.scale.ScaleResult` (None when SfM did not run)."""
+    coverage: Any = None
+    """The coverage stage's :class:`engine.stages.coverage.CoverageResult` (or None)."""
 
 
 def _fingerprint(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _folder_listing(folder: str) -> list[Any]:
+    """Names, sizes and times of a folder's files (a user's repainted masks), for stage keys."""
+    if not folder:
+        return []
+    try:
+        return sorted(
+            [p.name, p.stat().st_size, p.stat().st_mtime_ns]
+            for p in Path(folder).iterdir()
+            if p.is_file()
+        )
+    except OSError:
+        return []
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -164,7 +185,18 @@ class Pipeline:
         Token to stop the run between steps; a cancelled run raises :class:`Cancelled`.
     """
 
-    STAGES = ("ingest", "sfm", "dense", "depth_prior", "fuse", "export")
+    STAGES = (
+        "ingest",
+        "masks",
+        "sfm",
+        "dense",
+        "depth_prior",
+        "fuse",
+        "mesh",
+        "scale",
+        "coverage",
+        "export",
+    )
 
     def __init__(
         self,
@@ -258,7 +290,6 @@ class Pipeline:
             work / STATE_FILE, {**key, "ingest": _fingerprint(dataclasses.asdict(cfg.ingest))}
         )
         # Stages downstream of a changed config must rerun: fold upstream settings into each key.
-        sfm_key = _fingerprint([dataclasses.asdict(cfg.ingest), dataclasses.asdict(cfg.sfm)])
 
         # -- ingest
         done = state.get("ingest")
@@ -294,10 +325,22 @@ class Pipeline:
         }
         report.skipped = [{"file": s.path, "reason": s.reason} for s in ingest.skipped]
         report.warnings.extend(ingest.warnings)
+        self._preflight(report, ingest)
         if len(ingest.images) == 1:
             return self._single_photo(report, ingest)
 
+        # -- masks (product vs backdrop, turntable, floor); they feed SfM, dense and the mesh
+        masks_key = _fingerprint(
+            [
+                dataclasses.asdict(cfg.ingest),
+                dataclasses.asdict(cfg.masks),
+                _folder_listing(cfg.masks.override_dir),
+            ]
+        )
+        ingest = self._masks(report, ingest, state, masks_key, work)
+
         # -- sfm
+        sfm_key = _fingerprint([masks_key, dataclasses.asdict(cfg.sfm)])
         done = state.get("sfm")
         if done is not None and done.get("key") == sfm_key and (out / "sparse" / "0").is_dir():
             sparse = sfm_stage.load_sparse(out / "sparse" / "0", done["unregistered"])
@@ -334,22 +377,206 @@ class Pipeline:
                 f"{len(sparse.unregistered)} of {len(ingest.images)} photos could not be placed "
                 "(see 'unregistered' for the reason of each)."
             )
-        # -- dense, depth prior, fuse
+        # -- dense, depth prior, fuse, mesh
         dense_cloud = None
+        mesh = None
         if cfg.stop_after == "dense":
-            dense_cloud = self._dense(report, ingest, sparse, state, work)
+            dense_cloud, fuse_key = self._dense(report, ingest, sparse, state, work)
+            mesh = self._mesh(report, ingest, sparse, dense_cloud, state, work, fuse_key)
         else:
             report.model = {"depth_prior": "not used: this preset stops after the sparse model"}
+
+        # -- scale and dimensions, coverage: cheap, recomputed every run
+        if mesh is not None and len(mesh):
+            product = np.asarray(mesh.vertices, np.float64)
+        elif dense_cloud is not None and len(dense_cloud):
+            product = np.asarray(dense_cloud.xyz, np.float64)
+        else:
+            product = np.asarray(sparse.points.xyz, np.float64)
+        scale = self._timed(report, "scale", lambda: self._scale(report, ingest, sparse, product))
+        coverage = self._timed(
+            report, "coverage", lambda: self._coverage(report, ingest, sparse, product, scale)
+        )
 
         # -- export
         self._timed(
             report,
             "export",
-            lambda: self._export(report, sparse.points, sparse.cameras, dense_cloud),
+            lambda: self._export(
+                report, sparse.points, sparse.cameras, dense_cloud, mesh=mesh, scale=scale
+            ),
         )
         state.finish("export", {})
         report.status = "finished"
-        return RunResult(out, report, ingest, sparse, dense_cloud)
+        return RunResult(out, report, ingest, sparse, dense_cloud, mesh, scale, coverage)
+
+    def _preflight(self, report: RunReport, ingest: IngestResult) -> None:
+        """Blurry, badly exposed and duplicate photos, too few photos: advice before the run."""
+        from engine.stages import coverage as coverage_stage
+
+        advice = coverage_stage.preflight(
+            ingest, self.config.coverage, progress=self.progress, cancel=self.cancel
+        )
+        report.stages["coverage"] = {"preflight": [a.to_dict() for a in advice]}
+        report.advice.extend(a.message for a in advice)
+        for a in advice:
+            logger.warning("Pre-flight: %s", a.message)
+
+    def _masks(
+        self,
+        report: RunReport,
+        ingest: IngestResult,
+        state: _State,
+        key: str,
+        work: Path,
+    ) -> IngestResult:
+        """Product masks for every photo (or the reason there is none); resumable."""
+        from engine.stages import masks as masks_stage
+
+        out = self.out_dir
+        done = state.get("masks")
+        if done is not None and done.get("key") == key:
+            masked = _ingest_from_json(done["result"], out)
+            info, warnings = done["report"], done["warnings"]
+            logger.info("Masks already done (resumed).")
+        else:
+            state.forget_from("masks", self.STAGES)
+            result = self._timed(
+                report,
+                "masks",
+                lambda: masks_stage.run(
+                    ingest, work, self.config.masks, progress=self.progress, cancel=self.cancel
+                ),
+            )
+            masked = dataclasses.replace(ingest, images=result.images)
+            info, warnings = result.to_report(), list(result.warnings)
+            state.finish(
+                "masks",
+                {
+                    "key": key,
+                    "result": _ingest_to_json(masked, out),
+                    "report": info,
+                    "warnings": warnings,
+                },
+            )
+        report.stages["masks"] = info
+        report.warnings.extend(warnings)
+        turntable = info.get("turntable") or {}
+        if turntable.get("detected") and turntable.get("note"):
+            report.notes.append(turntable["note"])
+            logger.info("%s", turntable["note"])
+        return masked
+
+    def _mesh(
+        self,
+        report: RunReport,
+        ingest: IngestResult,
+        sparse: SparseModel,
+        cloud: PointCloud,
+        state: _State,
+        work: Path,
+        fuse_key: str,
+    ) -> Mesh | None:
+        """The web mesh from the fused cloud; a failure here leaves the cloud and warns."""
+        cfg = self.config.mesh
+        if not cfg.enabled:
+            report.stages["mesh"] = {"built": False, "reason": "turned off"}
+            return None
+        from engine.stages import mesh as mesh_stage
+
+        mesh_key = _fingerprint([fuse_key, dataclasses.asdict(cfg)])
+        path = work / mesh_stage.MESH_FILE
+        done = state.get("mesh")
+        if done is not None and done.get("key") == mesh_key and path.is_file():
+            mesh = mesh_stage.load_mesh(path)
+            stats = done["stats"]
+            logger.info("Mesh already done: %d triangles (resumed).", mesh.num_triangles)
+            self.progress(ProgressEvent("mesh", 1, 1, "resumed", mesh))
+        else:
+            try:
+                result = self._timed(
+                    report,
+                    "mesh",
+                    lambda: mesh_stage.run(
+                        cloud,
+                        sparse.cameras,
+                        ingest.images,
+                        cfg,
+                        work / "mesh",
+                        progress=self.progress,
+                        cancel=self.cancel,
+                    ),
+                )
+            except (ReconstructionError, InputError) as exc:
+                report.stages["mesh"] = {"built": False, "reason": str(exc)}
+                report.warnings.append(f"No mesh: {exc} The point cloud is still exported.")
+                logger.warning("No mesh: %s", exc)
+                return None
+            mesh, stats = result.mesh, dict(result.stats)
+            mesh_stage.save_mesh(path, mesh)
+            state.finish("mesh", {"key": mesh_key, "stats": stats})
+        report.stages["mesh"] = {"built": True, **stats}
+        return mesh
+
+    def _scale(
+        self,
+        report: RunReport,
+        ingest: IngestResult,
+        sparse: SparseModel,
+        product: np.ndarray,
+    ) -> Any:
+        """True scale (markers, a known distance or dimension) and the product's dimensions."""
+        from engine.stages import scale as scale_stage
+
+        result = scale_stage.run(
+            sparse.cameras,
+            ingest.images,
+            product,
+            self.config.scale,
+            progress=self.progress,
+            cancel=self.cancel,
+        )
+        report.stages["scale"] = result.to_report()
+        if result.dimensions_mm is not None:
+            report.dimensions_mm = [round(float(v), 1) for v in result.dimensions_mm]
+            logger.info(
+                "Dimensions: %s (%s).", scale_stage.dimensions_text(result.dimensions_mm),
+                result.source,
+            )
+        elif result.note:
+            report.notes.append(result.note)
+        if self.config.scale.marker_size_mm > 0 and result.source != "aruco" and result.note:
+            report.warnings.append(result.note)
+        return result
+
+    def _coverage(
+        self,
+        report: RunReport,
+        ingest: IngestResult,
+        sparse: SparseModel,
+        product: np.ndarray,
+        scale: Any,
+    ) -> Any:
+        """Viewing directions around the product and the gaps worth a reshoot."""
+        from engine.stages import coverage as coverage_stage
+
+        centre = np.median(product, axis=0) if len(product) else None
+        # The floor seen through markers is the surest up; otherwise coverage finds it from
+        # the cameras held level, which stays right when part of the way round is missing.
+        up = scale.up if getattr(scale, "up_source", "") == "markers" else None
+        result = coverage_stage.run(
+            sparse.cameras,
+            centre,
+            self.config.coverage,
+            up=up,
+            expected=[r.name for r in ingest.images],
+        )
+        info = report.stages.setdefault("coverage", {})
+        info.update(result.to_report())
+        report.advice.extend(a for a in result.advice if a not in report.advice)
+        report.notes.extend(n for n in result.notes if n not in report.notes)
+        logger.info("Coverage:\n%s", coverage_stage.coverage_text(result))
+        return result
 
     def _dense(
         self,
@@ -358,8 +585,8 @@ class Pipeline:
         sparse: SparseModel,
         state: _State,
         work: Path,
-    ) -> PointCloud:
-        """Depth maps, the optional monocular prior and fusion; returns the fused cloud."""
+    ) -> tuple[PointCloud, str]:
+        """Depth maps, the optional monocular prior and fusion: the fused cloud and its key."""
         from engine.stages import dense as dense_stage
         from engine.stages import fuse as fuse_stage
 
@@ -442,7 +669,7 @@ class Pipeline:
         report.stages["fuse"] = stats
         if isinstance(report.model.get("depth_prior"), dict):
             report.model["depth_prior"]["fused_point_fraction"] = stats.get("prior_fraction", 0.0)
-        return cloud
+        return cloud, fuse_key
 
     def _load_depth_model(self):  # noqa: ANN202 - engine.models.DepthEstimator
         """The configured depth network (raises ModelUnavailable when it cannot be had)."""
@@ -541,14 +768,24 @@ class Pipeline:
         sparse_points: PointCloud,
         cameras: dict[str, CameraPose],
         dense: PointCloud | None,
+        *,
+        mesh: Mesh | None = None,
+        scale: Any = None,
     ) -> None:
         out = self.out_dir
         cfg = self.config.export
         title = cfg.product_name or _product_name(self.inputs)
-        self.progress(ProgressEvent("export", 0, 2, "writing sparse.ply"))
+        steps = 4 if mesh is not None else 2
+        self.progress(ProgressEvent("export", 0, steps, "writing sparse.ply"))
         if len(sparse_points):
             write_ply(out / "sparse.ply", sparse_points)
-        self.progress(ProgressEvent("export", 1, 2, "writing viewer.html"))
+        info: dict[str, Any] = {"title": title}
+        if mesh is not None:
+            info["mesh"] = self._export_mesh(mesh, scale, title, steps)
+        else:
+            for stale in MESH_OUTPUTS:  # a mesh of an earlier run must not pass for this one's
+                (out / stale).unlink(missing_ok=True)
+        self.progress(ProgressEvent("export", steps - 1, steps, "writing viewer.html"))
         shown = dense if dense is not None and len(dense) else sparse_points
         stats = write_viewer(
             out / "viewer.html",
@@ -557,14 +794,54 @@ class Pipeline:
             title=title,
             point_budget=cfg.point_budget,
             show_cameras=cfg.show_cameras,
+            mesh=mesh,
+            dimensions_mm=report.dimensions_mm,
         )
         stats["cloud"] = "dense" if shown is dense else "sparse"
-        report.stages["export"] = {"viewer": stats, "title": title}
-        for name in ("sparse.ply", "viewer.html", "dense.ply", "mesh.glb"):
+        info["viewer"] = stats
+        report.stages["export"] = info
+        for name in ("sparse.ply", "viewer.html", "dense.ply", *MESH_OUTPUTS):
             path = out / name
             if path.exists():
                 report.outputs[name] = path.stat().st_size
-        self.progress(ProgressEvent("export", 2, 2, "done"))
+        self.progress(ProgressEvent("export", steps, steps, "done"))
+
+    def _export_mesh(self, mesh: Mesh, scale: Any, title: str, steps: int) -> dict[str, Any]:
+        """mesh.glb (storefronts), OBJ + MTL + texture, mesh.usdz when possible, embed.html."""
+        from engine.export import glb
+        from engine.export.embed import write_embed_html
+
+        out = self.out_dir
+        transform = getattr(scale, "transform", None)
+        self.progress(ProgressEvent("export", 1, steps, "writing mesh.glb"))
+        info: dict[str, Any] = {
+            "glb": glb.write_glb(
+                out / "mesh.glb", mesh, transform=transform, max_mb=self.config.mesh.max_glb_mb
+            )
+        }
+        self.progress(ProgressEvent("export", 2, steps, "writing mesh.obj"))
+        glb.write_obj(out / "mesh.obj", mesh, transform=transform)
+        usdz_name = None
+        try:
+            glb.write_usdz(out / "mesh.usdz", mesh, transform=transform)
+            usdz_name = "mesh.usdz"
+        except glb.UsdzUnavailable as exc:
+            (out / "mesh.usdz").unlink(missing_ok=True)
+            info["usdz"] = f"not written: {exc}"
+            logger.info("mesh.usdz not written: %s", exc)
+        write_embed_html(out / "embed.html", "mesh.glb", title=title, usdz_name=usdz_name)
+        return info
+
+
+#: Files the mesh export writes into the run folder.
+MESH_OUTPUTS = (
+    "mesh.glb",
+    "mesh.obj",
+    "mesh.mtl",
+    "mesh_texture.png",
+    "mesh.usdz",
+    "embed.html",
+)
 
 
 def _product_name(inputs: Sequence[Path]) -> str:

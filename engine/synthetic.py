@@ -27,7 +27,7 @@ import re
 import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,9 @@ class SyntheticScene:
         (N, 3) float64 outward unit normals of ``surface_points``.
     bbox_min, bbox_max
         The object's axis-aligned bounding box (metres).
+    marker_ids, marker_corners
+        Printed ArUco markers on the floor (``render_scene(markers_mm=...)``): (M,) ids and
+        (M, 4, 3) corners in metres in ArUco corner order; empty when there are none.
     """
 
     name: str
@@ -102,6 +105,8 @@ class SyntheticScene:
     surface_normals: np.ndarray = field(repr=False)
     bbox_min: np.ndarray = field(repr=False)
     bbox_max: np.ndarray = field(repr=False)
+    marker_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    marker_corners: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 3)), repr=False)
 
     @property
     def object_size(self) -> float:
@@ -981,9 +986,71 @@ def _backdrop(shape, cam: CameraPose) -> np.ndarray:
     return (level[:, None] * tint[None, :]).reshape(h, w, 3)
 
 
-def _render_view(shape, cam: CameraPose, supersample: int) -> tuple[np.ndarray, np.ndarray]:
-    """Linear RGB image in [0, 1] (H, W, 3) and object coverage (H, W) of one camera."""
-    img = _backdrop(shape, cam)
+#: Kinds of backdrop :func:`render_scene` can draw.
+BACKDROPS = ("studio", "turntable")
+#: Turntable platter radius, as a multiple of the object's footprint radius.
+_PLATTER_SCALE = 1.6
+
+
+@lru_cache(maxsize=4)
+def _turntable_plate(seed: int, ring: int, width: int, height: int) -> np.ndarray:
+    """Busy printed studio backdrop of one turntable ring, fixed to the camera, (H, W, 3) [0, 1].
+
+    Panels, small print, blobs and fine marks over paper noise (SIFT finds plenty on it), lit
+    with the studio's vignette. It depends on ``(seed, ring, width, height)`` only, so every
+    view of a ring shows the same pixels here before the sensor noise.
+    """
+    rng = np.random.default_rng([seed, 41, ring])
+    cw, ch = int(width * 1.5), int(height * 1.5)  # texels: minified when resized, no aliasing
+    paper = rng.uniform(150, 225, 3)
+    canvas = _tint(_noise(rng, ch, cw, ((12.0, 0.10), (3.0, 0.05)), False), paper)
+    palette = rng.integers(20, 236, size=(7, 3)).astype(np.float64)
+    _print_design(_Painter(canvas, False), rng, 0, 0, cw, ch, palette, density=0.5)
+    canvas = _finish(canvas, False)
+    plate = cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA)
+    us, vs = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    r2 = ((us - width / 2) ** 2 + (vs - height / 2) ** 2) / ((width / 2) ** 2 + (height / 2) ** 2)
+    out = plate.astype(np.float64) * (0.9 / 255.0) * (1.0 - 0.10 * r2)[..., None]
+    out.flags.writeable = False  # shared by the ring's views through the cache
+    return out
+
+
+def _turntable_backdrop(shape, cam: CameraPose, plate: np.ndarray) -> np.ndarray:
+    """A ring's fixed printed backdrop with the plain grey platter under the object.
+
+    The platter turns with the object, so it is drawn in the object frame (a disc on ``z = 0``
+    with a soft contact shadow); it is plain, so it looks alike from every azimuth.
+    """
+    w, h = cam.width, cam.height
+    us, vs = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    d = _camera_rays(cam, us.ravel(), vs.ravel())
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    c = cam.center
+    down = d[:, 2] < -1e-6
+    t = np.where(down, -c[2] / np.where(down, d[:, 2], -1.0), np.inf)
+    fx, fy = c[0] + t * d[:, 0], c[1] + t * d[:, 1]
+    radius = _PLATTER_SCALE * float(np.max(np.hypot(*shape.hull_points()[:, :2].T)))
+    # anti-aliased rim: the disc edge's distance in pixels on the floor
+    footprint = t / cam.K[0, 0] / np.maximum(np.abs(d[:, 2]), 0.2)
+    inside = np.where(down, (radius - np.hypot(fx, fy)) / np.where(down, footprint, 1.0), -1.0)
+    alpha = np.clip(inside + 0.5, 0.0, 1.0)
+    dist = np.where(down, shape.floor_distance(fx, fy), np.inf)
+    grey = 0.60 * (1.0 - 0.45 * np.exp(-np.maximum(dist, 0.0) / 0.012))
+    flat = plate.reshape(-1, 3)
+    out = flat * (1.0 - alpha)[:, None] + (grey * alpha)[:, None] * np.array([1.0, 0.99, 0.97])
+    return out.reshape(h, w, 3)
+
+
+def _render_view(shape, cam: CameraPose, supersample: int,
+                 markers: tuple[np.ndarray, np.ndarray] | None = None,
+                 plate: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Linear RGB image in [0, 1] (H, W, 3) and object coverage (H, W) of one camera.
+
+    ``plate`` is a turntable ring's fixed backdrop (:func:`_turntable_plate`); None: the studio.
+    """
+    img = _backdrop(shape, cam) if plate is None else _turntable_backdrop(shape, cam, plate)
+    if markers is not None:
+        _paint_markers(img, cam, markers[0], markers[1], supersample)
     cover = np.zeros((cam.height, cam.width))
     x0, y0, x1, y1 = _object_rect(shape, cam)
     if x1 <= x0 or y1 <= y0:
@@ -1006,6 +1073,100 @@ def _render_view(shape, cam: CameraPose, supersample: int) -> tuple[np.ndarray, 
     img[y0:y1, x0:x1] = obj + (1.0 - cov)[..., None] * bg
     cover[y0:y1, x0:x1] = cov
     return img, cover
+
+
+#: OpenCV ArUco dictionary of the printed markers :func:`render_scene` can lay on the floor.
+MARKER_DICTIONARY = "DICT_4X4_50"
+#: Reflectance of the marker's black and white print relative to the floor's.
+_MARKER_BLACK, _MARKER_WHITE = 0.06, 1.12
+
+
+def marker_layout(kind: str, markers_mm: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Where the printed ArUco markers of a scene lie: flat on the floor, one per side.
+
+    Markers ``0..3`` lie on the ``+x``, ``+y``, ``-x`` and ``-y`` sides of the product, each
+    turned to read upright from a camera on its side, with a 10 mm gap between the product's
+    footprint and the marker's white quiet border (one marker cell wide).
+
+    Parameters
+    ----------
+    kind
+        Scene kind, one of :data:`SCENES`.
+    markers_mm
+        Side of each marker's black square in millimetres (> 0).
+    seed
+        Texture seed (the geometry does not depend on it).
+
+    Returns
+    -------
+    ids, corners
+        (4,) int marker ids and (4, 4, 3) float64 corners in metres, in OpenCV's ArUco corner
+        order (the printed marker's top-left, top-right, bottom-right, bottom-left).
+    """
+    shape = _make_shape(kind, seed)
+    m = float(markers_mm) * 1e-3
+    if not m > 0:
+        raise ValueError("markers_mm must be positive")
+    ids, corners = [], []
+    for i, phi in enumerate(np.radians([0.0, 90.0, 180.0, 270.0])):
+        reach = float(abs(np.cos(phi)) * shape.bbox_max[0] + abs(np.sin(phi)) * shape.bbox_max[1])
+        rho = reach + 0.010 + m / 6.0 + m / 2.0
+        centre = np.array([rho * np.cos(phi), rho * np.sin(phi), 0.0])
+        a = phi + np.pi / 2.0
+        e_u = np.array([np.cos(a), np.sin(a), 0.0])  # the print's x (right)
+        e_v = np.array([np.sin(a), -np.cos(a), 0.0])  # the print's y (down), seen from above
+        o = centre - m / 2.0 * (e_u + e_v)
+        corners.append([o, o + m * e_u, o + m * (e_u + e_v), o + m * e_v])
+        ids.append(i)
+    return np.array(ids), np.array(corners, np.float64)
+
+
+def _paint_markers(img: np.ndarray, cam: CameraPose, ids: np.ndarray, corners: np.ndarray,
+                   supersample: int) -> None:
+    """Print ArUco markers (and their white quiet borders) on the floor of a backdrop image.
+
+    The marker pixels are supersampled (at least 4x4 rays each), so the edges are anti-aliased
+    as a camera would see them; the floor's shading multiplies the print.
+    """
+    dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, MARKER_DICTIONARY))
+    s = max(4, supersample)
+    off = (np.arange(s) + 0.5) / s
+    c = cam.center
+    for mid, quad in zip(ids, corners, strict=True):
+        bits = cv2.aruco.generateImageMarker(dictionary, int(mid), 6, borderBits=1) > 127
+        o, e_u, e_v = quad[0], quad[1] - quad[0], quad[3] - quad[0]
+        side = float(np.linalg.norm(e_u))
+        e_u, e_v = e_u / side, e_v / side
+        q = 1.0 / 6.0  # quiet border: one cell, in marker sides
+        ring = o + side * np.array([[-q, -q], [1 + q, -q], [1 + q, 1 + q], [-q, 1 + q]]) @ np.stack(
+            [e_u, e_v])
+        pc = ring @ cam.R.T + cam.t
+        if np.any(pc[:, 2] <= 1e-6):
+            continue
+        uv = _project(cam.K, cam.R, cam.t, ring)
+        x0 = max(0, int(math.floor(uv[:, 0].min())) - 1)
+        y0 = max(0, int(math.floor(uv[:, 1].min())) - 1)
+        x1 = min(cam.width, int(math.ceil(uv[:, 0].max())) + 1)
+        y1 = min(cam.height, int(math.ceil(uv[:, 1].max())) + 1)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        us = (np.arange(x0, x1)[:, None] + off[None, :]).ravel()
+        vs = (np.arange(y0, y1)[:, None] + off[None, :]).ravel()
+        uu, vv = np.meshgrid(us, vs)
+        d = _camera_rays(cam, uu.ravel(), vv.ravel())
+        down = d[:, 2] < -1e-9
+        t = np.where(down, -c[2] / np.where(down, d[:, 2], -1.0), 0.0)
+        rel = c[None, :] + t[:, None] * d - o[None, :]
+        mu, mv = rel @ e_u / side, rel @ e_v / side
+        in_quiet = down & (mu >= -q) & (mu < 1 + q) & (mv >= -q) & (mv < 1 + q)
+        inside = in_quiet & (mu >= 0) & (mu < 1) & (mv >= 0) & (mv < 1)
+        col = np.clip((mu * 6).astype(np.int64), 0, 5)
+        row = np.clip((mv * 6).astype(np.int64), 0, 5)
+        factor = np.ones(len(d))
+        factor[in_quiet] = _MARKER_WHITE
+        factor[inside] = np.where(bits[row[inside], col[inside]], _MARKER_WHITE, _MARKER_BLACK)
+        hh, ww = y1 - y0, x1 - x0
+        img[y0:y1, x0:x1] *= factor.reshape(hh, s, ww, s).mean(axis=(1, 3))[..., None]
 
 
 def depth_map(kind: str, camera: CameraPose, *, seed: int = 0) -> np.ndarray:
@@ -1161,6 +1322,8 @@ def render_scene(
     noise_sigma: float = 1.5,
     supersample: int = 3,
     n_surface_points: int = 150_000,
+    markers_mm: float = 0.0,
+    backdrop: str = "studio",
     progress: Callable[[ProgressEvent], None] | None = None,
     cancel: CancelToken | None = None,
 ) -> SyntheticScene:
@@ -1187,6 +1350,18 @@ def render_scene(
         Rays per pixel along each axis (anti-aliasing).
     n_surface_points
         Number of ground-truth surface samples.
+    markers_mm
+        Side in millimetres of printed ArUco markers (:data:`MARKER_DICTIONARY`, ids 0..3,
+        white quiet border) laid flat on the floor on the four sides of the product (see
+        :func:`marker_layout`); their corners are recorded as ``markers`` in cameras.json and
+        ``marker_ids``/``marker_corners`` in scene.npz. 0: no markers.
+    backdrop
+        ``"studio"``: a plain sweep, the camera goes round the product. ``"turntable"``: each
+        ring's camera stands still in the studio while the product turns on a plain grey
+        platter, so a busy printed backdrop fixed to the camera (the same pixels in every view
+        of a ring, before sensor noise) moves with the cameras in the object's frame, where the
+        ground-truth cameras are. The lights turn with the product (its shading is as in the
+        studio) and the masks are the object's coverage, as in the studio.
     progress
         Called with a :class:`~engine.progress.ProgressEvent` after each view.
     cancel
@@ -1208,6 +1383,8 @@ def render_scene(
         raise ValueError(f"unknown synthetic scene {kind!r}; choose one of {', '.join(SCENES)}")
     if width < 16 or height < 16 or supersample < 1 or not 1 <= jpeg_quality <= 100:
         raise ValueError("image size must be at least 16 px, supersample >= 1, quality 1..100")
+    if backdrop not in BACKDROPS:
+        raise ValueError(f"unknown backdrop {backdrop!r}; choose one of {', '.join(BACKDROPS)}")
     root = Path(out_dir)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / MASK_DIR).mkdir(parents=True, exist_ok=True)
@@ -1215,6 +1392,7 @@ def render_scene(
     cams = ring_cameras(kind, n_azimuth=n_azimuth, elevations_deg=elevations_deg, width=width,
                         height=height, seed=seed)
     _remove_stale_views(root, {c.name for c in cams})
+    markers = marker_layout(kind, markers_mm, seed=seed) if markers_mm > 0 else None
     image_paths, mask_paths = [], []
     # two views in flight: numpy releases the GIL in the heavy loops, so 2 cores are used
     workers = max(1, min(2, os.cpu_count() or 1, len(cams)))
@@ -1224,7 +1402,10 @@ def render_scene(
         def submit(j: int) -> None:
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            pending[j] = pool.submit(_render_view, shape, cams[j], supersample)
+            plate = None
+            if backdrop == "turntable":  # cameras come ring by ring, n_azimuth each
+                plate = _turntable_plate(seed, j // n_azimuth, width, height)
+            pending[j] = pool.submit(_render_view, shape, cams[j], supersample, markers, plate)
 
         try:
             for j in range(workers):
@@ -1248,16 +1429,25 @@ def render_scene(
     pts = pts.astype(np.float32).astype(np.float64)
     nrm = nrm.astype(np.float32).astype(np.float64)
     bmin, bmax = shape.bbox_min.copy(), shape.bbox_max.copy()
+    extra: dict[str, Any] = {}
+    if markers is not None:
+        extra["markers"] = {"dictionary": MARKER_DICTIONARY, "size_mm": float(markers_mm),
+                            "ids": markers[0].tolist(), "corners": markers[1].tolist()}
     write_cameras_json(cams, root / "cameras.json", bbox=[bmin.tolist(), bmax.tolist()],
-                       scene=kind, seed=seed)
+                       scene=kind, seed=seed, **extra)
     tmp = root / "scene.tmp.npz"
     np.savez_compressed(tmp, surface_points=pts.astype(np.float32),
                         surface_normals=nrm.astype(np.float32), bbox_min=bmin, bbox_max=bmax,
-                        scene=np.array(kind))
+                        scene=np.array(kind),
+                        **({} if markers is None else {"marker_ids": markers[0],
+                                                       "marker_corners": markers[1]}))
     tmp.replace(root / "scene.npz")
     logger.info("rendered %d %s views into %s", len(cams), kind, root)
-    return SyntheticScene(kind, root, tuple(image_paths), tuple(mask_paths), tuple(cams),
-                          pts, nrm, bmin, bmax)
+    scene = SyntheticScene(kind, root, tuple(image_paths), tuple(mask_paths), tuple(cams),
+                           pts, nrm, bmin, bmax)
+    if markers is not None:
+        scene = replace(scene, marker_ids=markers[0], marker_corners=markers[1])
+    return scene
 
 
 def load_scene(root: Path) -> SyntheticScene:
@@ -1285,9 +1475,13 @@ def load_scene(root: Path) -> SyntheticScene:
         nrm = z["surface_normals"].astype(np.float64)
         bmin, bmax = z["bbox_min"].astype(np.float64), z["bbox_max"].astype(np.float64)
         kind = str(z["scene"]) if "scene" in z else str(meta.get("scene", ""))
+        marker_ids = z["marker_ids"].astype(np.int64) if "marker_ids" in z else np.zeros(0, int)
+        marker_corners = (z["marker_corners"].astype(np.float64) if "marker_corners" in z
+                          else np.zeros((0, 4, 3)))
     images = tuple(root / "images" / c.name for c in cams)
     masks = tuple(root / MASK_DIR / (Path(c.name).stem + ".png") for c in cams)
-    return SyntheticScene(kind, root, images, masks, tuple(cams), pts, nrm, bmin, bmax)
+    return SyntheticScene(kind, root, images, masks, tuple(cams), pts, nrm, bmin, bmax,
+                          marker_ids, marker_corners)
 
 
 def write_sample(

@@ -128,6 +128,40 @@ class PointCloud:
         return PointCloud(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8))
 
 
+
+@dataclass(frozen=True, eq=False)
+class Mesh:
+    """A triangle mesh, immutable snapshot.
+
+    Attributes
+    ----------
+    vertices
+        (N, 3) float64 positions (reconstruction units unless said otherwise).
+    faces
+        (M, 3) int32 vertex indices, counter-clockwise seen from outside.
+    vertex_colors
+        (N, 3) uint8 RGB, or None.
+    uv
+        (N, 2) float32 texture coordinates in [0, 1] (origin bottom-left, glTF flips), or None.
+    texture
+        (H, W, 3) uint8 RGB atlas that ``uv`` indexes, or None.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    vertex_colors: np.ndarray | None = None
+    uv: np.ndarray | None = None
+    texture: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def num_triangles(self) -> int:
+        """Number of faces."""
+        return int(self.faces.shape[0])
+
+    def __len__(self) -> int:
+        return int(self.vertices.shape[0])
+
+
 #: Where a depth-map pixel's depth came from (``DepthMap.origin``).
 ORIGIN_NONE, ORIGIN_MVS, ORIGIN_PRIOR = 0, 1, 2
 
@@ -217,6 +251,10 @@ class RunReport:
     stages: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Plain-words facts about the run that are not problems (a turntable shoot was detected)."""
+    advice: list[str] = field(default_factory=list)
+    """Reshoot advice: pre-flight findings and coverage gaps, most useful first."""
     dimensions_mm: list[float] | None = None
     outputs: dict[str, int] = field(default_factory=dict)
     status: str = "running"

@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from engine.export._atomic import atomic_open
-from engine.types import CameraPose, PointCloud
+from engine.types import CameraPose, Mesh, PointCloud
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,9 @@ CAMERA_COLOUR = "#ffb000"
 #: Label of the button that shows and hides the cameras.
 CAMERA_BUTTON_LABEL = "Cameras on/off"
 EMPTY_NOTE = "No points to show yet"
+#: Label of the button that switches between the mesh and the point cloud.
+MESH_BUTTON_LABEL = "Mesh / points"
+MESH_GREY = "#b4b4b4"
 _HEX = np.array([f"{i:02x}" for i in range(256)], dtype=object)
 
 
@@ -75,6 +78,8 @@ def write_viewer(
     point_budget: int = 300_000,
     show_cameras: bool = True,
     seed: int = 0,
+    mesh: Mesh | None = None,
+    dimensions_mm: Sequence[float] | None = None,
 ) -> dict[str, int]:
     """Write a self-contained, offline Plotly page showing ``cloud`` and ``cameras``.
 
@@ -95,11 +100,18 @@ def write_viewer(
         Whether the cameras are visible when the page opens.
     seed
         Seed of the decimation.
+    mesh
+        The product's mesh in the cloud's coordinates, drawn with its vertex colours (or its
+        texture sampled at the vertices); the page then opens on the mesh, with the points
+        hidden, and a "Mesh / points" button switches between the two.
+    dimensions_mm
+        Width, depth and height in millimetres, shown under the title.
 
     Returns
     -------
     dict
-        ``points_drawn``, ``points_total``, ``cameras`` (number drawn), ``bytes`` (file size).
+        ``points_drawn``, ``points_total``, ``cameras`` (number drawn), ``mesh_triangles``,
+        ``bytes`` (file size).
 
     Raises
     ------
@@ -109,7 +121,7 @@ def write_viewer(
     poses = list(cameras.values()) if isinstance(cameras, Mapping) else list(cameras)
     shown = decimate(cloud, point_budget, seed)
     fig = build_figure(shown, poses, title=title, show_cameras=show_cameras,
-                       points_total=len(cloud))
+                       points_total=len(cloud), mesh=mesh, dimensions_mm=dimensions_mm)
     page = pio.to_html(
         fig,
         validate=False,  # validated in build_figure, except the colours (see there)
@@ -129,7 +141,7 @@ def write_viewer(
     with atomic_open(path, "wb") as fh:
         fh.write(data)
     info = {"points_drawn": len(shown), "points_total": len(cloud), "cameras": len(poses),
-            "bytes": len(data)}
+            "mesh_triangles": 0 if mesh is None else mesh.num_triangles, "bytes": len(data)}
     logger.info("viewer: %d of %d points, %d cameras, %.1f MB", info["points_drawn"],
                 info["points_total"], info["cameras"], info["bytes"] / 1e6)
     return info
@@ -142,6 +154,8 @@ def build_figure(
     title: str,
     show_cameras: bool = True,
     points_total: int | None = None,
+    mesh: Mesh | None = None,
+    dimensions_mm: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Build the viewer's figure, as a plotly figure dict, from already-decimated points.
 
@@ -157,24 +171,33 @@ def build_figure(
         Whether the camera traces start visible (else ``"legendonly"``).
     points_total
         Size of the full cloud, for the legend label (defaults to ``len(cloud)``).
+    mesh
+        Optional mesh, drawn as a ``mesh3d`` trace after the others (see :func:`write_viewer`).
+    dimensions_mm
+        Optional width, depth, height in millimetres for the subtitle.
 
     Returns
     -------
     dict
         Plotly figure dict (``data``, ``layout``), ready for
         ``plotly.io.to_html(..., validate=False)``. Trace 0 holds the points, traces 1-2
-        (when there are cameras) the camera centres and frusta.
+        (when there are cameras) the camera centres and frusta, the last one the mesh (when
+        given).
     """
     total = len(cloud) if points_total is None else points_total
     xyz = np.asarray(cloud.xyz, dtype=np.float32).reshape(-1, 3)
     centres = np.array([c.center for c in cameras], dtype=np.float64).reshape(-1, 3)
-    centre, radius = _cloud_centre_radius(xyz, centres)
+    has_mesh = mesh is not None and mesh.num_triangles > 0
+    mesh_xyz = np.asarray(mesh.vertices, np.float64).reshape(-1, 3) if has_mesh else None
+    view_xyz = xyz if len(xyz) or mesh_xyz is None else mesh_xyz.astype(np.float32)
+    centre, radius = _cloud_centre_radius(view_xyz, centres)
     label = f"Points ({len(xyz):,} of {total:,})" if total > len(xyz) else f"Points ({total:,})"
     traces: list[Any] = [
         go.Scatter3d(
             x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2],
             mode="markers", name=label, hoverinfo="skip",
             marker={"size": 1.5, "opacity": 1.0},
+            visible="legendonly" if has_mesh else True,
         )
     ]
     if len(cameras):
@@ -195,8 +218,25 @@ def build_figure(
             visible=visible, hoverinfo="skip",
             line={"color": CAMERA_COLOUR, "width": 2},
         ))
+    mesh_index = len(traces)
+    if has_mesh:
+        assert mesh is not None and mesh_xyz is not None
+        faces = np.asarray(mesh.faces, np.int32).reshape(-1, 3)
+        traces.append(go.Mesh3d(
+            x=mesh_xyz[:, 0], y=mesh_xyz[:, 1], z=mesh_xyz[:, 2],
+            i=faces[:, 0], j=faces[:, 1], k=faces[:, 2],
+            name=f"Mesh ({len(faces):,} triangles)", showlegend=True, hoverinfo="skip",
+            flatshading=False,
+            lighting={"ambient": 0.65, "diffuse": 0.5, "specular": 0.05, "roughness": 0.9,
+                      "fresnel": 0.05},
+            lightposition={"x": 1000, "y": 1000, "z": 2000},
+        ))
     fig = go.Figure(data=traces)
-    layout = _layout(title, xyz, centres, cameras, centre, radius)
+    layout = _layout(title, view_xyz, centres, cameras, centre, radius)
+    if dimensions_mm is not None and len(dimensions_mm) == 3:
+        w, d, h = (float(v) for v in dimensions_mm)
+        layout["title"]["text"] += (f"<br><span style=\"font-size: 14px\">{w:.0f} × {d:.0f} × "
+                                    f"{h:.0f} mm (width × depth × height)</span>")
     if len(cameras):
         on, off = {"visible": True}, {"visible": "legendonly"}
         first, second = (off, on) if show_cameras else (on, off)
@@ -209,7 +249,16 @@ def build_figure(
             "buttons": [{"label": CAMERA_BUTTON_LABEL, "method": "restyle",
                          "args": [first, [1, 2]], "args2": [second, [1, 2]]}],
         }]
-    if len(xyz) == 0:
+    if has_mesh:
+        layout.setdefault("updatemenus", []).append({
+            "type": "buttons", "direction": "left", "showactive": False, "active": -1,
+            "x": 1.0, "y": 0.0, "xanchor": "right", "yanchor": "bottom",
+            "bgcolor": "#33353a", "bordercolor": "#55575c", "font": {"color": FOREGROUND},
+            "buttons": [{"label": MESH_BUTTON_LABEL, "method": "restyle",
+                         "args": [{"visible": [True, "legendonly"]}, [0, mesh_index]],
+                         "args2": [{"visible": ["legendonly", True]}, [0, mesh_index]]}],
+        })
+    if len(xyz) == 0 and not has_mesh:
         layout["annotations"] = [{
             "text": EMPTY_NOTE, "showarrow": False, "xref": "paper", "yref": "paper",
             "x": 0.5, "y": 0.5, "font": {"size": 18, "color": FOREGROUND},
@@ -219,7 +268,22 @@ def build_figure(
     # plotly validates colour strings one by one in Python (about 20 s per million points):
     # the "#rrggbb" strings built here are valid by construction, so they go in afterwards.
     out["data"][0]["marker"]["color"] = _hex_colours(cloud.rgb)
+    if has_mesh:
+        assert mesh is not None
+        out["data"][mesh_index]["vertexcolor"] = _mesh_colours(mesh)
     return out
+
+
+def _mesh_colours(mesh: Mesh) -> list[str]:
+    n = len(mesh.vertices)
+    if mesh.vertex_colors is not None and len(mesh.vertex_colors) == n:
+        return _hex_colours(np.asarray(mesh.vertex_colors))
+    if mesh.texture is not None and mesh.uv is not None and len(mesh.uv) == n:
+        from engine.export.glb import texture_colours
+
+        rgb = np.clip(np.rint(texture_colours(mesh, mesh.uv)), 0, 255).astype(np.uint8)
+        return _hex_colours(rgb)
+    return [MESH_GREY] * n
 
 
 def _hex_colours(rgb: np.ndarray) -> list[str]:

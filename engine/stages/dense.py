@@ -562,6 +562,16 @@ def _batch_elems(cfg: DenseConfig, device: torch.device) -> int:
     return 6_000_000
 
 
+def _file_digest(path: Path | None) -> str | None:
+    """Content hash of a mask file: a repainted mask must recompute the view's depths."""
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+
+
 def _fingerprint(
     cfg: DenseConfig,
     rec: ImageRecord,
@@ -573,7 +583,7 @@ def _fingerprint(
         "v": ALGORITHM_VERSION,
         "cfg": dataclasses.asdict(cfg),
         "image": rec.sha256 or str(rec.working_path),
-        "mask": str(rec.mask_path),
+        "mask": _file_digest(rec.mask_path),
         "pose": [np.round(cam.R, 9).tolist(), np.round(cam.t, 9).tolist(), list(cam.params)],
         "sources": srcs,
         "range": [round(d_range[0], 9), round(d_range[1], 9)],

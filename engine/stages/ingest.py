@@ -263,20 +263,6 @@ def _attach_mask(photo: Path, name: str, info: ExifInfo, width: int, height: int
     return target, ""
 
 
-def _quality_warnings(name: str, sharp: float, dark: float, bright: float,
-                      cfg: IngestConfig) -> list[str]:
-    warnings = []
-    if sharp < cfg.blur_warning:
-        warnings.append(f"{name} is probably blurry (sharpness {sharp:.0f}, under "
-                        f"{cfg.blur_warning:g}): it may not match the other photos; reshoot it "
-                        "steadier or leave it out.")
-    for fraction, what in ((dark, "black"), (bright, "white")):
-        if fraction > cfg.clip_warning:
-            warnings.append(f"{name} has {fraction:.0%} of its pixels clipped to {what}: "
-                            "details there cannot be matched; adjust the exposure or lighting.")
-    return warnings
-
-
 def _ingest_one(path: Path, name: str, cfg: IngestConfig, work_dir: Path,
                 first_by_hash: dict[str, str]) -> tuple[ImageRecord, list[str]]:
     digest = file_sha256(path)
@@ -311,7 +297,9 @@ def _ingest_one(path: Path, name: str, cfg: IngestConfig, work_dir: Path,
         sha256=digest,
         mask_path=mask_path,
     )
-    warnings = _quality_warnings(name, sharp, dark, bright, cfg)
+    # Blur and exposure are judged against the whole set by the pre-flight checks
+    # (engine/stages/coverage.py), not photo by photo here.
+    warnings: list[str] = []
     if mask_warning:
         warnings.append(mask_warning)
     return record, warnings

@@ -12,15 +12,26 @@ Pixels far from every mode, brighter than the surface, or far darker than any so
 foreground; textured pixels are probable foreground. Pixels that are only darker, with the
 backdrop's chroma, are shadow-like: they stay backdrop when a smooth path (no strong edge) joins
 them to the backdrop, as a contact shadow's does, and become foreground otherwise (a grey part of
-the product, outlined by its edges). GrabCut then settles a narrow band along the outline at up to
+the product, outlined by its edges). A second plain surface that the backdrop runs into without an
+outline (the top of a white pedestal, lit differently) joins the backdrop too, when it is wide and
+its colour is not far off. GrabCut then settles a narrow band along the outline at up to
 640 pixels, the mask is brought back to full size and each edge pixel is snapped to the side whose
 colour it is closer to (a two-colour matting test), so the outline is right to a fraction of a
 pixel. Finally the main object is kept (the large, central part, and parts at least a fifth
-of its size right beside it: not a scale card lying apart) and its holes are filled, except large
+of its size right beside it: not a scale card lying apart; a thick off-centre part that only
+touches it, like a card laid against it, is cut off) and its holes are filled, except large
 holes that show the backdrop (a mug's handle).
 
-Masks computed here are written like masks from files (``work_dir/masks/<name>.png``, 255 =
-product, working size); masks the user supplied always take precedence.
+Turntable shoots (the camera stands still, the product turns) often have a busy backdrop that no
+border model describes, and whose features never move: SfM then solves a still camera. Photos of
+one fixed camera are grouped by their near-identical borders; in a group of four or more, each
+pixel's backdrop is the colour most photos agree on (:func:`static_backdrop`), and what differs
+from it is the product (:func:`estimate_mask_static`, refined as above). A plain part of the
+product that turns into itself (a bottle's cap) stays still too and is missed.
+
+The stage (:func:`run`) gives each photo the mask the user switched off, painted, supplied as a
+file, or else an automatic one, and writes them like masks from files
+(``work_dir/masks/<name>.png``, 255 = product, working size).
 """
 
 from __future__ import annotations
@@ -35,7 +46,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engine.io import ImageReadError, read_image, write_png
+from engine.config import MaskConfig
+from engine.errors import InputError
+from engine.io import ImageReadError, binarize_mask, read_image, read_mask, write_png
 from engine.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from engine.types import ImageRecord, IngestResult
 
@@ -51,12 +64,18 @@ MIN_CONFIDENCE = 0.5
 _SURE = 9.0  # colour distance of sure foreground
 _FG = 5.0  # colour distance of foreground
 _TEX = 6.0  # texture of probable foreground
+_SMOOTH = 10.0  # colour distance up to which a smooth surface joined to the backdrop is backdrop
+_SURFACE = 0.005  # least share of the frame of such a surface
 #: How far (working pixels) texture evidence spreads past an outline; thinner shadow strips.
 _TEX_REACH, _THIN = 4, 3.0
 #: Deepest shadow, as log((L+16) ratio): 0.6 is a linear-light ratio of about 0.17.
 _SHADOW_DEPTH = 0.6
 #: Share of the border band a backdrop colour mode must cover (less is a product or clutter).
 _MODE_SHARE = 0.25
+#: A further backdrop colour mode must cut the spread to this fraction of it.
+_SPLIT_GAIN = 0.65
+#: Band pixels further than this many core spreads from the backdrop's colour are not its tail.
+_INLIER_CORES = 8.0
 #: Floors of the robust spreads: JPEG noise never looks cleaner than this.
 _FLOOR_LIGHT, _FLOOR_CHROMA, _FLOOR_TEX = 0.01, 0.5, 0.15
 
@@ -88,6 +107,11 @@ class MaskResult:
         return self.confidence >= MIN_CONFIDENCE and bool(self.mask.any())
 
 
+def no_turntable() -> dict[str, Any]:
+    """The ``turntable`` entry of a run where no still backdrop was found."""
+    return {"detected": False, "groups": 0, "photos": 0, "static_fraction": 0.0, "note": ""}
+
+
 @dataclass(frozen=True)
 class MaskStageResult:
     """Output of the masks stage.
@@ -95,13 +119,24 @@ class MaskStageResult:
     Attributes
     ----------
     images
-        The input records in order, with ``mask_path`` set where a mask was computed.
+        The input records in order, with ``mask_path`` set where the photo has a mask.
     computed
         Names of the images given an automatic mask.
     from_files
-        Names of the images whose mask came from a file (left untouched).
+        Names of the images whose mask came from a file beside the photo (left untouched).
+    user
+        Names of the images whose mask the user painted (``MaskConfig.override_dir``).
+    disabled
+        Names of the images whose mask the user switched off (``MaskConfig.disabled``).
+    whole
+        Names of the images used whole: no mask, but an all-255 mask file is written for them
+        because COLMAP leaves out a photo without a mask file once any photo has one.
     failed
-        ``(name, reason)`` of the images left without a mask.
+        ``(name, reason)`` of the images for which no automatic mask could be made.
+    turntable
+        Whether a turntable shoot was found (a fixed camera and a still, textured backdrop):
+        ``detected``, ``groups`` (cameras), ``photos``, ``static_fraction`` (share of their
+        frame that stays still) and a plain-words ``note`` ("" when not detected).
     stats
         Per image name, the :attr:`MaskResult.stats` of the computed masks (plus confidence).
     """
@@ -111,11 +146,34 @@ class MaskStageResult:
     from_files: tuple[str, ...] = ()
     failed: tuple[tuple[str, str], ...] = ()
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    user: tuple[str, ...] = ()
+    disabled: tuple[str, ...] = ()
+    whole: tuple[str, ...] = ()
+    turntable: dict[str, Any] = field(default_factory=no_turntable)
 
     @property
     def warnings(self) -> tuple[str, ...]:
         """One plain-words line per image left without a mask."""
         return tuple(f"No automatic mask for {name}: {reason}" for name, reason in self.failed)
+
+    def to_report(self) -> dict[str, Any]:
+        """The stage's entry in report.json (counts, failures with reasons, turntable).
+
+        Returns
+        -------
+        dict
+            ``computed``, ``from_files``, ``user``, ``disabled``, ``whole`` (counts),
+            ``failed`` (``[{"image", "reason"}]``) and ``turntable``; JSON-serialisable.
+        """
+        return {
+            "computed": len(self.computed),
+            "from_files": len(self.from_files),
+            "user": len(self.user),
+            "disabled": len(self.disabled),
+            "whole": len(self.whole),
+            "failed": [{"image": name, "reason": reason} for name, reason in self.failed],
+            "turntable": dict(self.turntable),
+        }
 
 
 # ------------------------------------------------------------------------------ backdrop model
@@ -143,7 +201,7 @@ def _spread(distances: np.ndarray) -> float:
         return _FLOOR_CHROMA
     core = _robust_sigma(distances, _FLOOR_CHROMA)
     # the tail of the backdrop's own pixels, not of a product reaching into the band
-    inliers = distances[distances <= np.median(distances) + 10.0 * core]
+    inliers = distances[distances <= np.median(distances) + _INLIER_CORES * core]
     tail = float(np.percentile(inliers, 99)) / 3.0 if inliers.size else 0.0
     return max(core, tail)
 
@@ -200,22 +258,26 @@ def _kmeans(samples: np.ndarray, k: int, iterations: int = 12) -> tuple[np.ndarr
 def _chroma_modes(samples: np.ndarray) -> tuple[np.ndarray, float]:
     """One to three backdrop chroma modes and the pooled robust spread around them.
 
-    A further mode is accepted only when it halves the spread: one noisy mode split in two
-    would look tighter than it is.
+    A further mode is accepted only when it cuts the spread to :data:`_SPLIT_GAIN`: one noisy
+    mode split in two would look tighter than it is (by about a sixth). The modes are sought
+    without the farthest 5% of the band (a product or a colour chart reaching into it), which
+    would otherwise seed a mode of their own.
     """
     step = max(1, len(samples) // 8000)
     samples = samples[::step].astype(np.float64)
     best = np.median(samples, axis=0, keepdims=True)
-    best_sigma = _spread(np.linalg.norm(samples - best, axis=1))
+    dist = np.linalg.norm(samples - best, axis=1)
+    best_sigma = _spread(dist)
+    core = samples[dist <= np.percentile(dist, 95)]
     for k in (2, 3):
-        centres, labels = _kmeans(samples, k)
-        weights = np.bincount(labels, minlength=k) / len(samples)
+        centres, labels = _kmeans(core, k)
+        weights = np.bincount(labels, minlength=k) / len(core)
         centres = centres[weights >= _MODE_SHARE]
         if len(centres) <= len(best):
             continue
         d = np.min(np.linalg.norm(samples[:, None, :] - centres[None], axis=2), axis=1)
         sigma = _spread(d)
-        if sigma < 0.5 * best_sigma:
+        if sigma < _SPLIT_GAIN * best_sigma:
             best, best_sigma = centres, sigma
     return best, best_sigma
 
@@ -303,21 +365,42 @@ def _classify(feat: _Features, band: np.ndarray, edge_step: float) -> tuple[np.n
     # texture spreads a few pixels past an outline: trust it only where it is wider than that
     textured = feat.texture > _TEX
     fg = colour_fg | cv2.erode(textured.astype(np.uint8), _disk(_TEX_REACH)).astype(bool)
-    passable = ~fg & (feat.gradient < edge_step)
+    passable = ~fg & ((feat.gradient < edge_step) | ~feat.shadow_like)
     backdrop = _backdrop_connected(passable, band)
-    # what is neither: the steep penumbra at a base (thin) or a grey part of the product (wide)
-    rest = (~backdrop & ~fg).astype(np.uint8)
-    n, labels = cv2.connectedComponents(rest, connectivity=8)
+    # a second plain surface (a pedestal, a sweep's floor in other light) joins the backdrop
+    # smoothly: no outline, no texture, and not the sure colour of a product
+    rough = (textured | (feat.gradient >= edge_step)).astype(np.uint8)
+    smooth = (feat.colour <= _SMOOTH) & ~cv2.dilate(rough, _disk(_TEX_REACH)).astype(bool)
+    added = (_backdrop_connected(backdrop | smooth, backdrop) & ~backdrop).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(added, connectivity=4)
     if n > 1:
-        inscribed = cv2.distanceTransform(rest, cv2.DIST_L2, 3)
-        widest = np.zeros(n, np.float32)
-        np.maximum.at(widest, labels.ravel(), inscribed.ravel())
-        thin = widest <= _THIN
-        thin[0] = False
-        backdrop |= thin[labels]
+        # a surface, not the faint top of a light cap whose outline fades into the backdrop
+        wide = stats[:, cv2.CC_STAT_AREA] >= _SURFACE * added.size
+        wide[0] = False
+        backdrop |= wide[labels]
+    # what is neither: the steep penumbra at a base (thin) or a grey part of the product (wide)
+    backdrop = _absorb_thin(backdrop, fg)
     initial = ~backdrop
     sure = feat.colour > _SURE
     return initial, sure & initial
+
+
+def _absorb_thin(backdrop: np.ndarray, fg: np.ndarray) -> np.ndarray:
+    """Thin leftovers join the backdrop.
+
+    Regions that are neither backdrop nor foreground and no wider than ``_THIN`` pixels are
+    the steep penumbra at a product's base.
+    """
+    rest = (~backdrop & ~fg).astype(np.uint8)
+    n, labels = cv2.connectedComponents(rest, connectivity=8)
+    if n <= 1:
+        return backdrop
+    inscribed = cv2.distanceTransform(rest, cv2.DIST_L2, 3)
+    widest = np.zeros(n, np.float32)
+    np.maximum.at(widest, labels.ravel(), inscribed.ravel())
+    thin = widest <= _THIN
+    thin[0] = False
+    return backdrop | thin[labels]
 
 
 def _keep_main(mask: np.ndarray, share: float = 0.2, near: float = 0.01) -> np.ndarray:
@@ -344,6 +427,40 @@ def _keep_main(mask: np.ndarray, share: float = 0.2, near: float = 0.01) -> np.n
         gap = max(0, max(x, jx) - min(x + bw, jx + jw), max(y, jy) - min(y + bh, jy + jh))
         keep[j + 1] = j == main or (areas[j] >= share * areas[main] and gap <= near * diagonal)
     return keep[labels]
+
+
+def _detach(mask: np.ndarray) -> np.ndarray:
+    """Cut off a thick part that only touches the main object, off-centre (a scale card).
+
+    An opening as wide as a twentieth of the object's size separates parts joined by a thin
+    contact; a part with 2% to half of the main part's area that lies further from the centre
+    is cut away with what lies within the opening's reach of it. Thin parts of the object (a
+    handle) vanish in the opening without being cut, and two like halves are both kept.
+    """
+    area = int(mask.sum())
+    if area == 0:
+        return mask
+    r = int(np.clip(round(0.06 * np.sqrt(area)), 3, 15))
+    opened = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, _disk(r))
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    if n <= 2:
+        return mask
+    h, w = mask.shape
+    areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
+    offset = np.hypot(centroids[1:, 0] - w / 2, centroids[1:, 1] - h / 2) / float(np.hypot(h, w))
+    main = int(np.argmax(areas * np.exp(-((offset / 0.25) ** 2))))
+    cut = np.zeros(n, bool)
+    for j in range(n - 1):
+        share = areas[j] / areas[main]
+        cut[j + 1] = j != main and 0.12 <= share <= 0.5 and offset[j] > offset[main] + 0.02
+    if not cut.any():
+        return mask
+    reach = cv2.dilate(cut[labels].astype(np.uint8), _disk(r + 1)).astype(bool)
+    kept = mask & ~(reach & ~(labels == main + 1))
+    n, parts = cv2.connectedComponents(kept.astype(np.uint8), connectivity=8)
+    core = np.unique(parts[(labels == main + 1) & kept])
+    core = core[core > 0]
+    return np.isin(parts, core) if core.size else mask
 
 
 def _overlapping(mask: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -521,31 +638,70 @@ def estimate_mask(
         When ``rgb`` is not an ``(H, W, 3)`` uint8 image of at least 16 x 16 pixels, or
         ``border`` is outside (0, 0.25].
     """
+    rgb = _check_rgb(rgb)
+    if not 0.0 < border <= 0.25:
+        raise ValueError(f"border must be in (0, 0.25], got {border}")
+    start = time.perf_counter()
+    small, scale = _working_copy(rgb, max_side)
+    h, w = small.shape[:2]
+    band = _border_band(h, w, border)
+    feat = _features(small, band)
+    stats: dict[str, Any] = {"method": "border", **feat.stats, "working_size": [w, h]}
+    initial, sure = _classify(feat, band, _edge_step(h, w))
+    backdrop_like = (feat.colour <= _FG) & (feat.texture <= _TEX) & ~feat.shadow_like
+    return _refine(rgb, small, scale, initial, sure, backdrop_like, band, stats, start, edge_radius)
+
+
+def _check_rgb(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {rgb.dtype} {rgb.shape}")
     height, width = rgb.shape[:2]
     if min(height, width) < 16:
         raise ValueError(f"image of {width} x {height} pixels is too small to mask")
-    if not 0.0 < border <= 0.25:
-        raise ValueError(f"border must be in (0, 0.25], got {border}")
-    start = time.perf_counter()
+    return rgb
 
+
+def _working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """``(width, height)`` at which a photo is segmented."""
     scale = min(1.0, max_side / max(height, width))
-    if scale < 1.0:
-        size = (max(16, int(round(width * scale))), max(16, int(round(height * scale))))
-        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    else:
-        small = rgb
-    h, w = small.shape[:2]
-    band = _border_band(h, w, border)
-    feat = _features(small, band)
-    stats: dict[str, Any] = dict(feat.stats)
-    stats["working_size"] = [w, h]
+    if scale >= 1.0:
+        return width, height
+    return max(16, int(round(width * scale))), max(16, int(round(height * scale)))
 
+
+def _working_copy(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    height, width = rgb.shape[:2]
+    size = _working_size(width, height, max_side)
+    if size == (width, height):
+        return rgb, 1.0
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), size[0] / width
+
+
+def _edge_step(h: int, w: int) -> float:
     # a soft shadow's lightness changes by at most ~2% of L per pixel at this size
-    edge_step = 4.0 * max(1.0, 640.0 / max(h, w)) ** 0.5
-    initial, sure = _classify(feat, band, edge_step)
+    return 4.0 * max(1.0, 640.0 / max(h, w)) ** 0.5
+
+
+def _refine(
+    rgb: np.ndarray,
+    small: np.ndarray,
+    scale: float,
+    initial: np.ndarray,
+    sure: np.ndarray,
+    backdrop_like: np.ndarray,
+    band: np.ndarray,
+    stats: dict[str, Any],
+    start: float,
+    edge_radius: int,
+) -> MaskResult:
+    """From a first segmentation at working size to the final mask, its confidence and reason.
+
+    Keeps the main object, fills its holes, lets GrabCut settle the outline, brings the mask to
+    full size and snaps its edges; then judges the result.
+    """
+    height, width = rgb.shape[:2]
+    h, w = small.shape[:2]
     stats["band_foreground"] = round(float(initial[band].mean()), 4)
     if not sure.any() or sure.sum() < 0.0005 * h * w:
         stats["seconds"] = round(time.perf_counter() - start, 3)
@@ -559,8 +715,7 @@ def estimate_mask(
     mask = _keep_main(
         cv2.morphologyEx(initial.astype(np.uint8), cv2.MORPH_OPEN, _disk(1)).astype(bool)
     )
-    backdrop_like = (feat.colour <= _FG) & (feat.texture <= _TEX) & ~feat.shadow_like
-    mask = _fill_holes(mask, backdrop_like)
+    mask = _fill_holes(_detach(mask), backdrop_like)
     mask = _grabcut_band(small, mask, sure, edge_radius)
     mask = _fill_holes(_keep_main(mask), backdrop_like)
 
@@ -612,6 +767,350 @@ def estimate_mask(
     return MaskResult(mask, round(float(confidence), 3), reason, stats)
 
 
+# ------------------------------------------------------------------------------ still backdrops
+
+#: A camera group needs this many photos before what stays still in them is called backdrop.
+STATIC_MIN_PHOTOS = 4
+#: At most this many photos of a group build its backdrop (spread evenly over the group).
+_STATIC_MAX_FRAMES = 24
+#: A still backdrop matters (is "detected") when its textured part covers this much of the frame.
+_STATIC_TEXTURED = 0.12
+#: Misalignment (working pixels) tolerated between a photo and its still backdrop.
+_STATIC_SHIFT = 2
+#: Side of the thumbnails photos are grouped by, and the share of their border that must agree.
+_THUMB_SIDE, _THUMB_AGREE = 96, 0.7
+
+
+@dataclass(frozen=True, eq=False)
+class StaticBackdrop:
+    """What stays still in the photos of one fixed camera (a turntable shoot's ring).
+
+    Attributes
+    ----------
+    plate
+        ``(h, w, 3)`` float32 CIE Lab of the still backdrop at working size.
+    known
+        ``(h, w)`` bool: where the backdrop was seen still in enough photos to be known (not
+        where the product always stands).
+    sigma_light, sigma_chroma
+        Noise of a still pixel from photo to photo: of ``log(L + 16)`` and of the shading-free
+        chroma (see :func:`estimate_mask`).
+    still_fraction
+        Fraction of the frame that is known, still backdrop.
+    textured_fraction
+        Fraction of the frame that is still, known and textured (where SIFT finds features
+        that never move).
+    photos
+        Number of photos it was estimated from.
+    frames
+        ``(n, h, w, 3)`` float32 Lab of the photos (at most :data:`_STATIC_MAX_FRAMES`) it was
+        estimated from: a pixel another photo shows alike is backdrop too, where the product
+        stands in most photos and the backdrop is not known.
+    """
+
+    plate: np.ndarray = field(repr=False)
+    known: np.ndarray = field(repr=False)
+    sigma_light: float
+    sigma_chroma: float
+    still_fraction: float
+    textured_fraction: float
+    photos: int
+    frames: np.ndarray = field(repr=False)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the working size."""
+        return int(self.plate.shape[1]), int(self.plate.shape[0])
+
+    @property
+    def detected(self) -> bool:
+        """Whether the still backdrop is textured enough to mislead SfM (a turntable shoot)."""
+        return self.textured_fraction >= _STATIC_TEXTURED
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    lab = cv2.cvtColor(rgb.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
+    return cv2.GaussianBlur(lab, (0, 0), 0.7)
+
+
+def _log_chroma(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``log(L + 16)`` and the shading-free chroma of a Lab image (as :func:`_features`)."""
+    lp = lab[..., 0] + np.float32(16.0)
+    return np.log(lp), lab[..., 1:] * (np.float32(100.0) / lp)[..., None]
+
+
+def thumbnail(rgb: np.ndarray) -> np.ndarray:
+    """Small greyscale copy of a photo that :func:`group_by_camera` compares.
+
+    Parameters
+    ----------
+    rgb
+        ``(H, W, 3)`` uint8 photo.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 grey, longest side :data:`_THUMB_SIDE` pixels.
+    """
+    rgb = _check_rgb(rgb)
+    height, width = rgb.shape[:2]
+    size = _working_size(width, height, _THUMB_SIDE)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def group_by_camera(
+    thumbs: list[np.ndarray], sizes: list[tuple[int, int]], *, border: float = 0.12
+) -> list[list[int]]:
+    """Group photos taken by a camera that did not move: same size, near-identical borders.
+
+    Parameters
+    ----------
+    thumbs
+        :func:`thumbnail` of each photo.
+    sizes
+        ``(width, height)`` of each photo.
+    border
+        Width of the compared border band (fraction of each side); the product may reach into
+        it in some photos, so :data:`_THUMB_AGREE` of it must agree, within 12 grey levels.
+
+    Returns
+    -------
+    list of list of int
+        Photo indices per group, in input order; every photo is in exactly one group.
+    """
+    groups: list[list[int]] = []
+    for i, (thumb, size) in enumerate(zip(thumbs, sizes, strict=True)):
+        band = _border_band(thumb.shape[0], thumb.shape[1], border)
+        for group in groups:
+            j = group[0]
+            if sizes[j] != size or thumbs[j].shape != thumb.shape:
+                continue
+            diff = cv2.blur(np.abs(thumb - thumbs[j]), (3, 3))
+            if float((diff[band] < 12.0).mean()) >= _THUMB_AGREE:
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def static_backdrop(frames: list[np.ndarray]) -> StaticBackdrop:
+    """Estimate the still backdrop of photos from a camera that did not move.
+
+    Each pixel's backdrop is the colour that most photos agree on (a mode, not a median: the
+    product turns through a pixel in front of the backdrop, and a plain part of a turning
+    product agrees with itself). Where fewer than a quarter of the photos (and three) agree,
+    the backdrop is unknown there: the product always stands there.
+
+    Parameters
+    ----------
+    frames
+        At least :data:`STATIC_MIN_PHOTOS` ``(h, w, 3)`` uint8 photos of one size, at the working
+        size the masks are computed at.
+
+    Returns
+    -------
+    StaticBackdrop
+
+    Raises
+    ------
+    ValueError
+        With too few photos or photos of different sizes.
+    """
+    if len(frames) < STATIC_MIN_PHOTOS:
+        raise ValueError(f"need at least {STATIC_MIN_PHOTOS} photos, got {len(frames)}")
+    if len({f.shape for f in frames}) != 1:
+        raise ValueError("the photos of a still backdrop must all have the same size")
+    step = len(frames) / min(len(frames), _STATIC_MAX_FRAMES)
+    picked = [frames[int(k * step)] for k in range(min(len(frames), _STATIC_MAX_FRAMES))]
+    stack = np.stack([_lab(_check_rgb(f)) for f in picked])
+    n, h, w, _ = stack.shape
+    planes = np.ascontiguousarray(stack.transpose(3, 0, 1, 2))  # channel planes: faster
+
+    def sq_dist(i: int, j: int) -> np.ndarray:
+        return sum((planes[c, i] - planes[c, j]) ** 2 for c in range(3))
+
+    # noise between photos, from the pixels that match another photo best (mostly backdrop)
+    nearest = np.min([sq_dist(0, j) for j in range(1, n)], axis=0)
+    tol = float(np.clip(3.0 * np.sqrt(np.median(nearest)), 1.5, 8.0))
+    support = np.ones((n, h, w), np.int16)
+    for i in range(n):
+        for j in range(i + 1, n):
+            close = sq_dist(i, j) < tol * tol
+            support[i] += close
+            support[j] += close
+    best = np.argmax(support, axis=0)
+    best_support = np.take_along_axis(support, best[None], axis=0)[0]
+    mode = np.take_along_axis(stack, best[None, :, :, None], axis=0)[0]
+    agree = np.linalg.norm(stack - mode[None], axis=-1) < tol
+    count = np.maximum(agree.sum(axis=0), 1).astype(np.float32)
+    plate = (stack * agree[..., None]).sum(axis=0) / count[..., None]
+    known = best_support >= max(3, int(np.ceil(0.25 * n)))
+
+    lam_p, chroma_p = _log_chroma(plate)
+    dl, dc = [], []
+    for k in range(n):
+        lam, chroma = _log_chroma(stack[k])
+        use = agree[k] & known
+        dl.append((lam - lam_p)[use][::97])
+        dc.append(np.linalg.norm(chroma - chroma_p, axis=-1)[use][::97])
+    light = np.concatenate(dl) if dl else np.zeros(0)
+    sigma_light = _robust_sigma(light, _FLOOR_LIGHT)
+    sigma_chroma = _spread(np.concatenate(dc)) if dc else _FLOOR_CHROMA
+
+    mean = cv2.blur(plate[..., 0], (5, 5))
+    local_sd = np.sqrt(np.maximum(cv2.blur(plate[..., 0] ** 2, (5, 5)) - mean**2, 0.0))
+    textured = known & (local_sd > max(2.0, 4.0 * tol / 3.0))
+    return StaticBackdrop(
+        plate.astype(np.float32),
+        known,
+        round(float(sigma_light), 5),
+        round(float(sigma_chroma), 4),
+        round(float(known.mean()), 4),
+        round(float(textured.mean()), 4),
+        len(frames),
+        stack,
+    )
+
+
+def _static_features(small: np.ndarray, backdrop: StaticBackdrop) -> _Features:
+    """Evidence that a photo differs from its still backdrop, as :class:`_Features`.
+
+    A photo is compared with the range of the backdrop's values within :data:`_STATIC_SHIFT`
+    pixels (3 x 3 patches), so a camera nudged a little, or a backdrop a pixel off, is still
+    backdrop;
+    and with each other photo of the camera unshifted, so that backdrop the product hides in
+    most photos is still recognised where one other photo shows it alike. A pixel that is
+    only darker than the backdrop, with its chroma, is shadow-like.
+    """
+    lab = _lab(small)
+    lam, chroma = _log_chroma(lab)
+    sl, sc = np.float32(backdrop.sigma_light), np.float32(backdrop.sigma_chroma)
+
+    def evidence(residual: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Any difference, and the difference a shadow does not explain (backdrop spreads)."""
+        dist_c = dist * np.exp(np.minimum(residual, np.float32(0.0))) / sc
+        light = residual / sl
+        anyway = np.sqrt(dist_c**2 + light**2)
+        beyond = (-residual - np.float32(_SHADOW_DEPTH)) / sl
+        shadowed = np.where(light < -_FG, np.maximum(dist_c, beyond), anyway)
+        return cv2.blur(anyway, (3, 3)), cv2.blur(shadowed, (3, 3))
+
+    def outside(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        return np.where(value > high, value - high, np.where(value < low, value - low, 0.0))
+
+    # the backdrop's range of values within the shift window, over the known pixels only
+    kernel = np.ones((2 * _STATIC_SHIFT + 1,) * 2, np.uint8)
+    big = np.float32(1e6)
+    lam_p, chroma_p = _log_chroma(backdrop.plate)
+    channels = [lam_p, chroma_p[..., 0], chroma_p[..., 1]]
+    values = [lam, chroma[..., 0], chroma[..., 1]]
+    excess = []
+    for value, plate in zip(values, channels, strict=True):
+        high = cv2.dilate(np.where(backdrop.known, plate, -big), kernel)
+        low = cv2.erode(np.where(backdrop.known, plate, big), kernel)
+        excess.append(outside(value, low, high).astype(np.float32))
+    full, colour = evidence(excess[0], np.hypot(excess[1], excess[2]))
+    # where the backdrop is unknown the product stands in most photos: probable foreground
+    unknown = ~cv2.dilate(backdrop.known.astype(np.uint8), kernel).astype(bool)
+    full[unknown] = colour[unknown] = np.float32(0.5 * (_FG + _SURE))
+
+    ys, xs = np.nonzero(full > _FG)
+    if ys.size:
+        h, w = lam.shape
+        y0, y1 = max(0, ys.min() - 2), min(h, ys.max() + 3)
+        x0, x1 = max(0, xs.min() - 2), min(w, xs.max() + 3)
+        crop = (slice(y0, y1), slice(x0, x1))
+        for other in backdrop.frames:
+            if np.array_equal(other, lab):
+                continue  # the photo itself
+            lam_o, chroma_o = _log_chroma(other[crop])
+            dist = np.linalg.norm(chroma[crop] - chroma_o, axis=-1)
+            anyway, _ = evidence(lam[crop] - lam_o, dist)
+            np.minimum(full[crop], anyway, out=full[crop])
+            np.minimum(colour[crop], anyway, out=colour[crop])
+    shadow_like = (full > _FG) & (colour <= _FG)
+    sharp = cv2.GaussianBlur(lab[..., 0], (0, 0), 0.5)
+    gx = cv2.Sobel(sharp, cv2.CV_32F, 1, 0, ksize=3) * np.float32(0.125)
+    gy = cv2.Sobel(sharp, cv2.CV_32F, 0, 1, ksize=3) * np.float32(0.125)
+    stats = {
+        "still_fraction": backdrop.still_fraction,
+        "still_textured_fraction": backdrop.textured_fraction,
+    }
+    return _Features(colour, shadow_like, np.zeros_like(colour), cv2.magnitude(gx, gy), stats)
+
+
+def _classify_static(feat: _Features, edge_step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Initial and sure foreground against a still backdrop.
+
+    What matches the backdrop is backdrop, however busy; a shadow-like pixel is backdrop when a
+    smooth path joins it to backdrop that matches outright (as in :func:`_classify`).
+    """
+    fg = feat.colour > _FG
+    matches = ~fg & ~feat.shadow_like
+    passable = matches | (feat.shadow_like & (feat.gradient < edge_step))
+    backdrop = _backdrop_connected(passable, matches)
+    backdrop = _absorb_thin(backdrop, fg)
+    initial = ~backdrop
+    return initial, (feat.colour > _SURE) & initial
+
+
+def estimate_mask_static(
+    rgb: np.ndarray,
+    backdrop: StaticBackdrop,
+    *,
+    max_side: int = 640,
+    edge_radius: int = 2,
+) -> MaskResult:
+    """Estimate the product's mask in a photo whose camera and backdrop stood still.
+
+    What differs from the still backdrop (:func:`static_backdrop`) is the product; a soft
+    shadow on the backdrop is not. The outline is then settled as in :func:`estimate_mask`.
+
+    Parameters
+    ----------
+    rgb
+        ``(H, W, 3)`` uint8 RGB photo, one of those the backdrop was estimated from (or another
+        photo from the same camera).
+    backdrop
+        The still backdrop of the photo's camera.
+    max_side
+        Longest side of the working size: the backdrop's size must be this photo's.
+    edge_radius
+        Half-width in working pixels of the band GrabCut settles along the outline.
+
+    Returns
+    -------
+    MaskResult
+        As :func:`estimate_mask`; ``stats["method"]`` is ``"static"``.
+
+    Raises
+    ------
+    ValueError
+        When ``rgb`` is not an ``(H, W, 3)`` uint8 image, or its working size is not the
+        backdrop's.
+    """
+    rgb = _check_rgb(rgb)
+    start = time.perf_counter()
+    small, scale = _working_copy(rgb, max_side)
+    h, w = small.shape[:2]
+    if (w, h) != backdrop.size:
+        raise ValueError(
+            f"photo of working size {w} x {h} does not fit a still backdrop of "
+            f"{backdrop.size[0]} x {backdrop.size[1]}"
+        )
+    feat = _static_features(small, backdrop)
+    stats: dict[str, Any] = {"method": "static", **feat.stats, "working_size": [w, h]}
+    initial, sure = _classify_static(feat, _edge_step(h, w))
+    backdrop_like = (feat.colour <= _FG) & ~feat.shadow_like
+    band = _border_band(h, w, 0.02)
+    return _refine(rgb, small, scale, initial, sure, backdrop_like, band, stats, start, edge_radius)
+
+
+# ------------------------------------------------------------------------------ the stage
+
+
 def mask_path_for(work_dir: Path, name: str) -> Path:
     """Where the mask of image ``name`` is written (as ingest writes masks from files).
 
@@ -630,107 +1129,273 @@ def mask_path_for(work_dir: Path, name: str) -> Path:
     return Path(work_dir) / MASKS_FOLDER / f"{name}.png"
 
 
+def _overrides(cfg: MaskConfig, images: tuple[ImageRecord, ...]) -> dict[str, Path]:
+    """Painted masks by image name; the folder must exist when one is configured."""
+    if not cfg.override_dir:
+        return {}
+    folder = Path(cfg.override_dir)
+    if not folder.is_dir():
+        raise InputError(
+            f"The folder of painted masks '{folder}' does not exist: choose it again, or clear "
+            "the painted-masks setting."
+        )
+    found = {}
+    for rec in images:
+        path = folder / f"{rec.name}.png"
+        if path.is_file():
+            found[rec.name] = path
+    return found
+
+
+def _read_override(path: Path, rec: ImageRecord) -> np.ndarray:
+    """A painted mask at the photo's working size, 0 / 255."""
+    try:
+        mask = read_mask(path)
+    except ImageReadError as exc:
+        raise InputError(
+            f"The painted mask '{path}' cannot be read ({exc.reason}): paint it again or delete it."
+        ) from exc
+    mh, mw = mask.shape
+    if abs(mh * rec.width - mw * rec.height) > 0.02 * mw * rec.height:
+        raise InputError(
+            f"The painted mask '{path}' is {mw} x {mh} pixels, not the shape of photo "
+            f"{rec.name} ({rec.width} x {rec.height}): paint it again on that photo or delete it."
+        )
+    return binarize_mask(mask, rec.width, rec.height)
+
+
+def _turntables(
+    images: tuple[ImageRecord, ...],
+    wanted: set[str],
+    max_side: int,
+    cancel: CancelToken | None,
+) -> tuple[dict[str, StaticBackdrop], dict[str, Any]]:
+    """Still backdrops of fixed cameras, by the name of each photo they cover; the report."""
+    readable, thumbs, sizes = [], [], []
+    for rec in images:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        try:
+            rgb, _ = read_image(rec.working_path)
+            thumbs.append(thumbnail(rgb))
+        except (ImageReadError, ValueError):
+            continue
+        readable.append(rec)
+        sizes.append((rgb.shape[1], rgb.shape[0]))
+    found: dict[str, StaticBackdrop] = {}
+    groups, photos, still = 0, 0, []
+    for group in group_by_camera(thumbs, sizes):
+        members = [readable[i] for i in group]
+        if len(members) < STATIC_MIN_PHOTOS or not any(r.name in wanted for r in members):
+            continue
+        step = len(members) / min(len(members), _STATIC_MAX_FRAMES)
+        picked = [members[int(k * step)] for k in range(min(len(members), _STATIC_MAX_FRAMES))]
+        frames = []
+        for rec in picked:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            frames.append(_working_copy(read_image(rec.working_path)[0], max_side)[0])
+        backdrop = static_backdrop(frames)
+        logger.info(
+            "camera group of %d photos (%s ...): %.0f%% of the frame still, %.0f%% still and "
+            "textured",
+            len(members),
+            members[0].name,
+            100 * backdrop.still_fraction,
+            100 * backdrop.textured_fraction,
+        )
+        if backdrop.detected:
+            groups += 1
+            photos += len(members)
+            still.append(backdrop.still_fraction)
+            found.update({r.name: backdrop for r in members})
+    if not groups:
+        return found, no_turntable()
+    report = {
+        "detected": True,
+        "groups": groups,
+        "photos": photos,
+        "static_fraction": round(float(np.mean(still)), 3),
+        "note": (
+            f"Turntable shoot detected: {photos} photos share a fixed background"
+            + (f" ({groups} camera positions)" if groups > 1 else "")
+            + "; it was masked out so the cameras are solved from the product."
+        ),
+    }
+    return found, report
+
+
 def run(
     ingest: IngestResult,
     work_dir: Path,
+    cfg: MaskConfig,
     *,
-    border: float = 0.04,
-    max_side: int = 640,
-    min_confidence: float = MIN_CONFIDENCE,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
 ) -> MaskStageResult:
-    """Compute a mask for every image that has none from a file.
+    """Give every photo its mask: switched off, painted by the user, from a file, or automatic.
+
+    Per photo, the first that applies:
+
+    1. its name is in ``cfg.disabled``: no mask (the whole photo is used);
+    2. ``cfg.override_dir/<name>.png`` exists: the user's painted mask (255 = product, resized
+       nearest to the working copy);
+    3. ingest found a mask file for it (``mask_path`` set): kept as it is;
+    4. ``cfg.enabled``: an automatic mask, from the still backdrop of its camera when the
+       photos are a turntable shoot (``cfg.static_background``, :func:`static_backdrop`),
+       else from the backdrop along its borders (:func:`estimate_mask`); a mask less confident
+       than ``cfg.min_confidence`` is not used.
+
+    COLMAP 4.2.1 (pycolmap ``extract_features`` with ``ImageReaderOptions.mask_path``) leaves
+    out every photo whose mask file is missing ("MASK_ERROR: Failed to read the mask file").
+    So once any photo has a mask, each photo without one gets an all-255 mask file (it keeps
+    ``mask_path = None``: nothing is masked out of it) and is listed in ``whole``.
 
     Parameters
     ----------
     ingest
-        Output of the ingest stage; images with a ``mask_path`` (from a file) are left as they
-        are.
+        Output of the ingest stage.
     work_dir
         The work folder; masks are written to ``work_dir/masks/<name>.png`` (0 / 255, working
         size).
-    border, max_side
-        Passed to :func:`estimate_mask`.
-    min_confidence
-        Masks less confident than this are not used: the image keeps no mask (all of it is
-        used), and the reason is returned in ``failed``.
+    cfg
+        The masks stage's settings.
     progress
-        Called with a :class:`ProgressEvent` (stage ``"masks"``) after each image.
+        Called with a :class:`ProgressEvent` (stage ``"masks"``) at the start and after each
+        image.
     cancel
-        Checked before each image.
+        Checked before each image (and each photo read for a turntable's backdrop).
 
     Returns
     -------
     MaskStageResult
-        Updated records, what was computed, what failed and why, per-image stats.
+        Updated records, where each mask came from, what failed and why, the turntable report
+        and per-image stats.
 
     Raises
     ------
     Cancelled
         When ``cancel`` is cancelled.
+    InputError
+        When the painted-masks folder is missing, or a painted mask is unreadable or does not
+        fit its photo.
     OutputError
         When a mask cannot be written.
     """
     work_dir = Path(work_dir)
     total = len(ingest.images)
     progress(ProgressEvent(STAGE, 0, total, f"masking {total} photos"))
+    overrides = _overrides(cfg, ingest.images)
+    switched_off = set(cfg.disabled)
+    wanted = {
+        rec.name
+        for rec in ingest.images
+        if rec.name not in switched_off and rec.name not in overrides and rec.mask_path is None
+    }
+    backdrops: dict[str, StaticBackdrop] = {}
+    turntable = no_turntable()
+    if cfg.enabled and cfg.static_background and wanted and total >= STATIC_MIN_PHOTOS:
+        backdrops, turntable = _turntables(ingest.images, wanted, cfg.max_side, cancel)
+        if turntable["detected"]:
+            logger.info("%s", turntable["note"])
+
     images: list[ImageRecord] = []
     computed: list[str] = []
     from_files: list[str] = []
+    user: list[str] = []
+    disabled: list[str] = []
     failed: list[tuple[str, str]] = []
     stats: dict[str, dict[str, Any]] = {}
     for index, rec in enumerate(ingest.images):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        if rec.mask_path is not None:
+        target = mask_path_for(work_dir, rec.name)
+        if rec.name in switched_off:
+            target.unlink(missing_ok=True)
+            images.append(dataclasses.replace(rec, mask_path=None))
+            disabled.append(rec.name)
+            message = f"{rec.name}: mask switched off"
+        elif rec.name in overrides:
+            write_png(target, _read_override(overrides[rec.name], rec), compress_level=6)
+            images.append(dataclasses.replace(rec, mask_path=target))
+            user.append(rec.name)
+            message = f"{rec.name}: painted mask"
+        elif rec.mask_path is not None:
             images.append(rec)
             from_files.append(rec.name)
-            progress(ProgressEvent(STAGE, index + 1, total, f"{rec.name}: mask from file"))
-            continue
-        target = mask_path_for(work_dir, rec.name)
-        try:
-            rgb, _ = read_image(rec.working_path)
-            result = estimate_mask(rgb, border=border, max_side=max_side)
-        except (ImageReadError, ValueError) as exc:
-            result = MaskResult(
-                np.zeros((rec.height, rec.width), bool), 0.0, f"could not be masked ({exc})"
-            )
-        stats[rec.name] = {**result.stats, "confidence": result.confidence}
-        if result.confidence >= min_confidence and result.mask.any():
-            if result.mask.shape != (rec.height, rec.width):
-                result = dataclasses.replace(
-                    result,
-                    mask=cv2.resize(
-                        result.mask.astype(np.uint8),
-                        (rec.width, rec.height),
-                        interpolation=cv2.INTER_NEAREST,
-                    ).astype(bool),
-                )
-            write_png(target, np.where(result.mask, 255, 0).astype(np.uint8), compress_level=6)
-            images.append(dataclasses.replace(rec, mask_path=target))
-            computed.append(rec.name)
-            if result.reason:
-                logger.info(
-                    "%s: mask kept (confidence %.2f): %s",
-                    rec.name,
-                    result.confidence,
-                    result.reason,
-                )
-            message = f"{rec.name}: masked ({result.mask.mean():.0%} of the photo)"
-        else:
-            # a stale automatic mask would be applied by COLMAP
-            target.unlink(missing_ok=True)
+            message = f"{rec.name}: mask from file"
+        elif not cfg.enabled:
+            target.unlink(missing_ok=True)  # a stale automatic mask would be applied by COLMAP
             images.append(rec)
-            reason = result.reason or f"confidence {result.confidence:.2f} is too low"
-            failed.append((rec.name, reason))
-            logger.warning("%s: no automatic mask: %s", rec.name, reason)
             message = f"{rec.name}: no mask"
+        else:
+            result = _automatic(rec, backdrops.get(rec.name), cfg)
+            stats[rec.name] = {**result.stats, "confidence": result.confidence}
+            if result.confidence >= cfg.min_confidence and result.mask.any():
+                write_png(target, np.where(result.mask, 255, 0).astype(np.uint8), compress_level=6)
+                images.append(dataclasses.replace(rec, mask_path=target))
+                computed.append(rec.name)
+                if result.reason:
+                    logger.info(
+                        "%s: mask kept (confidence %.2f): %s",
+                        rec.name,
+                        result.confidence,
+                        result.reason,
+                    )
+                message = f"{rec.name}: masked ({result.mask.mean():.0%} of the photo)"
+            else:
+                target.unlink(missing_ok=True)
+                images.append(rec)
+                reason = result.reason or f"confidence {result.confidence:.2f} is too low"
+                failed.append((rec.name, reason))
+                logger.warning("%s: no automatic mask: %s", rec.name, reason)
+                message = f"{rec.name}: no mask"
         progress(ProgressEvent(STAGE, index + 1, total, message))
+
+    whole: list[str] = []
+    if any(rec.mask_path is not None for rec in images):
+        for rec in images:
+            if rec.mask_path is None:
+                full = np.full((rec.height, rec.width), 255, np.uint8)
+                write_png(mask_path_for(work_dir, rec.name), full, compress_level=6)
+                whole.append(rec.name)
     logger.info(
-        "masks: %d computed, %d from files, %d without a mask",
+        "masks: %d computed, %d from files, %d painted, %d switched off, %d without a mask",
         len(computed),
         len(from_files),
+        len(user),
+        len(disabled),
         len(failed),
     )
-    return MaskStageResult(tuple(images), tuple(computed), tuple(from_files), tuple(failed), stats)
+    return MaskStageResult(
+        tuple(images),
+        tuple(computed),
+        tuple(from_files),
+        tuple(failed),
+        stats,
+        tuple(user),
+        tuple(disabled),
+        tuple(whole),
+        turntable,
+    )
+
+
+def _automatic(rec: ImageRecord, backdrop: StaticBackdrop | None, cfg: MaskConfig) -> MaskResult:
+    """The automatic mask of one photo at its working size (a failed result if unreadable)."""
+    try:
+        rgb, _ = read_image(rec.working_path)
+        if backdrop is not None:
+            result = estimate_mask_static(rgb, backdrop, max_side=cfg.max_side)
+        else:
+            result = estimate_mask(rgb, border=cfg.border, max_side=cfg.max_side)
+    except (ImageReadError, ValueError) as exc:
+        reason = exc.reason if isinstance(exc, ImageReadError) else str(exc)
+        return MaskResult(
+            np.zeros((rec.height, rec.width), bool), 0.0, f"could not be masked ({reason})"
+        )
+    if result.mask.shape != (rec.height, rec.width):
+        mask = cv2.resize(
+            result.mask.astype(np.uint8), (rec.width, rec.height), interpolation=cv2.INTER_NEAREST
+        ).astype(bool)
+        result = dataclasses.replace(result, mask=mask)
+    return result

@@ -31,9 +31,9 @@ from engine.export import (
     write_report,
     write_viewer,
 )
-from engine.export.plotly_html import CAMERA_BUTTON_LABEL, EMPTY_NOTE
+from engine.export.plotly_html import CAMERA_BUTTON_LABEL, EMPTY_NOTE, MESH_BUTTON_LABEL
 from engine.export.ply import VERTEX_DTYPE
-from engine.types import CameraPose, PointCloud, RunReport
+from engine.types import CameraPose, Mesh, PointCloud, RunReport
 
 EXPECTED_HEADER = [
     "ply",
@@ -121,6 +121,22 @@ def _bottle(n: int, seed: int = 0) -> PointCloud:
     rgb = np.where(((z + 0.5) * 8).astype(int)[:, None] % 2 == 0, [[220, 30, 30]], [[30, 200, 60]])
     rgb[th < 0.3] = [40, 80, 230]
     return PointCloud(xyz, rgb.astype(np.uint8))
+
+
+def _two_tone_sphere(radius: float = 0.45) -> Mesh:
+    """A sphere, red above z = 0 and green below (vertex colours), centred on the origin."""
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=radius)
+    v = np.asarray(sphere.vertices, np.float64)
+    colours = np.where(v[:, 2:] > 0, [[220, 30, 30]], [[30, 200, 60]]).astype(np.uint8)
+    return Mesh(v, np.asarray(sphere.faces, np.int32), colours)
+
+
+def _blue_cloud(n: int) -> PointCloud:
+    rng = np.random.default_rng(3)
+    xyz = rng.normal(size=(n, 3)) * 0.25
+    return PointCloud(xyz.astype(np.float32), np.tile([[40, 80, 230]], (n, 1)).astype(np.uint8))
 
 
 def _figure_from_html(page: str) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
@@ -406,6 +422,38 @@ def test_viewer_escapes_title_and_strips_paths(tmp_path: Path) -> None:
     assert data[1]["text"][0] == "IMG_1.JPG"
 
 
+def test_viewer_with_mesh_and_dimensions(tmp_path: Path) -> None:
+    mesh = _two_tone_sphere()
+    info = write_viewer(tmp_path / "v.html", _blue_cloud(3000), _ring_cameras(6), title="Ball",
+                        mesh=mesh, dimensions_mm=(90.4, 90.0, 90.2))
+    assert info["mesh_triangles"] == mesh.num_triangles
+    page = (tmp_path / "v.html").read_text(encoding="utf-8")
+    assert not re.search(r"""src\s*=\s*["']?https?:""", page, flags=re.IGNORECASE)
+    data, layout, _ = _figure_from_html(page)
+    assert len(data) == 4 and data[3]["type"] == "mesh3d"
+    faces = np.stack([_array(data[3][k]) for k in "ijk"], axis=1)
+    np.testing.assert_array_equal(faces, mesh.faces)
+    np.testing.assert_allclose(_array(data[3]["x"]), mesh.vertices[:, 0])
+    colours = data[3]["vertexcolor"]
+    assert len(colours) == len(mesh) and colours[0] in ("#dc1e1e", "#1ec83c")
+    # the page opens on the mesh; the points wait behind the toggle
+    assert data[0]["visible"] == "legendonly" and data[3].get("visible", True) is True
+    camera_menu, mesh_menu = layout["updatemenus"]
+    assert camera_menu["buttons"][0]["label"] == CAMERA_BUTTON_LABEL
+    button = mesh_menu["buttons"][0]
+    assert button["label"] == MESH_BUTTON_LABEL and mesh_menu["active"] == -1
+    assert button["args"] == [{"visible": [True, "legendonly"]}, [0, 3]]
+    assert button["args2"] == [{"visible": ["legendonly", True]}, [0, 3]]
+    assert "Ball" in layout["title"]["text"] and "90 × 90 × 90 mm" in layout["title"]["text"]
+
+    # an empty cloud with a mesh: the view frames the mesh, no "no points" note
+    write_viewer(tmp_path / "e.html", PointCloud.empty(), (), title="t", mesh=mesh)
+    _, layout, _ = _figure_from_html((tmp_path / "e.html").read_text(encoding="utf-8"))
+    assert "annotations" not in layout
+    lo, hi = layout["scene"]["xaxis"]["range"]
+    assert lo < -0.4 and hi > 0.4
+
+
 # --------------------------------------------------------------------------- Chromium
 
 CHROMIUM = (
@@ -635,6 +683,84 @@ def test_viewer_renders_in_headless_chromium(tmp_path: Path) -> None:
             requests.append(params["request"]["url"])
     assert errors == []
     assert requests and all(u.startswith(("file:", "data:", "blob:")) for u in requests), requests
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)"
+)
+def test_viewer_mesh_renders_and_toggles_in_headless_chromium(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "viewer.html"
+    write_viewer(path, _blue_cloud(20_000), _ring_cameras(8, radius=2.0, height=0.8),
+                 title="Ball", mesh=_two_tone_sphere(), show_cameras=False)
+    assert CHROMIUM is not None
+    chrome = _Chromium(CHROMIUM)
+    state_js = """(() => {
+      const gd = document.getElementById('vitrine-viewer');
+      const scene = gd && gd._fullLayout && gd._fullLayout.scene && gd._fullLayout.scene._scene;
+      return {glplot: !!(scene && scene.glplot),
+              meshType: gd && gd._fullData && gd._fullData[3] ? gd._fullData[3].type : null,
+              pointsVisible: gd && gd.data ? gd.data[0].visible : null,
+              meshVisible: gd && gd.data && gd.data[3] ? gd.data[3].visible : null};
+    })()"""
+
+    def shot() -> np.ndarray:
+        time.sleep(0.7)
+        png = chrome.send("Page.captureScreenshot", {"format": "png"}, session=session)
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(png["data"]))).convert("RGB"))
+
+    try:
+        target = chrome.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = chrome.send("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
+        chrome.send("Runtime.enable", session=session)
+        chrome.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
+        chrome.send("Page.navigate", {"url": path.as_uri()}, session=session)
+        deadline = time.monotonic() + 90
+        state: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            state = _evaluate(chrome, session, state_js) or {}
+            if state.get("glplot") and state.get("meshType"):
+                break
+            time.sleep(0.2)
+        assert state.get("meshType") == "mesh3d" and state["pointsVisible"] == "legendonly"
+        img = shot()
+        # shaded, so loosely: reddish and greenish pixels of the sphere, no blue points
+        r, g, b = (img[..., i].astype(int) for i in range(3))
+        red = int(((r > 120) & (g < 90) & (b < 90)).sum())
+        green = int(((g > 110) & (r < 90) & (b < 110)).sum())
+        blue = int(((b > 150) & (r < 90) & (g < 130)).sum())
+        assert red > 5_000 and green > 5_000 and blue < 200, (red, green, blue)
+
+        # the "Mesh / points" button swaps them
+        box = _evaluate(
+            chrome,
+            session,
+            "(() => { const b = [...document.querySelectorAll('.updatemenu-button')].find("
+            f"e => e.textContent.includes('{MESH_BUTTON_LABEL}'));"
+            " const r = b.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2];"
+            " })()",
+        )
+        for kind in ("mousePressed", "mouseReleased"):
+            chrome.send(
+                "Input.dispatchMouseEvent",
+                {"type": kind, "x": box[0], "y": box[1], "button": "left", "clickCount": 1},
+                session=session,
+            )
+        img = shot()
+        state = _evaluate(chrome, session, state_js)
+        assert state["pointsVisible"] is True and state["meshVisible"] == "legendonly"
+        r, g, b = (img[..., i].astype(int) for i in range(3))
+        assert int(((b > 150) & (r < 90) & (g < 130)).sum()) > 5_000
+        assert int(((r > 120) & (g < 90) & (b < 90)).sum()) < 200
+    finally:
+        chrome.close()
 
 
 # --------------------------------------------------------------------------- report

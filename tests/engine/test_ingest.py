@@ -506,7 +506,7 @@ def test_decompression_bomb_guard(tmp_path):
     assert len(result.images) == 2
 
 
-def test_sharpness_is_lower_for_blurred_copy_and_warns(tmp_path):
+def test_sharpness_is_lower_for_blurred_copy(tmp_path):
     shoot = tmp_path / "shoot"
     sharp_rgb = texture(640, 480, 1)
     save(shoot / "sharp.png", sharp_rgb)
@@ -515,8 +515,8 @@ def test_sharpness_is_lower_for_blurred_copy_and_warns(tmp_path):
     recs = by_name(result)
     assert recs["sharp.png"].sharpness > 200
     assert recs["blurred.png"].sharpness < 10
-    blur_warnings = [w for w in result.warnings if "blurry" in w]
-    assert len(blur_warnings) == 1 and blur_warnings[0].startswith("blurred.png is probably blurry")
+    # judged against the whole set by the pre-flight checks (tests/engine/test_coverage.py)
+    assert not [w for w in result.warnings if "blurry" in w]
 
 
 def test_sharpness_is_measured_at_a_fixed_size():
@@ -525,7 +525,7 @@ def test_sharpness_is_measured_at_a_fixed_size():
     assert sharpness(rgb) == pytest.approx(sharpness(half), rel=1e-4)
 
 
-def test_clipping_fractions_and_warning(tmp_path):
+def test_clipping_fractions(tmp_path):
     rgb = texture(200, 100, 1)
     rgb = np.clip(rgb, 20, 230).astype(np.uint8)
     rgb[:, :80] = 0  # 40 % black
@@ -538,11 +538,7 @@ def test_clipping_fractions_and_warning(tmp_path):
     rec = by_name(result)["dark.png"]
     assert rec.dark_fraction == pytest.approx(0.40)
     assert rec.bright_fraction == pytest.approx(0.01)
-    clip = [w for w in result.warnings if "clipped" in w]
-    assert clip == [
-        "dark.png has 40% of its pixels clipped to black: details there cannot be "
-        "matched; adjust the exposure or lighting."
-    ]
+    assert not [w for w in result.warnings if "clipped" in w]  # the pre-flight's job
 
 
 # --------------------------------------------------------------------------- bad files

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 
 import cv2
 import numpy as np
+import pycolmap
 import pytest
 from PIL import Image
 
-from engine.config import IngestConfig
+from engine.config import IngestConfig, MaskConfig
+from engine.errors import InputError
 from engine.io import read_image, read_mask
 from engine.progress import Cancelled, CancelToken
 from engine.stages import ingest, masks
 from engine.stages.masks import MIN_CONFIDENCE, estimate_mask
-from tests.conftest import dataset
 
 #: Small scenes: two rings of six views at 400 x 300 (about 2 s each to render).
 SMALL = {"n_azimuth": 6, "elevations_deg": (15.0, 55.0), "width": 400, "height": 300}
@@ -177,16 +179,23 @@ def ingested(small_scene, tmp_path):
     return scene, result, work
 
 
+def gt_at(scene, name: str, size: tuple[int, int]) -> np.ndarray:
+    """Ground-truth mask of a view, at ``size`` (width, height)."""
+    index = [p.name for p in scene.image_paths].index(name)
+    return cv2.resize(read_mask(scene.mask_paths[index]), size, interpolation=cv2.INTER_AREA) > 127
+
+
 def test_run_writes_masks_and_honours_mask_files(ingested):
     scene, result, work = ingested
     events = []
-    out = masks.run(result, work, progress=events.append)
+    out = masks.run(result, work, MaskConfig(), progress=events.append)
     names = [rec.name for rec in result.images]
     assert [rec.name for rec in out.images] == names
     file_mask = result.images[1]
     assert out.images[1] is file_mask and out.from_files == (file_mask.name,)
     assert set(out.computed) == set(names) - {file_mask.name}
-    assert not out.failed
+    assert not out.failed and not out.user and not out.disabled and not out.whole
+    assert not out.turntable["detected"]  # a plain studio backdrop
     for rec, before in zip(out.images, result.images, strict=True):
         assert rec.mask_path == work / "masks" / f"{rec.name}.png"
         mask = read_mask(rec.mask_path)
@@ -194,14 +203,7 @@ def test_run_writes_masks_and_honours_mask_files(ingested):
         assert set(np.unique(mask)) <= {0, 255}
         if rec.name in out.computed:
             assert before.mask_path is None
-            index = [p.name for p in scene.image_paths].index(rec.name)
-            gt = (
-                cv2.resize(
-                    read_mask(scene.mask_paths[index]), (320, 240), interpolation=cv2.INTER_AREA
-                )
-                > 127
-            )
-            assert iou(mask > 127, gt) > 0.93
+            assert iou(mask > 127, gt_at(scene, rec.name, (320, 240))) > 0.93
             assert out.stats[rec.name]["confidence"] >= MIN_CONFIDENCE
     # the mask from the file is left as ingest wrote it
     assert read_mask(file_mask.mask_path)[120, 160] == 255
@@ -209,6 +211,118 @@ def test_run_writes_masks_and_honours_mask_files(ingested):
     assert [e.stage for e in events] == ["masks"] * 5
     assert [e.current for e in events] == [0, 1, 2, 3, 4]
     assert all(e.total == 4 for e in events)
+    report = out.to_report()
+    assert report == {
+        "computed": 3,
+        "from_files": 1,
+        "user": 0,
+        "disabled": 0,
+        "whole": 0,
+        "failed": [],
+        "turntable": {
+            "detected": False,
+            "groups": 0,
+            "photos": 0,
+            "static_fraction": 0.0,
+            "note": "",
+        },
+    }
+    json.dumps(report)
+
+
+def test_run_precedence_disabled_painted_file_automatic(ingested, tmp_path):
+    """Switched off beats painted beats file beats automatic, photo by photo."""
+    scene, result, work = ingested
+    first, second, third, fourth = (rec.name for rec in result.images)
+    painted = tmp_path / "painted"
+    painted.mkdir()
+    # painted at the photo's full size (400 x 300), a plain rectangle: resized nearest
+    art = np.zeros((300, 400), np.uint8)
+    art[100:200, 40:360] = 255
+    Image.fromarray(art).save(painted / f"{third}.png")
+    Image.fromarray(art).save(painted / f"{second}.png")  # beats the mask file
+    Image.fromarray(art).save(painted / f"{first}.png")  # but first is switched off
+    # a stale mask of the switched-off photo from an earlier run
+    (work / "masks" / f"{first}.png").write_bytes(b"stale")
+    cfg = MaskConfig(override_dir=str(painted), disabled=(first,))
+    out = masks.run(result, work, cfg)
+
+    assert out.disabled == (first,)
+    assert out.user == (second, third)
+    assert out.from_files == ()
+    assert out.computed == (fourth,)
+    recs = {rec.name: rec for rec in out.images}
+    assert recs[first].mask_path is None
+    expected = cv2.resize(art, (320, 240), interpolation=cv2.INTER_NEAREST)
+    for name in (second, third):
+        assert recs[name].mask_path == work / "masks" / f"{name}.png"
+        np.testing.assert_array_equal(read_mask(recs[name].mask_path), expected)
+    assert iou(read_mask(recs[fourth].mask_path) > 127, gt_at(scene, fourth, (320, 240))) > 0.93
+    # COLMAP drops a photo without a mask file once others have one: the switched-off photo
+    # gets an all-255 mask (the stale one is gone), and nothing is masked out of it
+    assert out.whole == (first,)
+    assert (read_mask(work / "masks" / f"{first}.png") == 255).all()
+    report = out.to_report()
+    assert (report["computed"], report["from_files"], report["user"], report["disabled"]) == (
+        1,
+        0,
+        2,
+        1,
+    )
+
+
+def test_run_with_masks_switched_off_keeps_only_given_masks(ingested):
+    _, result, work = ingested
+    out = masks.run(result, work, MaskConfig(enabled=False))
+    assert out.computed == () and out.from_files == (result.images[1].name,)
+    assert [rec.mask_path is None for rec in out.images] == [True, False, True, True]
+    # the three photos without a mask are used whole, with an all-255 mask for COLMAP
+    assert set(out.whole) == {result.images[i].name for i in (0, 2, 3)}
+    for i in (0, 2, 3):
+        assert (read_mask(work / "masks" / f"{result.images[i].name}.png") == 255).all()
+
+
+def test_painted_masks_must_exist_and_fit(ingested, tmp_path):
+    _, result, work = ingested
+    with pytest.raises(InputError, match="does not exist"):
+        masks.run(result, work, MaskConfig(override_dir=str(tmp_path / "nowhere")))
+    painted = tmp_path / "painted"
+    painted.mkdir()
+    name = result.images[0].name
+    Image.fromarray(np.zeros((100, 100), np.uint8)).save(painted / f"{name}.png")
+    with pytest.raises(InputError, match=f"{name}.png.*not the shape of photo"):
+        masks.run(result, work, MaskConfig(override_dir=str(painted)))
+    (painted / f"{name}.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="cannot be read"):
+        masks.run(result, work, MaskConfig(override_dir=str(painted)))
+
+
+def extracted(work, names: list[str]) -> set[str]:
+    """Names of the photos pycolmap extracts features from with the masks folder set."""
+    database = work / "probe.db"
+    database.unlink(missing_ok=True)
+    options = pycolmap.ImageReaderOptions()
+    options.mask_path = str(work / "masks")
+    pycolmap.extract_features(
+        database,
+        work / "images",
+        image_names=names,
+        reader_options=options,
+        device=pycolmap.Device.cpu,
+    )
+    with pycolmap.Database.open(str(database)) as db:
+        return {image.name for image in db.read_all_images()}
+
+
+def test_pycolmap_drops_photos_without_a_mask_file_so_run_fills_them(ingested):
+    """pycolmap 4.2.1 leaves out a photo whose mask file is missing (MASK_ERROR)."""
+    _, result, work = ingested
+    names = [rec.name for rec in result.images]
+    out = masks.run(result, work, MaskConfig(disabled=(names[0],)))
+    assert out.whole == (names[0],)
+    assert extracted(work, names) == set(names)
+    (work / "masks" / f"{names[0]}.png").unlink()
+    assert extracted(work, names) == set(names[1:])
 
 
 def test_run_cancels_between_images(ingested):
@@ -222,7 +336,7 @@ def test_run_cancels_between_images(ingested):
             token.cancel()
 
     with pytest.raises(Cancelled):
-        masks.run(result, work, progress=progress, cancel=token)
+        masks.run(result, work, MaskConfig(), progress=progress, cancel=token)
     assert seen == [0, 1]
     written = sorted(p.name for p in (work / "masks").glob("*.png"))
     # the first photo's mask and the mask from the file, nothing after the cancellation
@@ -238,30 +352,58 @@ def test_run_reports_failures_and_keeps_no_mask(tmp_path):
         Image.fromarray(plain).save(photos / f"plain{i}.png")
     work = tmp_path / "work"
     result = ingest.run([photos], IngestConfig(), work)
-    out = masks.run(result, work)
-    assert out.computed == ()
+    out = masks.run(result, work, MaskConfig())
+    assert out.computed == () and out.whole == ()
     assert [name for name, _ in out.failed] == ["plain0.png", "plain1.png"]
     assert all("no clear foreground" in reason for _, reason in out.failed)
     assert all(rec.mask_path is None for rec in out.images)
     assert not list((work / "masks").glob("*.png"))
     assert len(out.warnings) == 2
+    assert out.to_report()["failed"] == [
+        {"image": name, "reason": reason} for name, reason in out.failed
+    ]
 
 
-# ------------------------------------------------------------------------------ real photos
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_run_masks_every_scene_kind(small_scene, tmp_path, kind):
+    """Through the stage, on the 12 studio photos of each kind: IoU and no turntable."""
+    scene = small_scene(kind)
+    work = tmp_path / "work"
+    result = ingest.run([scene.image_dir], IngestConfig(), work)
+    out = masks.run(result, work, MaskConfig())
+    assert len(out.computed) == len(scene.image_paths) and not out.failed
+    assert not out.turntable["detected"]
+    scores = np.array(
+        [
+            iou(read_mask(rec.mask_path) > 127, gt_at(scene, rec.name, (rec.width, rec.height)))
+            for rec in out.images
+        ]
+    )
+    assert scores.min() >= 0.95, f"{kind}: IoU {np.round(scores, 3).tolist()}"
 
 
-@pytest.mark.realdata
-def test_socketed_axe_masks():
-    root = dataset("socketed_axe")
-    scores = []
-    for photo in sorted((root / "images").glob("*.jpg"))[::4]:
-        rgb, _ = read_image(photo, 800)
-        gt = read_mask(root / "masks" / f"{photo.stem}.png")
-        gt = cv2.resize(gt, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_AREA) > 127
-        scores.append(iou(estimate_mask(rgb).mask, gt))
-    scores = np.array(scores)
-    summary = f"socketed_axe IoU min {scores.min():.3f}, median {np.median(scores):.3f}"
-    # Measured 2026-11-24: median 0.74, min 0.46. The issue asks for 0.90, which this
-    # weight-free method does not reach here: a scale card touches the axe and the axe's
-    # shadow on the white block is bluish (not the backdrop's chroma). A regression guard only.
-    assert np.median(scores) >= 0.70, summary
+# ------------------------------------------------------------------------------ still backdrops
+
+
+def test_static_backdrop_needs_enough_photos_of_one_size():
+    frame = np.zeros((48, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="at least 4"):
+        masks.static_backdrop([frame] * 3)
+    with pytest.raises(ValueError, match="same size"):
+        masks.static_backdrop([frame] * 3 + [np.zeros((64, 48, 3), np.uint8)])
+
+
+def test_group_by_camera_splits_different_backdrops():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    b = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    noisy = [np.clip(x + rng.normal(0, 2, x.shape), 0, 255).astype(np.uint8) for x in (a, a, b)]
+    thumbs = [masks.thumbnail(x) for x in (*noisy, a)]
+    sizes = [(160, 120)] * 4
+    assert masks.group_by_camera(thumbs, sizes) == [[0, 1, 3], [2]]
+    assert masks.group_by_camera(thumbs, [(160, 120), (320, 240), (160, 120), (160, 120)]) == [
+        [0, 3],
+        [1],
+        [2],
+    ]

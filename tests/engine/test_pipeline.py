@@ -77,7 +77,7 @@ def test_cli_writes_every_file_of_the_contract(gps_photos, tmp_path, capsys):
     # Photos are named by their file names; each is either placed or has a reason.
     assert sorted(report["registered"] + list(report["unregistered"])) == photos
     assert len(report["registered"]) >= 0.9 * len(photos)
-    assert set(report["stage_seconds"]) == {"ingest", "sfm", "export"}
+    assert set(report["stage_seconds"]) == {"ingest", "masks", "sfm", "scale", "coverage", "export"}
     assert report["outputs"]["viewer.html"] == (out / "viewer.html").stat().st_size
 
     rec = pycolmap.Reconstruction(str(out / "sparse" / "0"))
@@ -103,11 +103,28 @@ def test_resume_skips_finished_stages_and_gives_the_same_model(small_scene, tmp_
     out = tmp_path / "run"
     cfg = preset("preview")
     first = reconstruct([small_scene.image_dir], out, cfg)
-    assert set(first.report.stage_seconds) == {"ingest", "sfm", "export"}
+    cheap = {"scale", "coverage", "export"}  # recomputed every run, from the stages before
+    assert set(first.report.stage_seconds) == {"ingest", "masks", "sfm"} | cheap
+    assert first.report.stages["masks"]["computed"] == len(small_scene.image_paths)
+    assert first.report.dimensions_mm is None  # no marker, no known size
+    assert first.report.stages["scale"]["source"] == "none"
     again = reconstruct([small_scene.image_dir], out, cfg)
-    assert set(again.report.stage_seconds) == {"export"}  # ingest and sfm resumed
+    assert set(again.report.stage_seconds) == cheap  # ingest, masks and sfm resumed
     assert sorted(again.sparse.cameras) == sorted(first.sparse.cameras)
     assert len(again.sparse.points) == len(first.sparse.points)
+    # A known height gives true dimensions without recomputing the model.
+    sized = reconstruct(
+        [small_scene.image_dir],
+        out,
+        cfg.replace(scale=dataclasses.replace(cfg.scale, known_dimension="height",
+                                              known_dimension_mm=220.0)),
+    )
+    assert set(sized.report.stage_seconds) == cheap
+    assert sized.report.stages["scale"]["source"] == "known_dimension"
+    width, depth, height = sized.report.dimensions_mm
+    assert height == pytest.approx(220.0, abs=0.1)
+    # sparse points of the box (160 x 100 x 220 mm): the footprint within a few percent
+    assert width == pytest.approx(160.0, rel=0.05) and depth == pytest.approx(100.0, rel=0.05)
     # A changed setting reruns the stages it affects.
     changed = reconstruct(
         [small_scene.image_dir], out, cfg.replace(sfm=SfMConfig(max_num_features=1024))
@@ -270,17 +287,42 @@ def test_standard_run_with_the_depth_prior_writes_a_dense_cloud_and_resumes(
     assert report["stages"]["export"]["viewer"]["cloud"] == "dense"
     assert len(read_ply(out / "dense.ply")) == len(result.dense)
     stages = [e.message for e in events if e.stage == "pipeline"]
-    assert stages == ["ingest", "sfm", "dense", "depth_prior", "fuse", "export"]
+    assert stages == [
+        "ingest",
+        "masks",
+        "sfm",
+        "dense",
+        "depth_prior",
+        "fuse",
+        "mesh",
+        "scale",
+        "coverage",
+        "export",
+    ]
+    # The web exports of the mesh, within their budgets.
+    mesh = report["stages"]["mesh"]
+    assert mesh["built"] and 0 < result.mesh.num_triangles <= cfg.mesh.max_triangles
+    for name in ("mesh.glb", "mesh.obj", "mesh.mtl", "embed.html"):
+        assert report["outputs"][name] == (out / name).stat().st_size > 0, name
+    assert report["outputs"]["mesh.glb"] <= cfg.mesh.max_glb_mb * 1e6
+    assert "<model-viewer" in (out / "embed.html").read_text(encoding="utf-8")
+    assert "mesh3d" in (out / "viewer.html").read_text(encoding="utf-8")
+    for name in ("mesh.glb", "mesh.obj", "embed.html", "viewer.html"):
+        _no_private_data(out / name, tmp_path)
+    assert report["stages"]["coverage"]["counts"] and "preflight" in report["stages"]["coverage"]
 
     from engine.stages import dense, fuse
+    from engine.stages import mesh as mesh_stage
 
     def boom(*a, **k):
         raise AssertionError("a finished stage ran again")
 
     monkeypatch.setattr(dense, "estimate_depth", boom)
     monkeypatch.setattr(fuse, "run", boom)
+    monkeypatch.setattr(mesh_stage, "run", boom)
     again = reconstruct([small_scene.image_dir], out, cfg)
     assert len(again.dense) == len(result.dense)
+    assert again.mesh.num_triangles == result.mesh.num_triangles
     assert again.report.stages["dense"]["resumed_views"] == len(report["registered"])
 
 
