@@ -16,6 +16,7 @@ import dataclasses
 import importlib.util
 import json
 import logging
+import multiprocessing
 import sys
 import threading
 import time
@@ -362,4 +363,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # the mesh stage runs pycolmap's meshing in a child process; a frozen app must let it start
+    multiprocessing.freeze_support()
     sys.exit(main())

@@ -7,9 +7,11 @@ Run under a virtual display (the 3D view needs OpenGL, which Xvfb + Mesa provide
 
 It starts the app with an empty project, opens the sample (written with
 ``engine.synthetic.write_sample``), reconstructs it with the standard preset through the real
-worker and saves four PNGs: the empty window, the photos loaded, the run half way with the
-partial dense cloud, and the finished dense cloud. ``--home`` chooses Vitrine's folder (default
-a temporary one, so ``~/Vitrine`` is not touched).
+worker and saves: the empty window, the photos loaded, the run half way with the partial dense
+cloud, the finished result (the mesh when the run built one), the mask inspector of one photo,
+the "Set scale" dialog with the bottle's true height entered, and the result after the run
+again (it resumes: only scale and export recompute) with its dimensions and the coverage map.
+``--home`` chooses Vitrine's folder (default a temporary one, so ``~/Vitrine`` is not touched).
 """
 
 from __future__ import annotations
@@ -77,6 +79,20 @@ def main() -> int:
                 raise SystemExit(f"timed out waiting for {what}")
             pump(0.05)
 
+    def save(image: QImage, name: str) -> Path:
+        path = args.out / f"{name}.png"
+        image = image.convertToFormat(QImage.Format.Format_RGB32)
+        image.save(str(path), "PNG", 0)
+        if path.stat().st_size > MAX_BYTES:
+            # a palette image keeps UI text crisp at a fraction of the size
+            image.convertToFormat(QImage.Format.Format_Indexed8).save(str(path), "PNG", 0)
+        if path.stat().st_size > MAX_BYTES:
+            scaled = image.scaledToWidth(
+                int(image.width() * 0.8), Qt.TransformationMode.SmoothTransformation
+            )
+            scaled.convertToFormat(QImage.Format.Format_Indexed8).save(str(path), "PNG", 0)
+        return path
+
     def shot(name: str) -> Path:
         window.view.flush()
         pump(0.4)
@@ -97,23 +113,21 @@ def main() -> int:
                 )
                 painter.drawImage(QPoint(top_left.x(), top_left.y()), target)
                 painter.end()
-        path = args.out / f"{name}.png"
-        image = image.convertToFormat(QImage.Format.Format_RGB32)
-        image.save(str(path), "PNG", 0)
-        if path.stat().st_size > MAX_BYTES:
-            # a palette image keeps UI text crisp at a fraction of the size
-            image.convertToFormat(QImage.Format.Format_Indexed8).save(str(path), "PNG", 0)
-        if path.stat().st_size > MAX_BYTES:
-            scaled = image.scaledToWidth(
-                int(image.width() * 0.8), Qt.TransformationMode.SmoothTransformation
-            )
-            scaled.convertToFormat(QImage.Format.Format_Indexed8).save(str(path), "PNG", 0)
+        path = save(image, name)
         print(
             f"{path} {path.stat().st_size // 1024} KB: model {len(window.cloud_model):,} points "
             f"({window.cloud_model.kind}), view {view.point_count:,} points, "
-            f"{view.frustum_count} cameras",
+            f"{view.frustum_count} cameras, display {view.display} "
+            f"({view.mesh_triangles:,} mesh triangles); "
+            f"dimensions: {window.dimensions_label.text()!r}",
             flush=True,
         )
+        return path
+
+    def dialog_shot(dialog, name: str) -> Path:  # noqa: ANN001 - a QDialog
+        pump(0.4)
+        path = save(dialog.grab().toImage(), name)
+        print(f"{path} {path.stat().st_size // 1024} KB", flush=True)
         return path
 
     pump(1.5)  # the GPU probe, the first paint
@@ -151,6 +165,37 @@ def main() -> int:
     )
     window.view.reset_view()
     shot("04-finished")
+
+    # the mask of one photo, as double-clicking its thumbnail shows it
+    photos = window.thumbs.paths()
+    inspector = window.inspect_photo(photos[len(photos) // 3]) if photos else None
+    if inspector is not None:
+        inspector.resize(820, 700)
+        dialog_shot(inspector, "05-mask-inspector")
+        inspector.close()
+
+    # the bottle's true height (from the sample's ground truth) as a known size
+    from engine.synthetic import load_scene
+
+    scene = load_scene(home / "sample" / "ground_truth")
+    height_mm = 1000.0 * float(scene.bbox_max[2] - scene.bbox_min[2])
+    dialog = window.show_set_scale()
+    dialog.set_mode("dimension")
+    dialog.dimension.setCurrentIndex(dialog.dimension.findData("height"))
+    dialog.dimension_mm.setValue(round(height_mm, 1))
+    dialog_shot(dialog, "06-set-scale")
+    dialog.accept()
+    t0 = time.monotonic()
+    window.start_run(SAMPLE_SET)
+    wait_until(lambda: window.worker is None, args.timeout, "the end of the second run")
+    print(
+        f"second run (resumed, known height {height_mm:.1f} mm) ended in "
+        f"{time.monotonic() - t0:.0f} s: {window.dimensions_label.text()!r}",
+        flush=True,
+    )
+    window.tabs.setCurrentIndex(1)  # Coverage & advice
+    window.view.reset_view()
+    shot("07-dimensions-coverage")
     window.close()
     return 0
 

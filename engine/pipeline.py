@@ -71,17 +71,22 @@ def _fingerprint(data: Any) -> str:
 
 
 def _folder_listing(folder: str) -> list[Any]:
-    """Names, sizes and times of a folder's files (a user's repainted masks), for stage keys."""
+    """Relative names and content hashes of a folder's files, sub-folders included.
+
+    A user's repainted masks: a changed stroke must redo the masks and what follows.
+    """
     if not folder:
         return []
+    root = Path(folder)
+    listing = []
     try:
-        return sorted(
-            [p.name, p.stat().st_size, p.stat().st_mtime_ns]
-            for p in Path(folder).iterdir()
-            if p.is_file()
-        )
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+                listing.append([path.relative_to(root).as_posix(), digest])
     except OSError:
         return []
+    return listing
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -330,10 +335,11 @@ class Pipeline:
             return self._single_photo(report, ingest)
 
         # -- masks (product vs backdrop, turntable, floor); they feed SfM, dense and the mesh
+        # The painted masks' contents count, not where the folder is (saving a project moves it).
         masks_key = _fingerprint(
             [
                 dataclasses.asdict(cfg.ingest),
-                dataclasses.asdict(cfg.masks),
+                {**dataclasses.asdict(cfg.masks), "override_dir": None},
                 _folder_listing(cfg.masks.override_dir),
             ]
         )
@@ -439,6 +445,7 @@ class Pipeline:
             masked = _ingest_from_json(done["result"], out)
             info, warnings = done["report"], done["warnings"]
             logger.info("Masks already done (resumed).")
+            self.progress(ProgressEvent("masks", 1, 1, "resumed"))
         else:
             state.forget_from("masks", self.STAGES)
             result = self._timed(

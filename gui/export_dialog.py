@@ -1,7 +1,8 @@
 """File > Export…: the shareable files of a run folder, their sizes, and a copy to another folder.
 
-Only the finished outputs are offered (viewer.html, dense.ply, sparse.ply, mesh.glb); the run
-folder's private ``work/`` never leaves it.
+Only the finished outputs are offered (viewer.html, mesh.glb, embed.html, mesh.usdz, mesh.obj,
+dense.ply, sparse.ply); the run folder's private ``work/`` never leaves it. A file that needs
+others beside it (the OBJ's material and texture) is copied with them.
 """
 
 from __future__ import annotations
@@ -37,12 +38,24 @@ class ExportFile:
     description: str
     budget: int | None
     """Size a web storefront accepts in bytes, or None when the size is only informational."""
+    companions: tuple[str, ...] = ()
+    """Files that go with this one (copied with it; their sizes count in its size)."""
 
 
 #: The exportable files, in the order shown.
 EXPORT_FILES = (
     ExportFile("viewer.html", "Interactive 3D page (works offline)", 15 * MB),
-    ExportFile("mesh.glb", "Web-ready mesh (glTF binary)", 15 * MB),
+    ExportFile("mesh.glb", "Web-ready mesh (glTF binary) for storefronts", 15 * MB),
+    ExportFile(
+        "embed.html", "<model-viewer> snippet page: upload mesh.glb beside it", None, ("mesh.glb",)
+    ),
+    ExportFile("mesh.usdz", "Mesh for AR Quick Look on iPhone and iPad", 15 * MB),
+    ExportFile(
+        "mesh.obj",
+        "Mesh for 3D software (with mesh.mtl and mesh_texture.png)",
+        None,
+        ("mesh.mtl", "mesh_texture.png"),
+    ),
     ExportFile("dense.ply", "Dense coloured point cloud", None),
     ExportFile("sparse.ply", "Sparse points from the cameras", None),
 )
@@ -59,13 +72,28 @@ def human_size(size: int) -> str:
 
 
 def exportable(run_dir: Path) -> list[tuple[ExportFile, Path, int]]:
-    """The exportable files present in ``run_dir``: ``(spec, path, size in bytes)``."""
+    """The exportable files present in ``run_dir``: ``(spec, path, size in bytes)``.
+
+    A file's size includes its companions that are not listed on their own (the OBJ's
+    material and texture count, the GLB beside ``embed.html`` does not).
+    """
+    listed = {spec.name for spec in EXPORT_FILES}
     found = []
     for spec in EXPORT_FILES:
         path = Path(run_dir) / spec.name
         if path.is_file():
-            found.append((spec, path, path.stat().st_size))
+            size = path.stat().st_size
+            size += sum(
+                p.stat().st_size for p in companion_paths(run_dir, spec) if p.name not in listed
+            )
+            found.append((spec, path, size))
     return found
+
+
+def companion_paths(run_dir: Path, spec: ExportFile) -> list[Path]:
+    """The companions of ``spec`` present in ``run_dir``."""
+    paths = [Path(run_dir) / name for name in spec.companions]
+    return [p for p in paths if p.is_file()]
 
 
 def copy_files(paths: list[Path], destination: Path) -> list[Path]:
@@ -192,8 +220,13 @@ class ExportDialog(QDialog):
         return self.items[name].text(2)
 
     def copy_to(self, destination: Path | str) -> list[Path]:
-        """Copy the chosen files into ``destination``; returns the copies."""
-        paths = [self.run_dir / name for name in self.checked()]
+        """Copy the chosen files (and their companions) into ``destination``; returns the copies."""
+        specs = {spec.name: spec for spec in EXPORT_FILES}
+        paths: list[Path] = []
+        for name in self.checked():
+            for path in [self.run_dir / name, *companion_paths(self.run_dir, specs[name])]:
+                if path not in paths:
+                    paths.append(path)
         self.last_copied = copy_files(paths, Path(destination))
         self.note.setText(f"Copied {len(self.last_copied)} file(s) to {destination}.")
         return self.last_copied

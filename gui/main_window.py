@@ -1,7 +1,10 @@
 """The main window: sets and photos left, the 3D view centre, settings, progress and log right.
 
 The window holds the :class:`gui.project.Project`, a :class:`gui.models.CloudModel` the 3D view
-subscribes to and a :class:`gui.models.ProgressModel` the progress panel subscribes to. Runs go
+subscribes to, a :class:`gui.results.ResultModel` (report and mesh: the mesh in the 3D view, the
+dimensions line, the coverage map) and a :class:`gui.models.ProgressModel` the progress panel
+subscribes to. Double-clicking a photo opens its mask inspector; "Set scale…" takes a known size
+or two points picked in the 3D view; both only change the next run's settings. Runs go
 through :class:`gui.workers.RunWorker` only: the GUI thread starts, cancels and listens, and
 never computes. Closing the window during a run asks first, then cancels and waits for the
 worker while the event loop keeps running, so no thread outlives the window.
@@ -19,8 +22,11 @@ from pathlib import Path
 
 from PySide6.QtCore import (
     QCoreApplication,
+    QEvent,
     QEventLoop,
     QMimeData,
+    QObject,
+    QSize,
     Qt,
     QUrl,
     Signal,
@@ -48,21 +54,31 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QSplitter,
+    QTabWidget,
+    QToolBar,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
+from engine.config import PipelineConfig
 from engine.errors import InputError, OutputError
-from engine.types import PointCloud
+from engine.io import ImageReadError
+from engine.types import Mesh, PointCloud
 from gui.about import AboutDialog
+from gui.coverage_widget import CoverageWidget
 from gui.errors import ErrorSink, QtLogHandler
 from gui.export_dialog import ExportDialog
 from gui.log_panel import LogPanel, PanelFormatter
+from gui.mask_inspector import MaskInspector, load_photo_and_mask
 from gui.models import CloudModel, ProgressModel
 from gui.progress_panel import ProgressPanel
 from gui.project import MANIFEST, Project
+from gui.results import ResultModel, mask_failures, metres_per_unit
+from gui.scale_dialog import SetScaleDialog
 from gui.settings_panel import SettingsPanel, detect_gpu
 from gui.thumbnails import ThumbnailGrid
 from gui.view3d import PointCloudView
@@ -147,6 +163,26 @@ def paths_from_mime(mime: QMimeData) -> tuple[list[Path], list[str]]:
     return found, missing
 
 
+class _FitScrollArea(QScrollArea):
+    """A scroll area that asks for all of its content's height: it scrolls only when short of room.
+
+    QScrollArea caches its content's size hint and does not hear of its layout changes (a hint
+    line that wraps once the GPU is known): the hint is the content's current one here.
+    """
+
+    def sizeHint(self) -> QSize:  # noqa: D102 - Qt override
+        content = self.widget()
+        if content is None:
+            return super().sizeHint()
+        frame = 2 * self.frameWidth()
+        return content.sizeHint() + QSize(frame, frame)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: D102 - Qt override
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
+
+
 class MainWindow(QMainWindow):
     """Vitrine's main window.
 
@@ -193,6 +229,7 @@ class MainWindow(QMainWindow):
         if errors is None:
             self.errors.set_parent_window(self)
         self.cloud_model = CloudModel(parent=self)
+        self.result_model = ResultModel(self)
         self.progress_model = ProgressModel(self)
         self.confirm: Callable[[str], bool] = self._ask
         self.worker: RunWorker | None = None
@@ -200,6 +237,8 @@ class MainWindow(QMainWindow):
         self.project: Project = Project()
         self._connected: Project | None = None
         self.export_dialog: ExportDialog | None = None
+        self.inspector: MaskInspector | None = None
+        self.scale_dialog: SetScaleDialog | None = None
         self.sample_writer: SampleWriter | None = None
         self.snapshot_counts: Counter[str] = Counter()
         self._run_set: str | None = None
@@ -244,6 +283,7 @@ class MainWindow(QMainWindow):
 
         self.thumbs = ThumbnailGrid(self.thumb_loader)
         self.thumbs.exclusion_requested.connect(self._on_exclusion_requested)
+        self.thumbs.inspect_requested.connect(lambda path: self.inspect_photo(path))
         self.photos_label = QLabel("Photos")
         self.photos_label.setObjectName("hint")
         add_folder = QPushButton("Add folder…")
@@ -264,7 +304,48 @@ class MainWindow(QMainWindow):
         left_layout.addLayout(add_row)
 
         # -- centre: the 3D view, with a hint while there is nothing to show
-        self.view = PointCloudView(self.cloud_model)
+        self.view = PointCloudView(self.cloud_model, results=self.result_model)
+        self.view.point_picked.connect(self._on_point_picked)
+        self.view.display_changed.connect(lambda _mode: self._sync_display_controls())
+        # Cloud / Mesh and Set scale: one action each, in the View menu and on the view's bar
+        display = QActionGroup(self)
+        self.cloud_action = QAction("Point c&loud", self, checkable=True, checked=True)
+        self.cloud_action.setShortcut(QKeySequence("Ctrl+1"))
+        self.cloud_action.setToolTip("Show the point cloud (Ctrl+1)")
+        self.cloud_action.triggered.connect(lambda _c=False: self.view.set_display("cloud"))
+        self.mesh_action = QAction("&Mesh", self, checkable=True)
+        self.mesh_action.setShortcut(QKeySequence("Ctrl+2"))
+        self.mesh_action.setToolTip("Show the mesh, once a run has built one (Ctrl+2)")
+        self.mesh_action.triggered.connect(lambda _c=False: self.view.set_display("mesh"))
+        for act in (self.cloud_action, self.mesh_action):
+            display.addAction(act)
+        self.scale_action = QAction("Set &scale…", self)
+        self.scale_action.setToolTip(
+            "Give a size of the product you know, or the distance between two points"
+        )
+        self.scale_action.triggered.connect(lambda _c=False: self.show_set_scale())
+        self.dimensions_label = QLabel()
+        self.dimensions_label.setObjectName("dimensions")
+        # may shrink below its text (the full line is in the tooltip), and fills the bar
+        self.dimensions_label.setSizePolicy(
+            QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred
+        )
+        self.dimensions_label.setMinimumWidth(10)
+        self.dimensions_label.setContentsMargins(12, 0, 6, 0)
+        view_bar = QToolBar("View")
+        view_bar.setObjectName("viewBar")
+        view_bar.setMovable(False)
+        view_bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        view_bar.addAction(self.cloud_action)
+        view_bar.addAction(self.mesh_action)
+        view_bar.addWidget(self.dimensions_label)
+        view_bar.addAction(self.scale_action)
+        self.view_bar = view_bar
+        self.cloud_button = view_bar.widgetForAction(self.cloud_action)
+        self.mesh_button = view_bar.widgetForAction(self.mesh_action)
+        self.scale_button = view_bar.widgetForAction(self.scale_action)
+        self.result_model.report_changed.connect(self._on_report_changed)
+        self.result_model.mesh_changed.connect(self._sync_display_controls)
         self.hint = QLabel(
             "Drop a folder of product photos here, paste their paths (Ctrl+V), or use "
             "File ▸ Add folder…  —  File ▸ Open sample shows a reconstruction in minutes."
@@ -275,6 +356,7 @@ class MainWindow(QMainWindow):
         centre = QWidget()
         centre_layout = QVBoxLayout(centre)
         centre_layout.setContentsMargins(0, 6, 0, 6)
+        centre_layout.addWidget(view_bar)
         centre_layout.addWidget(self.hint)
         centre_layout.addWidget(self.view, 1)
 
@@ -296,20 +378,35 @@ class MainWindow(QMainWindow):
         run_row.addWidget(self.export_button, 1)
         self.progress_panel = ProgressPanel(self.progress_model)
         self.log_panel = LogPanel()
+        self.coverage = CoverageWidget(self.result_model)
 
         settings_box = QGroupBox("Settings")
         QVBoxLayout(settings_box).addWidget(self.settings)
         progress_box = QGroupBox("Progress")
         QVBoxLayout(progress_box).addWidget(self.progress_panel)
-        log_box = QGroupBox("Log")
-        QVBoxLayout(log_box).addWidget(self.log_panel)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.log_panel, "Log")
+        coverage_scroll = QScrollArea()
+        coverage_scroll.setWidget(self.coverage)
+        coverage_scroll.setWidgetResizable(True)
+        coverage_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.tabs.addTab(coverage_scroll, "Coverage && advice")
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 6, 6, 6)
-        right_layout.addWidget(settings_box)
+        # the settings scroll on a short screen; the run buttons stay in sight
+        settings_scroll = _FitScrollArea()
+        settings_scroll.setWidget(settings_box)
+        settings_scroll.setWidgetResizable(True)
+        settings_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        settings_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        settings_scroll.setMinimumHeight(80)
+        settings_scroll.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        settings_scroll.setMinimumWidth(settings_box.minimumSizeHint().width())
+        right_layout.addWidget(settings_scroll)
         right_layout.addLayout(run_row)
         right_layout.addWidget(progress_box)
-        right_layout.addWidget(log_box, 1)
+        right_layout.addWidget(self.tabs, 1)
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
@@ -370,6 +467,9 @@ class MainWindow(QMainWindow):
 
         view_menu = bar.addMenu("&View")
         action(view_menu, "&Reset view", self.view.reset_view, "Ctrl+0")
+        view_menu.addAction(self.cloud_action)
+        view_menu.addAction(self.mesh_action)
+        view_menu.addSeparator()
         self.cameras_action = QAction("Show &cameras", self, checkable=True, checked=True)
         self.cameras_action.toggled.connect(self.view.set_cameras_visible)
         view_menu.addAction(self.cameras_action)
@@ -382,6 +482,8 @@ class MainWindow(QMainWindow):
             group.addAction(act)
             size_menu.addAction(act)
         action(view_menu, "&Background colour…", self.choose_background)
+        view_menu.addSeparator()
+        view_menu.addAction(self.scale_action)
 
         help_menu = bar.addMenu("&Help")
         action(help_menu, "Open &sample", self.open_sample)
@@ -405,6 +507,7 @@ class MainWindow(QMainWindow):
             project.set_changed.connect(self._on_set_changed)
             project.modified_changed.connect(self._update_title)
         self.cloud_model.clear()
+        self.result_model.clear()
         self.progress_model.reset()
         self.progress_panel.set_status("")
         self._refresh_set_list()
@@ -509,6 +612,7 @@ class MainWindow(QMainWindow):
             self._update_set_info()
             if self.worker is None:
                 self.cloud_model.clear()
+                self.result_model.clear()
             return
         self.settings.load(self.project.image_set(name))
         self._show_images(name)
@@ -527,6 +631,7 @@ class MainWindow(QMainWindow):
         files = self.project.image_files(name)
         excluded = set(self.project.image_set(name).excluded)
         self.thumbs.show_images(files, excluded, self.project.image_status(name))
+        self.thumbs.set_mask_states(self.project.mask_states(name))
         self._update_set_info()
 
     def _update_set_info(self) -> None:
@@ -548,16 +653,22 @@ class MainWindow(QMainWindow):
                 else "Photos — drop a folder or photos here"
             )
         self.hint.setVisible(not has_images and len(self.cloud_model) == 0)
+        self.scale_action.setEnabled(name is not None)
         self.run_button.setEnabled(self.worker is None and has_images)
         self.run_action.setEnabled(self.worker is None and has_images)
 
     def show_last_result(self, name: str) -> None:
         """Show what the set's last run left in its run folder (nothing is computed)."""
-        cloud, cameras, kind, _report = self.project.last_result(name)
+        cloud, cameras, kind, report = self.project.last_result(name)
         if cloud is not None:
             self.cloud_model.set_cloud(cloud, cameras, kind or "cloud")
         else:
             self.cloud_model.set_cloud(PointCloud.empty(), cameras, "none")
+        self.result_model.set_report(report)
+        mesh = self.project.last_mesh(name)
+        self.result_model.set_mesh(mesh)
+        if mesh is not None:
+            self.view.set_display("mesh")
         image_set = self.project.image_set(name)
         self.progress_model.reset()
         if image_set.last_status != "new":
@@ -762,14 +873,16 @@ class MainWindow(QMainWindow):
                 "left out.",
             )
             return False
-        if name == self.current_set:
-            config = self.settings.config()
-        else:
-            config = self.project.config_for_run(name)
+        try:
+            config = self.run_config(name)
+        except OutputError as exc:
+            self.errors.report("Cannot prepare the run", str(exc))
+            return False
         run_dir = self.project.run_dir(name)
         worker = RunWorker(inputs, run_dir, config, parent=self)
         worker.progress.connect(self._on_progress)
         worker.snapshot.connect(self._on_snapshot)
+        worker.mesh.connect(self._on_mesh)
         worker.finished.connect(self._on_finished)
         worker.failed.connect(self._on_failed)
         worker.cancelled.connect(self._on_cancelled)
@@ -783,6 +896,7 @@ class MainWindow(QMainWindow):
         if name != self.current_set:
             self.select_set(name)
         self.cloud_model.clear()
+        self.result_model.clear()
         self.progress_model.start()
         self.progress_panel.set_status("Running…")
         self.log_panel.append("INFO", f"— Run of '{name}' ({len(inputs)} photos) into {run_dir}")
@@ -792,6 +906,26 @@ class MainWindow(QMainWindow):
         worker.start()
         self.statusBar().showMessage(f"Reconstructing '{name}'…")
         return True
+
+    def run_config(self, name: str | None = None) -> PipelineConfig:
+        """The configuration a run of a set (default: the selected one) gets now.
+
+        The settings panel's preset, device and depth network (the set's own when it is not
+        the selected one), with the set's masks (automatic on/off, switched-off and painted
+        masks) and scale (marker size, known size or distance).
+
+        Raises
+        ------
+        KeyError
+            When there is no such set.
+        OutputError
+            When a painted mask cannot be renamed for the run.
+        """
+        name = name or self.current_set
+        if name is None:
+            raise KeyError("No image set is selected.")
+        base = self.settings.config() if name == self.current_set else None
+        return self.project.config_for_run(name, base)
 
     def cancel_run(self) -> None:
         """Ask the run to stop (returns at once; the run ends at its next check)."""
@@ -845,6 +979,12 @@ class MainWindow(QMainWindow):
             self.view.reset_view()
         self.hint.setVisible(False)
 
+    def _on_mesh(self, mesh: Mesh) -> None:
+        self.result_model.set_mesh(mesh)
+        if self.result_model.mesh is not None:
+            self.view.set_display("mesh")
+            self.hint.setVisible(False)
+
     def _on_finished(self, result) -> None:  # noqa: ANN001 - engine.pipeline.RunResult
         self._run_outcome = "finished"
         sparse = result.sparse
@@ -856,6 +996,15 @@ class MainWindow(QMainWindow):
         else:
             cloud, kind = PointCloud.empty(), "none"
         self.cloud_model.set_cloud(cloud, cameras, kind)
+        mesh = getattr(result, "mesh", None)
+        if mesh is not None:
+            self._on_mesh(mesh)
+        name = self._run_set
+        report_data = (
+            self.project.last_report(name) if name and self.project.has_set(name) else None
+        )
+        self.result_model.set_report(report_data)
+        self._log_advice()
         report = result.report
         used = len(result.ingest.images)
         placed = len(report.registered)
@@ -981,6 +1130,137 @@ class MainWindow(QMainWindow):
         dialog.open()
         return dialog
 
+    def inspect_photo(self, path: str | Path) -> MaskInspector | None:
+        """Open the mask inspector of a photo of the selected set (double-click on a thumbnail)."""
+        name = self.current_set
+        if name is None:
+            return None
+        project = self.project
+        painted = project.painted_mask_path(name, path)
+        run_mask = project.run_mask_path(name, path)
+        source = "painted" if painted is not None else "auto" if run_mask is not None else "none"
+        max_size = self.settings.config().ingest.max_image_size
+        try:
+            rgb, mask = load_photo_and_mask(
+                path, project.working_copy(name, path), painted or run_mask, max_size
+            )
+        except (ImageReadError, OSError) as exc:
+            self.errors.report("Cannot show this photo", f"{path}: {exc}")
+            return None
+        if painted is None and mask is not None and mask.min() == 255:
+            mask, source = None, "none"  # the engine's stand-in for "no mask" (COLMAP needs one)
+        if self.inspector is not None:
+            self.inspector.close()
+        reason = ""
+        if source == "none":
+            failures = mask_failures(project.last_report(name))
+            reason = failures.get(project.image_name(name, path), "")
+        dialog = MaskInspector(
+            path, rgb, mask, source, not project.is_mask_disabled(name, path), reason, self
+        )
+        dialog.use_mask_changed.connect(lambda photo, used: self._set_mask_used(name, photo, used))
+        dialog.mask_saved.connect(lambda photo, m: self._save_painted_mask(name, photo, m))
+        dialog.mask_reverted.connect(lambda photo: self._forget_painted_mask(name, photo))
+        self.inspector = dialog
+        dialog.show()
+        return dialog
+
+    def _set_mask_used(self, name: str, photo: str, used: bool) -> None:
+        if not self.project.has_set(name):
+            return
+        self.project.set_mask_disabled(name, photo, not used)
+        self._save_if_saved()
+        state = "used" if used else "switched off"
+        self.statusBar().showMessage(f"Mask of {Path(photo).name} {state} for the next run.", 6000)
+
+    def _save_painted_mask(self, name: str, photo: str, mask) -> None:  # noqa: ANN001
+        if not self.project.has_set(name):
+            return
+        try:
+            target = self.project.save_painted_mask(name, photo, mask)
+        except (OutputError, ValueError) as exc:
+            self.errors.report("Cannot save the mask", str(exc))
+            return
+        self._save_if_saved()
+        self.statusBar().showMessage(
+            f"Mask saved in {target}: the next run uses it for {Path(photo).name}.", 8000
+        )
+
+    def _forget_painted_mask(self, name: str, photo: str) -> None:
+        if self.project.has_set(name):
+            self.project.remove_painted_mask(name, photo)
+            self._save_if_saved()
+
+    def show_set_scale(self) -> SetScaleDialog | None:
+        """View ▸ Set scale…: a known product size, or two picked points and their distance."""
+        name = self.current_set
+        if name is None:
+            self.statusBar().showMessage("Select an image set first.")
+            return None
+        if self.scale_dialog is not None:
+            self.scale_dialog.close()
+        image_set = self.project.image_set(name)
+        values = {
+            "known_dimension": image_set.known_dimension,
+            "known_dimension_mm": image_set.known_dimension_mm,
+            "known_distance_mm": image_set.known_distance_mm,
+            "known_points": image_set.known_points,
+        }
+        dialog = SetScaleDialog(values, metres_per_unit(self.result_model.report), self)
+        dialog.setWindowTitle(f"Set scale — {name}")
+        dialog.points_changed.connect(self.view.set_marked_points)
+        dialog.accepted.connect(lambda: self._apply_scale(name, dialog))
+        dialog.finished.connect(lambda _r: self.view.set_marked_points([]))
+        self.view.set_marked_points(dialog.points)
+        self.scale_dialog = dialog
+        dialog.show()
+        return dialog
+
+    def _apply_scale(self, name: str, dialog: SetScaleDialog) -> None:
+        if not self.project.has_set(name):
+            return
+        self.project.update_set(name, **dialog.values())
+        self._save_if_saved()
+        self.statusBar().showMessage(
+            "Scale set: run again to apply it (only the scale and the exports are recomputed).",
+            10000,
+        )
+
+    def _on_point_picked(self, point) -> None:  # noqa: ANN001 - (3,) array
+        dialog = self.scale_dialog
+        if dialog is not None and dialog.isVisible():
+            dialog.add_point(point)
+        else:
+            x, y, z = (float(v) for v in point)
+            self.statusBar().showMessage(
+                f"Point ({x:.4g}, {y:.4g}, {z:.4g}): open View ▸ Set scale… to use two points "
+                "and their real distance.",
+                8000,
+            )
+
+    def _on_report_changed(self) -> None:
+        text = self.result_model.dimensions_text
+        self.dimensions_label.setText(text)
+        self.dimensions_label.setToolTip(
+            "Width x depth x height of the product" if text and "No true" not in text else text
+        )
+
+    def _sync_display_controls(self) -> None:
+        has_mesh = self.result_model.mesh is not None
+        mesh = has_mesh and self.view.display == "mesh"
+        self.mesh_action.setEnabled(has_mesh)
+        self.mesh_action.setChecked(mesh)
+        self.cloud_action.setChecked(not mesh)
+
+    def _log_advice(self) -> None:
+        coverage = self.result_model.coverage
+        if coverage is None:
+            return
+        logged = {entry["message"] for entry in coverage.preflight}  # the run logged these
+        for line in coverage.advice:
+            if line not in logged:
+                self.log_panel.append("WARNING", f"Advice: {line}")
+
     def show_about(self) -> AboutDialog:
         """Help ▸ About."""
         dialog = AboutDialog(self)
@@ -1050,8 +1330,9 @@ class MainWindow(QMainWindow):
         self._save_if_saved()
         for name in LOGGERS:
             logging.getLogger(name).removeHandler(self.log_handler)
-        if self.export_dialog is not None:
-            self.export_dialog.close()
+        for dialog in (self.export_dialog, self.inspector, self.scale_dialog):
+            if dialog is not None:
+                dialog.close()
         event.accept()
         app = QApplication.instance()
         if app is not None:

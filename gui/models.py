@@ -20,13 +20,19 @@ from engine.types import CameraPose, PointCloud
 
 #: Stages of a run, in order, with a rough share of the run's time (for the overall estimate).
 STAGE_WEIGHTS = {
-    "ingest": 0.03,
-    "sfm": 0.40,
-    "dense": 0.40,
-    "depth_prior": 0.07,
-    "fuse": 0.07,
-    "export": 0.03,
+    "ingest": 0.04,
+    "masks": 0.04,
+    "sfm": 0.35,
+    "dense": 0.35,
+    "depth_prior": 0.06,
+    "fuse": 0.06,
+    "mesh": 0.06,
+    "scale": 0.02,
+    "export": 0.02,
 }
+#: Quick steps shown as part of a neighbouring stage: the photo checks with reading the photos,
+#: the coverage map with the scale.
+STAGE_ALIASES = {"preflight": "ingest", "coverage": "scale"}
 
 
 class CloudModel(QObject):
@@ -177,7 +183,16 @@ class ProgressModel(QObject):
         self.changed.emit()
 
     def update(self, stage: str, current: int, total: int, message: str) -> None:
-        """Record a progress event of ``stage``; earlier stages count as finished."""
+        """Record a progress event of ``stage``; earlier stages count as finished.
+
+        Stages in :data:`STAGE_ALIASES` are recorded as the stage they belong to.
+        """
+        aliased = STAGE_ALIASES.get(stage)
+        if aliased is not None:
+            stage = aliased
+            known = self.stages.get(stage)
+            if known is not None and known.started is not None and total <= 0:
+                return  # "starting" of a step inside a stage already shown: keep its message
         now = self._clock()
         if stage not in self.stages:
             self.stages[stage] = StageProgress(stage)

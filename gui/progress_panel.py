@@ -15,10 +15,13 @@ from gui.models import STAGE_WEIGHTS, ProgressModel
 #: What each stage is called on screen.
 STAGE_TITLES = {
     "ingest": "Reading photos",
+    "masks": "Product masks",
     "sfm": "Placing cameras",
     "dense": "Depth maps",
     "depth_prior": "Depth network",
     "fuse": "Fusing surface",
+    "mesh": "Mesh",
+    "scale": "Size, coverage",
     "export": "Writing files",
 }
 

@@ -28,15 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from engine.config import PRESETS, PipelineConfig, preset
+from engine.config import PRESETS, PipelineConfig, ScaleConfig, preset
 from engine.errors import InputError, OutputError
 from engine.export import write_bytes_atomic
 from engine.export.ply import read_ply
-from engine.io import IMAGE_EXTENSIONS, RAW_EXTENSIONS
+from engine.io import IMAGE_EXTENSIONS, RAW_EXTENSIONS, write_png
 from engine.stages.ingest import IGNORED_NAMES, MASKS_FOLDER, is_mask_file, natural_key
-from engine.types import CameraPose, PointCloud
+from engine.types import CameraPose, Mesh, PointCloud
+from gui.results import mask_failures, preflight_status
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +58,27 @@ _SET_FIELDS = (
     "device",
     "depth_model",
     "no_depth_prior",
+    "auto_masks",
+    "marker_size_mm",
+    "known_dimension",
+    "known_dimension_mm",
+    "known_distance_mm",
+    "known_points",
     "last_status",
     "last_message",
 )
+_MASK_SCALE_FIELDS = (
+    "auto_masks",
+    "marker_size_mm",
+    "known_dimension",
+    "known_dimension_mm",
+    "known_distance_mm",
+    "known_points",
+)
+#: Product dimensions a known size can name (``ScaleConfig.known_dimension``).
+DIMENSIONS = ("width", "depth", "height")
+#: Folder of a project holding the masks the user painted, one subfolder per image set.
+PAINTED_MASKS = "masks"
 
 
 @dataclass
@@ -81,6 +101,20 @@ class ImageSet:
         Depth network (Hugging Face id or local folder); None uses the preset's default.
     no_depth_prior
         True turns the depth prior off.
+    auto_masks
+        Compute automatic product masks (``MaskConfig.enabled``).
+    mask_disabled
+        Image files (absolute path strings) whose mask is switched off.
+    painted_masks
+        Image file (absolute path string) -> file of the mask the user painted, relative to
+        the set's painted-mask folder (:meth:`Project.mask_dir`).
+    marker_size_mm
+        Side of the printed ArUco markers in the photos (0: none).
+    known_dimension, known_dimension_mm
+        A product size the user entered (``width``, ``depth`` or ``height``; "" for none).
+    known_distance_mm, known_points
+        A distance the user entered between two points picked in the 3D view (reconstruction
+        coordinates; no points for none).
     run_dir
         The set's run folder, relative to the project folder (``runs/<slug>``).
     last_status
@@ -96,6 +130,14 @@ class ImageSet:
     device: str = "auto"
     depth_model: str | None = None
     no_depth_prior: bool = False
+    auto_masks: bool = True
+    mask_disabled: set[str] = field(default_factory=set)
+    painted_masks: dict[str, str] = field(default_factory=dict)
+    marker_size_mm: float = 0.0
+    known_dimension: str = ""
+    known_dimension_mm: float = 0.0
+    known_distance_mm: float = 0.0
+    known_points: list[list[float]] = field(default_factory=list)
     run_dir: str = ""
     last_status: str = "new"
     last_message: str = ""
@@ -104,6 +146,8 @@ class ImageSet:
         """Plain JSON data (``excluded`` sorted)."""
         data = dataclasses.asdict(self)
         data["excluded"] = sorted(self.excluded)
+        data["mask_disabled"] = sorted(self.mask_disabled)
+        data["painted_masks"] = dict(sorted(self.painted_masks.items()))
         return data
 
     @staticmethod
@@ -119,13 +163,30 @@ class ImageSet:
         values = {k: v for k, v in data.items() if k in known}
         if not isinstance(values.get("name"), str) or not values["name"]:
             raise ValueError("an image set has no name")
-        for key in ("sources", "excluded"):
+        for key in ("sources", "excluded", "mask_disabled"):
             if not isinstance(values.get(key, []), list) or not all(
                 isinstance(v, str) for v in values.get(key, [])
             ):
                 raise ValueError(f"image set {values['name']!r}: '{key}' is not a list of paths")
         values["sources"] = list(values.get("sources", []))
         values["excluded"] = set(values.get("excluded", []))
+        values["mask_disabled"] = set(values.get("mask_disabled", []))
+        painted = values.get("painted_masks", {})
+        if not isinstance(painted, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and _safe_relative(v)
+            for k, v in painted.items()
+        ):
+            raise ValueError(f"image set {values['name']!r}: 'painted_masks' is damaged")
+        values["painted_masks"] = dict(painted)
+        try:
+            _check_settings({k: values[k] for k in _MASK_SCALE_FIELDS if k in values})
+        except ValueError as exc:
+            raise ValueError(f"image set {values['name']!r}: {exc}") from exc
+        for key in ("marker_size_mm", "known_dimension_mm", "known_distance_mm"):
+            if key in values:
+                values[key] = float(values[key])
+        if "known_points" in values:
+            values["known_points"] = [[float(v) for v in p] for p in values["known_points"]]
         if values.get("last_status", "new") not in STATUSES:
             values["last_status"] = "new"
         # A run cannot still be going in a project that was just opened.
@@ -133,6 +194,60 @@ class ImageSet:
             values["last_status"] = "cancelled"
             values["last_message"] = "Interrupted: the app closed during the run."
         return ImageSet(**values)
+
+
+def _safe_relative(path: str) -> bool:
+    parts = Path(path).parts
+    return bool(parts) and not Path(path).is_absolute() and ".." not in parts
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_settings(settings: dict[str, Any]) -> None:
+    """Raise ValueError for a setting of the wrong type or out of range."""
+    if "preset" in settings and settings["preset"] not in PRESETS:
+        raise ValueError(f"Unknown preset {settings['preset']!r}.")
+    if "last_status" in settings and settings["last_status"] not in STATUSES:
+        raise ValueError(f"Unknown status {settings['last_status']!r}.")
+    for key in ("auto_masks", "no_depth_prior"):
+        if key in settings and not isinstance(settings[key], bool):
+            raise ValueError(f"'{key}' must be true or false.")
+    for key in ("marker_size_mm", "known_dimension_mm", "known_distance_mm"):
+        if key in settings and (not _is_number(settings[key]) or settings[key] < 0):
+            raise ValueError(f"'{key}' must be a length in millimetres (0 or more).")
+    if "known_dimension" in settings and settings["known_dimension"] not in ("", *DIMENSIONS):
+        raise ValueError(
+            f"Unknown dimension {settings['known_dimension']!r}: width, depth or height."
+        )
+    if "known_points" in settings:
+        points = settings["known_points"]
+        if (
+            not isinstance(points, (list, tuple))
+            or len(points) not in (0, 2)
+            or not all(
+                isinstance(p, (list, tuple)) and len(p) == 3 and all(_is_number(v) for v in p)
+                for p in points
+            )
+        ):
+            raise ValueError("'known_points' must be two points of three coordinates, or none.")
+
+
+def replace_known(scale: ScaleConfig, values: dict[str, Any]) -> ScaleConfig:
+    """``scale`` with ``values`` replaced, leaving out fields this engine's ScaleConfig lacks.
+
+    A field the engine does not know yet (an older engine) is logged, not fatal: the run then
+    goes without that setting.
+    """
+    known = {f.name for f in dataclasses.fields(ScaleConfig)}
+    missing = {k: v for k, v in values.items() if k not in known}
+    if any(missing.values()):
+        logger.warning(
+            "This version of the engine has no scale setting %s; it is not used.",
+            ", ".join(sorted(k for k, v in missing.items() if v)),
+        )
+    return dataclasses.replace(scale, **{k: v for k, v in values.items() if k in known})
 
 
 def unsaved_root() -> Path:
@@ -305,6 +420,9 @@ class Project(QObject):
         del self._sets[name]
         if delete_results:
             shutil.rmtree(self._base() / image_set.run_dir, ignore_errors=True)
+            shutil.rmtree(
+                self._base() / PAINTED_MASKS / Path(image_set.run_dir).name, ignore_errors=True
+            )
         self._touch()
         self.sets_changed.emit()
 
@@ -349,10 +467,13 @@ class Project(QObject):
         unknown = set(settings) - set(_SET_FIELDS)
         if unknown:
             raise ValueError(f"Unknown image-set setting(s): {', '.join(sorted(unknown))}.")
-        if "preset" in settings and settings["preset"] not in PRESETS:
-            raise ValueError(f"Unknown preset {settings['preset']!r}.")
-        if "last_status" in settings and settings["last_status"] not in STATUSES:
-            raise ValueError(f"Unknown status {settings['last_status']!r}.")
+        settings = dict(settings)
+        for key in ("marker_size_mm", "known_dimension_mm", "known_distance_mm"):
+            if _is_number(settings.get(key)):
+                settings[key] = float(settings[key])
+        _check_settings(settings)
+        if "known_points" in settings:
+            settings["known_points"] = [[float(v) for v in p] for p in settings["known_points"]]
         for key, value in settings.items():
             setattr(image_set, key, value)
 
@@ -426,16 +547,7 @@ class Project(QObject):
 
     def set_excluded(self, set_name: str, path: str | os.PathLike[str], excluded: bool) -> None:
         """Leave an image file out of the next run (``excluded`` True) or take it back."""
-        image_set = self.image_set(set_name)
-        key = _abs(path)
-        if excluded == (key in image_set.excluded):
-            return
-        if excluded:
-            image_set.excluded.add(key)
-        else:
-            image_set.excluded.discard(key)
-        self._touch()
-        self.set_changed.emit(set_name)
+        self._set_member(set_name, self.image_set(set_name).excluded, path, excluded)
 
     def is_excluded(self, set_name: str, path: str | os.PathLike[str]) -> bool:
         """Whether an image file is left out of the next run."""
@@ -446,16 +558,233 @@ class Project(QObject):
         excluded = {os.path.normcase(p) for p in self.image_set(set_name).excluded}
         return [p for p in self.image_files(set_name) if os.path.normcase(str(p)) not in excluded]
 
-    def config_for_run(self, set_name: str) -> PipelineConfig:
-        """The set's settings as a pipeline configuration (preset, device, depth prior)."""
+    def config_for_run(self, set_name: str, base: PipelineConfig | None = None) -> PipelineConfig:
+        """The set's settings as a pipeline configuration.
+
+        Parameters
+        ----------
+        set_name
+            The image set.
+        base
+            Configuration whose preset, device and depth prior are used (the settings panel's);
+            None builds them from the set's settings.
+
+        Returns
+        -------
+        PipelineConfig
+            ``base`` (or the set's preset) with the set's masks (automatic on/off, switched-off
+            masks, painted masks) and scale (marker size, known size or distance).
+        """
         image_set = self.image_set(set_name)
-        cfg = preset(image_set.preset, device=image_set.device)
-        prior = cfg.depth_prior
-        if image_set.no_depth_prior:
-            prior = dataclasses.replace(prior, enabled=False)
-        if image_set.depth_model:
-            prior = dataclasses.replace(prior, model=image_set.depth_model)
-        return cfg.replace(depth_prior=prior)
+        cfg = base
+        if cfg is None:
+            cfg = preset(image_set.preset, device=image_set.device)
+            prior = cfg.depth_prior
+            if image_set.no_depth_prior:
+                prior = dataclasses.replace(prior, enabled=False)
+            if image_set.depth_model:
+                prior = dataclasses.replace(prior, model=image_set.depth_model)
+            cfg = cfg.replace(depth_prior=prior)
+        names = self.run_names(set_name)
+        painted = self._sync_painted(set_name, names)
+        disabled = sorted(names[p] for p in image_set.mask_disabled if p in names)
+        masks = dataclasses.replace(
+            cfg.masks,
+            enabled=image_set.auto_masks,
+            override_dir=str(self.mask_dir(set_name)) if painted else "",
+            disabled=tuple(disabled),
+        )
+        scale = {"marker_size_mm": float(image_set.marker_size_mm)}
+        if len(image_set.known_points) == 2 and image_set.known_distance_mm > 0:
+            scale["known_points"] = tuple(
+                tuple(float(v) for v in p) for p in image_set.known_points
+            )
+            scale["known_distance_mm"] = float(image_set.known_distance_mm)
+        else:
+            scale["known_points"] = ()
+            scale["known_distance_mm"] = 0.0
+        if image_set.known_dimension and image_set.known_dimension_mm > 0:
+            scale["known_dimension"] = image_set.known_dimension
+            scale["known_dimension_mm"] = float(image_set.known_dimension_mm)
+        else:
+            scale["known_dimension"] = ""
+            scale["known_dimension_mm"] = 0.0
+        return cfg.replace(masks=masks, scale=replace_known(cfg.scale, scale))
+
+    # ------------------------------------------------------------------ masks
+
+    def run_names(self, set_name: str, extra: Path | str | None = None) -> dict[str, str]:
+        """Image path -> the name the engine gives it in the next run (see ingest).
+
+        ``extra``: a photo to name as if it were one of the inputs (a photo left out).
+        """
+        files = self.inputs_for_run(set_name)
+        if extra is not None:
+            key = os.path.normcase(_abs(extra))
+            if all(os.path.normcase(str(f)) != key for f in files):
+                files.append(Path(_abs(extra)))
+        return {str(path): name for name, path in _run_names(files).items()}
+
+    def image_name(self, set_name: str, path: Path | str) -> str:
+        """The engine's name of an image of the set (``IMG_1.jpg``, ``left/IMG_1.jpg`` ...)."""
+        return self.run_names(set_name, path)[_abs(path)]
+
+    def mask_dir(self, set_name: str) -> Path:
+        """Folder of the masks painted for a set: ``<project>/masks/<run folder name>``.
+
+        Named after the set's run folder, which keeps its name when the set is renamed.
+        """
+        return self._base() / PAINTED_MASKS / Path(self.image_set(set_name).run_dir).name
+
+    def painted_mask_path(self, set_name: str, path: Path | str) -> Path | None:
+        """The mask painted for a photo, when there is one on disk."""
+        rel = self.image_set(set_name).painted_masks.get(_abs(path))
+        if rel is None:
+            return None
+        file = self.mask_dir(set_name) / rel
+        return file if file.is_file() else None
+
+    def save_painted_mask(self, set_name: str, path: Path | str, mask: np.ndarray) -> Path:
+        """Store a mask painted for a photo (atomically); the next run uses it.
+
+        Parameters
+        ----------
+        set_name
+            The image set.
+        path
+            The photo.
+        mask
+            ``(H, W)`` bool or uint8 (non-zero = product) at the photo's working size.
+
+        Returns
+        -------
+        Path
+            ``mask_dir/<image name>.png`` (0 / 255).
+
+        Raises
+        ------
+        ValueError
+            When ``mask`` is not a 2-D array.
+        OutputError
+            When the file cannot be written.
+        """
+        mask = np.asarray(mask)
+        if mask.ndim != 2 or mask.size == 0:
+            raise ValueError(f"A mask is a 2-D array, got shape {mask.shape}.")
+        image_set = self.image_set(set_name)
+        key = _abs(path)
+        rel = f"{self.image_name(set_name, key)}.png"
+        old = image_set.painted_masks.get(key)
+        target = write_png(
+            self.mask_dir(set_name) / rel, np.where(mask > 0, 255, 0).astype(np.uint8)
+        )
+        if old is not None and old != rel:
+            (self.mask_dir(set_name) / old).unlink(missing_ok=True)
+        image_set.painted_masks[key] = rel
+        self._touch()
+        self.set_changed.emit(set_name)
+        return target
+
+    def remove_painted_mask(self, set_name: str, path: Path | str) -> None:
+        """Forget the mask painted for a photo (the next run computes one again)."""
+        image_set = self.image_set(set_name)
+        rel = image_set.painted_masks.pop(_abs(path), None)
+        if rel is None:
+            return
+        (self.mask_dir(set_name) / rel).unlink(missing_ok=True)
+        self._touch()
+        self.set_changed.emit(set_name)
+
+    def set_mask_disabled(self, set_name: str, path: Path | str, disabled: bool) -> None:
+        """Switch a photo's mask off (``disabled``: the whole photo is used) or on again."""
+        self._set_member(set_name, self.image_set(set_name).mask_disabled, path, disabled)
+
+    def _set_member(
+        self, set_name: str, members: set[str], path: Path | str | os.PathLike[str], on: bool
+    ) -> None:
+        key = _abs(path)
+        if on == (key in members):
+            return
+        if on:
+            members.add(key)
+        else:
+            members.discard(key)
+        self._touch()
+        self.set_changed.emit(set_name)
+
+    def is_mask_disabled(self, set_name: str, path: Path | str) -> bool:
+        """Whether a photo's mask is switched off."""
+        return _abs(path) in self.image_set(set_name).mask_disabled
+
+    def run_mask_path(self, set_name: str, path: Path | str) -> Path | None:
+        """The mask the last run used for a photo (``work/masks/<name>.png``), when there is one."""
+        try:
+            name = self.image_name(set_name, path)
+        except KeyError:
+            return None
+        file = self.run_dir(set_name) / "work" / MASKS_FOLDER / f"{name}.png"
+        return file if file.is_file() else None
+
+    def working_copy(self, set_name: str, path: Path | str) -> Path | None:
+        """The last run's working copy of a photo (``work/images/<name>``), when there is one."""
+        try:
+            name = self.image_name(set_name, path)
+        except KeyError:
+            return None
+        file = self.run_dir(set_name) / "work" / "images" / name
+        return file if file.is_file() else None
+
+    def mask_states(self, set_name: str) -> dict[str, str]:
+        """Image path -> ``"painted"``, ``"auto"`` (the last run's mask) or ``"off"``.
+
+        Photos with no mask at all are not listed, nor those the last run could not mask (the
+        engine writes an all-white mask file for them: COLMAP needs one per photo).
+        """
+        image_set = self.image_set(set_name)
+        names = self.run_names(set_name)
+        run_masks = self.run_dir(set_name) / "work" / MASKS_FOLDER
+        listed = run_masks.is_dir()
+        failed = set(mask_failures(self.last_report(set_name))) if listed else set()
+        states = {}
+        for path, name in names.items():
+            if path in image_set.mask_disabled:
+                states[path] = "off"
+            elif (
+                path in image_set.painted_masks
+                and (self.mask_dir(set_name) / image_set.painted_masks[path]).is_file()
+            ):
+                states[path] = "painted"
+            elif listed and name not in failed and (run_masks / f"{name}.png").is_file():
+                states[path] = "auto"
+        return states
+
+    def _sync_painted(self, set_name: str, names: dict[str, str]) -> bool:
+        """Rename painted masks whose photo's engine name changed; True when any is in use.
+
+        A photo's name depends on the inputs' common folder, so adding a folder from elsewhere
+        can rename every photo; the painted masks follow.
+        """
+        image_set = self.image_set(set_name)
+        folder = self.mask_dir(set_name)
+        in_use = False
+        for path, rel in list(image_set.painted_masks.items()):
+            if path not in names or not (folder / rel).is_file():
+                continue
+            want = f"{names[path]}.png"
+            if rel != want:
+                target = folder / want
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(folder / rel, target)
+                except OSError as exc:
+                    raise OutputError(
+                        f"Cannot rename the painted mask '{folder / rel}' to '{target}' "
+                        f"({exc.strerror or exc}). Check that the project folder is writable."
+                    ) from exc
+                image_set.painted_masks[path] = want
+                self._touch()
+            in_use = True
+        return in_use
 
     # ------------------------------------------------------------------ run folders
 
@@ -520,12 +849,36 @@ class Project(QObject):
             return sparse_points, cameras, "sparse", report
         return None, cameras, None, report
 
+    def last_report(self, set_name: str) -> dict[str, Any] | None:
+        """The set's last ``report.json`` (None when missing or unreadable)."""
+        return _read_report(self.run_dir(set_name))
+
+    def last_mesh(self, set_name: str) -> Mesh | None:
+        """The mesh the set's last run left (``work/mesh/mesh.npz``), or None.
+
+        None too when the engine has no mesh stage or the file is unreadable (logged).
+        """
+        try:
+            from engine.stages.mesh import MESH_FILE, load_mesh
+        except ImportError:
+            return None
+        path = self.run_dir(set_name) / "work" / MESH_FILE
+        if not path.is_file():
+            return None
+        try:
+            mesh = load_mesh(path)
+        except Exception as exc:  # noqa: BLE001 - a damaged mesh must not stop reopening
+            logger.warning("Cannot read the mesh %s: %s", path, exc)
+            return None
+        return mesh if len(mesh) and mesh.num_triangles else None
+
     def image_status(self, set_name: str) -> dict[str, tuple[str, str]]:
         """Badges from the last run's report: image path -> (status, reason).
 
         ``"not registered"`` for photos SfM could not place and ``"skipped"`` for files ingest
-        refused, each with the report's reason. Images not listed are unknown here (the
-        thumbnail loader tells ``ok`` / ``blurry`` / ``unreadable``).
+        refused, each with the report's reason; pre-flight findings (``blurry``,
+        ``duplicate``, ``too dark``, ``too bright``) for the others. Images not listed are
+        unknown here (the thumbnail loader tells ``ok`` / ``blurry`` / ``unreadable``).
         """
         report = _read_report(self.run_dir(set_name))
         if not report:
@@ -543,6 +896,10 @@ class Project(QObject):
             return same[0] if len(same) == 1 else None
 
         status: dict[str, tuple[str, str]] = {}
+        for name, badge in preflight_status(report).items():
+            path = find(name)
+            if path is not None:
+                status[str(path)] = badge
         unregistered = report.get("unregistered") or {}
         if isinstance(unregistered, dict):
             for name, reason in unregistered.items():
@@ -613,20 +970,25 @@ class Project(QObject):
 
     def _carry_runs(self, old_base: Path, new_base: Path, move: bool) -> None:
         for image_set in self._sets.values():
-            src, dst = old_base / image_set.run_dir, new_base / image_set.run_dir
-            if not src.is_dir() or dst.exists():
-                continue
-            try:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                if move:
-                    shutil.move(str(src), str(dst))
-                else:
-                    shutil.copytree(src, dst)
-            except OSError as exc:
-                raise OutputError(
-                    f"Cannot put the results of '{image_set.name}' into '{dst}' "
-                    f"({exc.strerror or exc}). Check free disk space and permissions."
-                ) from exc
+            masks = f"{PAINTED_MASKS}/{Path(image_set.run_dir).name}"
+            for rel in (image_set.run_dir, masks):
+                self._carry(image_set, old_base / rel, new_base / rel, move)
+
+    @staticmethod
+    def _carry(image_set: ImageSet, src: Path, dst: Path, move: bool) -> None:
+        if not src.is_dir() or dst.exists():
+            return
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if move:
+                shutil.move(str(src), str(dst))
+            else:
+                shutil.copytree(src, dst)
+        except OSError as exc:
+            raise OutputError(
+                f"Cannot put the results of '{image_set.name}' into '{dst}' "
+                f"({exc.strerror or exc}). Check free disk space and permissions."
+            ) from exc
 
     def discard(self) -> None:
         """Forget an unsaved project's temporary run folders (on close without saving)."""

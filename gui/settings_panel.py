@@ -1,4 +1,4 @@
-"""Settings of the selected image set: preset, compute device and depth network.
+"""Settings of the selected image set: preset, device, depth network, masks and marker size.
 
 The panel edits what a run will use; :meth:`SettingsPanel.config` turns it into a
 :class:`engine.config.PipelineConfig`. Which GPU is present is found out on a short-lived
@@ -15,9 +15,12 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QWidget,
 )
@@ -119,10 +122,36 @@ class SettingsPanel(QWidget):
         form.addRow("Depth network", self.depth)
         form.addRow("", self.depth_hint)
 
+        self.auto_masks = QCheckBox("Automatic masks", self)
+        self.auto_masks.setChecked(True)
+        self.auto_masks.setToolTip(
+            "Leave the backdrop, turntable and floor out of the model. Photos with a painted "
+            "mask or a mask file keep theirs; double-click a photo to check or paint its mask."
+        )
+        self.marker_size = QDoubleSpinBox(self)
+        self.marker_size.setRange(0.0, 1000.0)
+        self.marker_size.setDecimals(1)
+        self.marker_size.setSingleStep(5.0)
+        self.marker_size.setSuffix(" mm")
+        self.marker_size.setSpecialValueText("none")
+        self.marker_size.setToolTip(
+            "Side of the printed ArUco markers (DICT_4X4_50) lying beside the product, measured "
+            "on the print: the run then gives true dimensions. 'none': no markers."
+        )
+        product_row = QHBoxLayout()
+        product_row.setContentsMargins(0, 0, 0, 0)
+        product_row.addWidget(self.auto_masks)
+        product_row.addStretch(1)
+        product_row.addWidget(QLabel("Markers", self))
+        product_row.addWidget(self.marker_size)
+        form.addRow("Product", product_row)
+
         self.preset.setCurrentIndex(PRESETS.index("standard"))
         self.depth.setCurrentIndex(1)
         self.preset.currentIndexChanged.connect(self._changed)
         self.device.currentIndexChanged.connect(self._changed)
+        self.auto_masks.toggled.connect(self._changed)
+        self.marker_size.valueChanged.connect(self._changed)
         self.depth.activated.connect(self._depth_activated)
         self._update_hints()
 
@@ -150,6 +179,8 @@ class SettingsPanel(QWidget):
             "device": str(self.device.currentData()),
             "depth_model": self._local_folder if mode == "local" else None,
             "no_depth_prior": mode == "none",
+            "auto_masks": self.auto_masks.isChecked(),
+            "marker_size_mm": float(self.marker_size.value()),
         }
 
     def config(self) -> PipelineConfig:
@@ -162,7 +193,9 @@ class SettingsPanel(QWidget):
             model=values["depth_model"] or DEFAULT_DEPTH_MODEL,
             allow_download=self.depth_mode == "download",
         )
-        return cfg.replace(depth_prior=prior)
+        masks = dataclasses.replace(cfg.masks, enabled=values["auto_masks"])
+        scale = dataclasses.replace(cfg.scale, marker_size_mm=values["marker_size_mm"])
+        return cfg.replace(depth_prior=prior, masks=masks, scale=scale)
 
     # ------------------------------------------------------------------ writing
 
@@ -183,6 +216,8 @@ class SettingsPanel(QWidget):
             else:
                 mode = "default"
             self._set_depth_mode(mode)
+            self.auto_masks.setChecked(bool(getattr(image_set, "auto_masks", True)))
+            self.marker_size.setValue(float(getattr(image_set, "marker_size_mm", 0.0)))
             self.setEnabled(image_set is not None)
         finally:
             self._loading = False

@@ -3,8 +3,11 @@
 Thumbnails are decoded off the GUI thread by :class:`gui.workers.ThumbnailLoader`, and only for
 the photos on screen (plus a screenful around them), so a set of thousands of photos neither
 waits nor fills the memory. Each icon carries a badge: ``ok``, ``excluded`` (the user left it
-out), ``unreadable``, ``blurry``, ``not registered`` (the last run could not place it) or
-``skipped`` (the last run refused the file); the tooltip gives the reason.
+out), ``unreadable``, ``blurry``, ``not registered`` (the last run could not place it),
+``skipped`` (the last run refused the file), or a pre-flight finding of the last run
+(``duplicate``, ``too dark``, ``too bright``); the tooltip gives the reason. A small tag in the
+top-right corner tells the photo's mask: ``M`` (the last run's mask), ``M✎`` (painted by the
+user) or a struck-out ``M`` (switched off). Double-click opens the photo's mask inspector.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from gui.workers import ThumbnailLoader
 PathRole = Qt.ItemDataRole.UserRole + 1
 StatusRole = Qt.ItemDataRole.UserRole + 2
 ReasonRole = Qt.ItemDataRole.UserRole + 3
+MaskRole = Qt.ItemDataRole.UserRole + 4
 
 #: Icon side in pixels.
 ICON_SIZE = 128
@@ -42,6 +46,16 @@ BADGE_COLOURS = {
     "skipped": QColor(200, 40, 40),
     "not registered": QColor(150, 60, 170),
     "blurry": QColor(220, 130, 0),
+    "duplicate": QColor(200, 110, 0),
+    "too dark": QColor(200, 110, 0),
+    "too bright": QColor(200, 110, 0),
+    "exposure": QColor(200, 110, 0),
+}
+#: Mask tags: state -> (text, colour).
+MASK_TAGS = {
+    "auto": ("M", QColor(0, 150, 170)),
+    "painted": ("M✎", QColor(190, 120, 0)),
+    "off": ("M", QColor(110, 110, 110)),
 }
 
 
@@ -81,8 +95,28 @@ def _placeholder() -> QPixmap:
     return pix
 
 
-def badge_icon(image: QImage | None, status: str) -> QIcon:
-    """A square icon: the thumbnail (or a grey tile) with the status badge drawn on it."""
+def _draw_mask_tag(painter: QPainter, state: str) -> None:
+    text, colour = MASK_TAGS[state]
+    font = QFont()
+    font.setPixelSize(11)
+    font.setBold(True)
+    painter.setFont(font)
+    width = painter.fontMetrics().horizontalAdvance(text) + 10
+    rect = QRect(ICON_SIZE - width - 4, 4, width, 16)
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.setBrush(colour)
+    painter.drawRoundedRect(rect, 4, 4)
+    painter.setPen(QColor(255, 255, 255))
+    painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
+    if state == "off":
+        painter.drawLine(rect.left() + 3, rect.bottom() - 3, rect.right() - 3, rect.top() + 3)
+
+
+def badge_icon(image: QImage | None, status: str, mask_state: str | None = None) -> QIcon:
+    """A square icon: the thumbnail (or a grey tile), the status badge and the mask tag.
+
+    ``mask_state``: ``auto``, ``painted``, ``off`` or None (no mask: no tag).
+    """
     canvas = QPixmap(ICON_SIZE, ICON_SIZE)
     canvas.fill(Qt.GlobalColor.transparent)
     painter = QPainter(canvas)
@@ -121,6 +155,8 @@ def badge_icon(image: QImage | None, status: str) -> QIcon:
         painter.drawRoundedRect(rect, 4, 4)
         painter.setPen(QColor(255, 255, 255))
         painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, status)
+    if mask_state in MASK_TAGS:
+        _draw_mask_tag(painter, mask_state)
     painter.end()
     return QIcon(canvas)
 
@@ -139,9 +175,12 @@ class ThumbnailGrid(QListView):
     -------
     exclusion_requested(str, bool)
         ``(path, excluded)``: the user ticked or unticked a photo, or used the context menu.
+    inspect_requested(str)
+        The user double-clicked a photo (or chose "Check the mask…"): show its mask.
     """
 
     exclusion_requested = Signal(str, bool)
+    inspect_requested = Signal(str)
 
     def __init__(self, loader: ThumbnailLoader | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -166,12 +205,16 @@ class ThumbnailGrid(QListView):
         self._loader_status: dict[str, tuple[str, str]] = {}
         self._run_status: dict[str, tuple[str, str]] = {}
         self._excluded: set[str] = set()
+        self._masks: dict[str, str] = {}
         self._requested: set[str] = set()
-        self._looks: dict[str, tuple[str, bool]] = {}
+        self._looks: dict[str, tuple[str, bool, str | None]] = {}
         self._updating = False
 
         self.loader.loaded.connect(self._on_loaded)
         self.store.itemChanged.connect(self._on_item_changed)
+        self.doubleClicked.connect(
+            lambda index: self.inspect_requested.emit(str(index.data(PathRole)))
+        )
         self._lazy = QTimer(self)
         self._lazy.setSingleShot(True)
         self._lazy.setInterval(60)
@@ -236,6 +279,21 @@ class ThumbnailGrid(QListView):
         if run_status is not None:
             self._run_status = dict(run_status)
         self._refresh_all()
+
+    def set_mask_states(self, states: dict[str, str]) -> None:
+        """Path -> mask state (``auto``, ``painted``, ``off``) of the photos shown."""
+        self._masks = dict(states)
+        self._refresh_all()
+
+    def mask_states_shown(self) -> dict[str, str]:
+        """Path -> mask tag shown (photos without a tag left out)."""
+        return {k: str(i.data(MaskRole)) for k, i in self._items.items() if i.data(MaskRole)}
+
+    def mask_state_of(self, path: Path | str) -> str | None:
+        """The mask state shown for ``path`` (None: no mask)."""
+        item = self._items[str(path)]
+        value = item.data(MaskRole)
+        return str(value) if value else None
 
     def clear_images(self) -> None:
         """Show nothing and drop pending thumbnail work."""
@@ -325,14 +383,23 @@ class ThumbnailGrid(QListView):
         )
         was_updating, self._updating = self._updating, True
         try:
-            look = (status, key in self._thumbs)
+            mask = self._masks.get(key)
+            look = (status, key in self._thumbs, mask)
             if self._looks.get(key) != look:
                 self._looks[key] = look
-                item.setIcon(badge_icon(self._thumbs.get(key), status))
+                item.setIcon(badge_icon(self._thumbs.get(key), status, mask))
             item.setData(status, StatusRole)
             item.setData(reason, ReasonRole)
+            item.setData(mask or "", MaskRole)
             item.setCheckState(Qt.CheckState.Unchecked if excluded else Qt.CheckState.Checked)
             tip = f"{key}\n{status}" + (f": {reason}" if reason else "")
+            if mask:
+                tip += "\nmask: " + {
+                    "auto": "from the last run",
+                    "painted": "painted by you",
+                    "off": "switched off",
+                }.get(mask, mask)
+            tip += "\nDouble-click to check or paint the mask."
             item.setToolTip(tip)
         finally:
             self._updating = was_updating
@@ -367,6 +434,8 @@ class ThumbnailGrid(QListView):
         leave_out.triggered.connect(lambda: self.set_excluded(paths, True))
         take_back = QAction(f"Include in the run ({len(paths)})", menu)
         take_back.triggered.connect(lambda: self.set_excluded(paths, False))
+        inspect = QAction("Check the mask…", menu)
+        inspect.triggered.connect(lambda: self.inspect_requested.emit(paths[0]))
         show = QAction("Show in folder", menu)
         show.triggered.connect(
             lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(paths[0]).parent)))
@@ -374,5 +443,6 @@ class ThumbnailGrid(QListView):
         menu.addAction(leave_out)
         menu.addAction(take_back)
         menu.addSeparator()
+        menu.addAction(inspect)
         menu.addAction(show)
         menu.exec(self.viewport().mapToGlobal(pos))

@@ -1,4 +1,4 @@
-"""Interactive 3D preview of a :class:`~gui.models.CloudModel`: coloured points and camera frustums.
+"""Interactive 3D preview: the :class:`~gui.models.CloudModel`'s points and cameras, and the mesh.
 
 The view subscribes to the model (napari style) and never receives arrays from workers. A change
 only marks the view dirty; a single-shot timer then applies the model's *latest* snapshot, so a
@@ -8,6 +8,11 @@ OpenGL comes from pyqtgraph's ``GLViewWidget`` (orbit: left drag, pan: middle dr
 Ctrl+left drag, zoom: wheel). When a full frame takes longer than the interactive budget (millions
 of points on a software renderer), the view draws an evenly thinned preview of the cloud while
 the user moves the camera and the full cloud once they stop.
+
+When the :class:`~gui.results.ResultModel` holds a mesh, the view can show it instead of the
+cloud (:meth:`PointCloudView.set_display`): vertex colours, smooth normals, a two-sided
+headlight. Shift+click picks the point (or mesh vertex) under the cursor, in reconstruction
+coordinates, for the "Set scale" dialog.
 
 Where no OpenGL context can be created (``QT_QPA_PLATFORM=offscreen``, remote sessions, broken
 drivers, ``VITRINE_NO_OPENGL=1``) the view shows a label instead.
@@ -24,12 +29,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from pyqtgraph import Vector
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtCore import QEvent, QObject, QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QImage, QMatrix4x4
 from PySide6.QtWidgets import QLabel, QStackedLayout, QWidget
 
-from engine.types import CameraPose
+from engine.types import CameraPose, Mesh
 from gui.models import CloudModel
+from gui.results import ResultModel
 
 if TYPE_CHECKING:
     from pyqtgraph.opengl import GLLinePlotItem
@@ -48,6 +54,12 @@ PREVIEW_MIN_POINTS = 50_000
 LIVE_MIN_POINTS = 100_000
 #: The preview lasts this long after the last mouse, wheel or key event.
 SETTLE_MS = 300
+#: How the view can show the result.
+DISPLAY_MODES = ("cloud", "mesh")
+#: Colour of a mesh without vertex colours (light grey).
+MESH_DEFAULT_RGB = (200, 200, 205)
+#: A shift+click picks the frontmost point within this many pixels of the cursor.
+PICK_RADIUS_PX = 6.0
 _INTERACTION_EVENTS = {
     QEvent.Type.MouseButtonPress,
     QEvent.Type.MouseMove,
@@ -186,6 +198,111 @@ def frustum_segments(cameras: list[CameraPose], depth: float) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit per-vertex normals, ``(N, 3)`` float32: area-weighted sums of the face normals.
+
+    Vertices used by no face (or only by degenerate faces) get ``(0, 0, 1)``.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    if len(f) == 0:
+        out = np.zeros((len(v), 3), np.float32)
+        out[:, 2] = 1.0
+        return out
+    face_n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2 x area
+    idx = f.ravel()
+    sums = np.stack(
+        [np.bincount(idx, np.repeat(face_n[:, k], 3), minlength=len(v)) for k in range(3)], axis=1
+    )
+    norm = np.linalg.norm(sums, axis=1)
+    ok = norm > 0
+    out = np.zeros_like(sums)
+    out[ok] = sums[ok] / norm[ok, None]
+    out[~ok] = (0.0, 0.0, 1.0)
+    return out.astype(np.float32)
+
+
+def qmatrix_to_numpy(matrix: QMatrix4x4) -> np.ndarray:
+    """A ``QMatrix4x4`` as a row-major ``(4, 4)`` float64 array (``M @ [x, y, z, 1]``)."""
+    return np.array(matrix.data(), dtype=np.float64).reshape(4, 4).T  # data() is column-major
+
+
+def project_to_screen(
+    points: np.ndarray, mvp: np.ndarray, width: float, height: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Project world points through a model-view-projection matrix to widget pixels.
+
+    Parameters
+    ----------
+    points
+        ``(N, 3)`` world coordinates.
+    mvp
+        ``(4, 4)`` row-major matrix from world to clip coordinates (OpenGL conventions).
+    width, height
+        Size of the widget in pixels (logical: as mouse events give them).
+
+    Returns
+    -------
+    tuple of ndarray
+        ``(xy (N, 2) pixels from the top-left, depth (N,) normalised device z in [-1, 1],
+        visible (N,) bool: in front of the camera and inside the clipping volume)``.
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    clip = pts @ mvp[:3, :3].T + mvp[:3, 3]
+    w = pts @ mvp[3, :3] + mvp[3, 3]
+    visible = w > 1e-12
+    safe_w = np.where(visible, w, 1.0)
+    ndc = clip / safe_w[:, None]
+    visible &= np.all(np.abs(ndc) <= 1.0, axis=1)
+    xy = np.stack([(ndc[:, 0] + 1.0) * 0.5 * width, (1.0 - ndc[:, 1]) * 0.5 * height], axis=1)
+    return xy, ndc[:, 2], visible
+
+
+def pick_point(
+    points: np.ndarray,
+    mvp: np.ndarray,
+    size: tuple[float, float],
+    click: tuple[float, float],
+    radius_px: float = PICK_RADIUS_PX,
+) -> int | None:
+    """Index of the point a click picks: the frontmost one within ``radius_px`` of the click.
+
+    Frontmost, not nearest on screen, so a click on a surface never picks a point of the far
+    side that projects to the same pixel. When none is that close, the radius is doubled up to
+    three times.
+
+    Parameters
+    ----------
+    points
+        ``(N, 3)`` world coordinates.
+    mvp
+        ``(4, 4)`` row-major world-to-clip matrix (see :func:`project_to_screen`).
+    size
+        ``(width, height)`` of the widget in pixels.
+    click
+        ``(x, y)`` of the click in the same pixels, from the top-left.
+    radius_px
+        Search radius in pixels.
+
+    Returns
+    -------
+    int or None
+        Index into ``points``, or None when no visible point is near the click.
+    """
+    if len(points) == 0:
+        return None
+    xy, depth, visible = project_to_screen(points, mvp, *size)
+    d2 = np.sum((xy - np.asarray(click, dtype=np.float64)) ** 2, axis=1)
+    radius = float(radius_px)
+    for _ in range(4):
+        near = np.flatnonzero(visible & (d2 <= radius * radius))
+        if len(near):
+            order = np.lexsort((d2[near], depth[near]))
+            return int(near[order[0]])
+        radius *= 2.0
+    return None
+
+
 def _to_qcolor(color: QColor | tuple | str) -> QColor:
     if isinstance(color, QColor):
         return QColor(color)
@@ -298,11 +415,101 @@ def _define_gl_classes() -> dict[str, type]:
     class Lines(_ContextAware, gl.GLLinePlotItem):
         _base = gl.GLLinePlotItem
 
-    return {"view": GuardedGLView, "points": Points, "lines": Lines}
+    from pyqtgraph.opengl import shaders
+    from pyqtgraph.opengl.items.GLMeshItem import DirtyFlag
+
+    all_bits = DirtyFlag.POSITION | DirtyFlag.NORMAL | DirtyFlag.COLOR | DirtyFlag.FACES
+
+    class MeshItem(_ContextAware, gl.GLMeshItem):
+        """Triangle mesh with vertex colours and a two-sided headlight; arrays set directly.
+
+        pyqtgraph's ``MeshData`` computes vertex normals in a Python loop (seconds for a web
+        mesh): the arrays are prepared with numpy and handed to the buffers as they are. The
+        shader program is this item's own, so it lives in this view's context.
+        """
+
+        def __init__(self) -> None:
+            super().__init__(glOptions="opaque", smooth=True)
+            self._program = shaders.ShaderProgram(
+                "vitrine-headlight",
+                [shaders.VertexShader(_MESH_VERTEX_SHADER), shaders.FragmentShader(_MESH_SHADER)],
+            )
+            self.setShader(self._program)
+            self.dirty_bits = DirtyFlag(0)
+
+        def set_arrays(
+            self, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, normals: np.ndarray
+        ) -> None:
+            self.vertexes = np.ascontiguousarray(vertices, dtype=np.float32)
+            self.normals = np.ascontiguousarray(normals, dtype=np.float32)
+            self.colors = np.ascontiguousarray(colors, dtype=np.uint8)
+            self.faces = np.ascontiguousarray(faces, dtype=np.uint32)
+            self.dirty_bits = all_bits
+            self.update()
+
+        def parseMeshData(self) -> DirtyFlag:
+            bits, self.dirty_bits = self.dirty_bits, DirtyFlag(0)
+            return bits
+
+        def getShaderProgram(self) -> int:
+            context = _current_context()
+            es2 = bool(context is not None and context.hasExtension(b"GL_ARB_ES2_compatibility"))
+            return self._program.program(es2_compat=es2)
+
+        def context_changed(self) -> None:
+            self._program.prog = None
+            buffer_types = {
+                "m_vbo_position": QOpenGLBuffer.Type.VertexBuffer,
+                "m_vbo_normal": QOpenGLBuffer.Type.VertexBuffer,
+                "m_vbo_color": QOpenGLBuffer.Type.VertexBuffer,
+                "m_ibo_faces": QOpenGLBuffer.Type.IndexBuffer,
+            }
+            for attr, kind in buffer_types.items():
+                setattr(self, attr, QOpenGLBuffer(kind))
+            self.dirty_bits = all_bits if self.vertexes is not None else DirtyFlag(0)
+
+    return {"view": GuardedGLView, "points": Points, "lines": Lines, "mesh": MeshItem}
+
+
+def _current_context():  # noqa: ANN202 - QOpenGLContext or None
+    from PySide6.QtGui import QOpenGLContext
+
+    return QOpenGLContext.currentContext()
+
+
+_MESH_VERTEX_SHADER = """
+    uniform mat4 u_mvp;
+    uniform mat3 u_normal;
+    attribute vec4 a_position;
+    attribute vec3 a_normal;
+    attribute vec4 a_color;
+    varying vec4 v_color;
+    varying vec3 v_normal;
+    void main() {
+        v_normal = normalize(u_normal * a_normal);
+        v_color = a_color;
+        gl_Position = u_mvp * a_position;
+    }
+"""
+# Two-sided: a reconstructed surface's triangles are not reliably wound outwards.
+_MESH_SHADER = """
+    #ifdef GL_ES
+    precision mediump float;
+    #endif
+    varying vec4 v_color;
+    varying vec3 v_normal;
+    void main() {
+        vec3 n = normalize(v_normal);
+        float key = abs(dot(n, normalize(vec3(0.35, 0.5, 1.0))));
+        float fill = abs(n.z);
+        float light = min(0.3 + 0.55 * key + 0.2 * fill, 1.0);
+        gl_FragColor = vec4(v_color.rgb * light, v_color.a);
+    }
+"""
 
 
 class PointCloudView(QWidget):
-    """3D view of a :class:`CloudModel`'s points and cameras, with throttled redraws.
+    """3D view of a :class:`CloudModel`'s points and cameras, and of a mesh, throttled redraws.
 
     Parameters
     ----------
@@ -310,6 +517,8 @@ class PointCloudView(QWidget):
         The model to show; the view subscribes to ``changed`` and ``cameras_changed``.
     parent
         Parent widget.
+    results
+        Holds the mesh to show (the view subscribes to ``mesh_changed``); None: no mesh.
     max_draw_points
         At most this many points are uploaded (uniform decimation with a fixed seed).
     point_size
@@ -322,17 +531,28 @@ class PointCloudView(QWidget):
         Frame-time budget while the camera moves: when the last full frame took longer, an
         evenly thinned preview (every k-th point, at least 50,000) is drawn until the user stops.
 
+    Signals
+    -------
+    point_picked(object)
+        Shift+click picked a point: its ``(3,)`` float64 reconstruction coordinates.
+    display_changed(str)
+        The view switched between ``"cloud"`` and ``"mesh"``.
+
     Notes
     -----
     The first non-empty snapshot fits the view (:meth:`reset_view`); later snapshots keep the
     user's orbit, zoom and pan. Clearing the model arms the automatic fit again.
     """
 
+    point_picked = Signal(object)
+    display_changed = Signal(str)
+
     def __init__(
         self,
         model: CloudModel,
         parent: QWidget | None = None,
         *,
+        results: ResultModel | None = None,
         max_draw_points: int = 3_000_000,
         point_size: float = 2.0,
         background: QColor | tuple | str = (24, 24, 28),
@@ -359,6 +579,12 @@ class PointCloudView(QWidget):
         self._last_frame_points = 0
         self._preview_active = False
         self._preview_stride = 0  # stride the preview item holds (0: none built)
+        self._results = results
+        self._display = "cloud"
+        self._mesh_dirty = False
+        self._mesh_triangles = 0
+        self._mesh_bounds: np.ndarray | None = None
+        self._marked: np.ndarray = np.zeros((0, 3))
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -379,6 +605,9 @@ class PointCloudView(QWidget):
         self._points_item = None
         self._preview_item = None
         self._frustum_item = None
+        self._mesh_item = None
+        self._marker_item = None
+        self._marker_line = None
         self._unavailable_reason = ""
 
         ok, reason = opengl_status()
@@ -393,7 +622,10 @@ class PointCloudView(QWidget):
 
         model.changed.connect(self._on_model_changed)
         model.cameras_changed.connect(self._on_cameras_changed)
-        if len(model) or model.cameras:
+        if results is not None:
+            results.mesh_changed.connect(self._on_mesh_changed)
+            self._mesh_dirty = results.mesh is not None
+        if len(model) or model.cameras or self._mesh_dirty:
             self._cloud_dirty = self._cameras_dirty = True
             self._timer.start()
 
@@ -422,13 +654,36 @@ class PointCloudView(QWidget):
             antialias=False,
             glOptions="opaque",
         )
-        for item in (points, preview, frustums):
+        mesh = _gl_class("mesh")()
+        # Picked points stay visible through the surface: no depth test, drawn last
+        from OpenGL import GL
+
+        on_top = {GL.GL_DEPTH_TEST: False, GL.GL_BLEND: False, GL.GL_CULL_FACE: False}
+        markers = _gl_class("points")(
+            pos=np.zeros((0, 3), np.float32),
+            color=(1.0, 0.85, 0.1, 1.0),
+            size=12.0,
+            pxMode=True,
+            glOptions=on_top,
+        )
+        marker_line = _gl_class("lines")(
+            pos=np.zeros((0, 3), np.float32),
+            color=(1.0, 0.85, 0.1, 1.0),
+            width=2.0,
+            mode="lines",
+            antialias=False,
+            glOptions=on_top,
+        )
+        markers.setDepthValue(10)
+        marker_line.setDepthValue(10)
+        for item in (points, preview, frustums, mesh, markers, marker_line):
             item.setVisible(False)
             view.addItem(item)
         view.installEventFilter(self)
         view.frameSwapped.connect(self._on_frame_swapped)
         self._view, self._points_item, self._frustum_item = view, points, frustums
         self._preview_item = preview
+        self._mesh_item, self._marker_item, self._marker_line = mesh, markers, marker_line
         self._stack.addWidget(view)
         self._stack.setCurrentWidget(view)
 
@@ -440,6 +695,7 @@ class PointCloudView(QWidget):
             self._view.hide()
             self._view.deleteLater()
             self._view = self._points_item = self._preview_item = self._frustum_item = None
+            self._mesh_item = self._marker_item = self._marker_line = None
             self._point_count = 0
             self._preview_active = False
         self._update_label()
@@ -450,6 +706,9 @@ class PointCloudView(QWidget):
         n_points, n_cams = len(self._model), len(self._model.cameras)
         if n_points or n_cams:
             text += f"\n{n_points:,} points, {n_cams} cameras."
+        mesh = self._results.mesh if self._results is not None else None
+        if mesh is not None:
+            text += f"\nMesh: {mesh.num_triangles:,} triangles."
         self._label.setText(text)
 
     # -- public API
@@ -488,6 +747,107 @@ class PointCloudView(QWidget):
     def point_count(self) -> int:
         """Number of points currently uploaded to the view (after decimation)."""
         return self._point_count
+
+    @property
+    def mesh_item(self) -> QObject | None:
+        """The mesh's ``GLMeshItem`` (None without OpenGL)."""
+        return self._mesh_item
+
+    @property
+    def points_item(self) -> QObject | None:
+        """The cloud's ``GLScatterPlotItem`` (None without OpenGL)."""
+        return self._points_item
+
+    @property
+    def mesh_triangles(self) -> int:
+        """Triangles of the mesh uploaded to the view (0: none)."""
+        return self._mesh_triangles
+
+    @property
+    def has_mesh(self) -> bool:
+        """Whether the result model holds a mesh to show."""
+        return self._results is not None and self._results.mesh is not None
+
+    @property
+    def display(self) -> str:
+        """What is shown: ``"cloud"`` or ``"mesh"`` (a mesh only when there is one)."""
+        return self._display
+
+    def set_display(self, mode: str) -> None:
+        """Show the point cloud (``"cloud"``) or the mesh (``"mesh"``).
+
+        The choice is kept when there is no mesh yet: the mesh then shows as soon as it
+        arrives.
+
+        Raises
+        ------
+        ValueError
+            For another mode.
+        """
+        if mode not in DISPLAY_MODES:
+            raise ValueError(f"display mode must be one of {DISPLAY_MODES}, got {mode!r}")
+        if mode == self._display:
+            return
+        self._display = mode
+        self.flush()
+        self._end_preview()
+        self._update_visibility()
+        self.display_changed.emit(mode)
+
+    def mesh_shown(self) -> bool:
+        """True when the mesh is drawn (mesh mode and a mesh uploaded)."""
+        return self._display == "mesh" and self._mesh_triangles > 0
+
+    def set_marked_points(self, points: list | np.ndarray) -> None:
+        """Mark up to two picked points (reconstruction coordinates), joined by a line."""
+        marked = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        self._marked = marked
+        if self._marker_item is None:
+            return
+        if len(marked) == 0:
+            self._marker_item.setVisible(False)
+            self._marker_line.setVisible(False)
+            return
+        self._marker_item.setData(pos=marked.astype(np.float32))
+        self._marker_item.setVisible(True)
+        if len(marked) >= 2:
+            self._marker_line.setData(pos=marked[:2].astype(np.float32))
+            self._marker_line.setVisible(True)
+        else:
+            self._marker_line.setVisible(False)
+
+    @property
+    def marked_points(self) -> np.ndarray:
+        """The marked points, ``(K, 3)``."""
+        return self._marked.copy()
+
+    def world_to_clip(self) -> np.ndarray | None:
+        """The current ``(4, 4)`` row-major matrix from reconstruction to clip coordinates."""
+        if self._view is None:
+            return None
+        view = self._view
+        w, h = max(view.width(), 1), max(view.height(), 1)
+        projection = view.projectionMatrix((0, 0, w, h), (0, 0, w, h))
+        matrix = projection * view.viewMatrix() * self._points_item.transform()
+        return qmatrix_to_numpy(matrix)
+
+    def pick(self, x: float, y: float, radius_px: float = PICK_RADIUS_PX) -> np.ndarray | None:
+        """The point under ``(x, y)`` (widget pixels), or None when nothing is near it.
+
+        Picks among the mesh's vertices when the mesh is shown, else among the cloud's points
+        (all of them, not only those drawn). None too without OpenGL.
+        """
+        mvp = self.world_to_clip()
+        if mvp is None:
+            return None
+        if self.mesh_shown():
+            points = np.asarray(self._results.mesh.vertices, dtype=np.float64)
+        else:
+            points = self._model.snapshot().xyz
+        index = pick_point(
+            points, mvp, (self._view.width(), self._view.height()), (x, y), radius_px
+        )
+        return None if index is None else np.asarray(points[index], dtype=np.float64)
 
     @property
     def redraws(self) -> int:
@@ -572,7 +932,7 @@ class PointCloudView(QWidget):
 
     def flush(self) -> None:
         """Apply a pending model change now instead of at the next timer tick."""
-        if self._cloud_dirty or self._cameras_dirty:
+        if self._cloud_dirty or self._cameras_dirty or self._mesh_dirty:
             self._timer.stop()
             self._apply_pending()
 
@@ -580,24 +940,34 @@ class PointCloudView(QWidget):
         """Fit the view to the cloud's robust bounding box, "up" from the cameras.
 
         With cameras, the scene is turned so that the cameras' mean up direction points up on
-        screen and the view looks from the first camera's side; without, the world's +z is up.
+        screen and the view looks from the side of the first camera by name; without, the
+        world's +z is up. The mesh's box is used while the mesh is shown.
         """
         self.flush()
         if self._view is None:
             return
-        cams = list(self._model.cameras.values())
+        by_name = self._model.cameras
+        cams = [by_name[k] for k in sorted(by_name)]  # the same first camera after a resume
         rotation = np.eye(3)
         if cams:
             up = np.mean([camera_up(c.R) for c in cams], axis=0)
             if np.linalg.norm(up) > 1e-6:
                 rotation = rotation_to_z(up)
         matrix = _matrix4(rotation)  # world -> display, where +z is up
-        for item in (self._points_item, self._preview_item, self._frustum_item):
+        for item in (
+            self._points_item,
+            self._preview_item,
+            self._frustum_item,
+            self._mesh_item,
+            self._marker_item,
+            self._marker_line,
+        ):
             item.setTransform(matrix)
 
         centres = np.array([c.center for c in cams]) if cams else np.zeros((0, 3))
-        if self._bounds is not None:
-            lo, hi = self._bounds
+        bounds = self._mesh_bounds if self.mesh_shown() or self._bounds is None else self._bounds
+        if bounds is not None:
+            lo, hi = bounds
         elif len(centres):
             lo, hi = centres.min(axis=0), centres.max(axis=0)
         else:
@@ -632,7 +1002,7 @@ class PointCloudView(QWidget):
         camera from code (a turntable animation). Does nothing while full frames fit the
         ``interactive_frame_ms`` budget.
         """
-        if self._view is None:
+        if self._view is None or self.mesh_shown():
             return
         self._settle_timer.start()
         if not self._preview_active:
@@ -648,6 +1018,14 @@ class PointCloudView(QWidget):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         """Start the preview on camera-moving input over the GL view (the view still gets it)."""
+        if (
+            watched is self._view
+            and event.type() == QEvent.Type.MouseButtonPress
+            and event.button() == Qt.MouseButton.LeftButton
+            and event.modifiers() & Qt.KeyboardModifier.ShiftModifier
+        ):
+            self._pick_event(event.position())
+            return True  # a pick, not the start of an orbit
         if watched is self._view and event.type() in _INTERACTION_EVENTS:
             hovering = (
                 event.type() == QEvent.Type.MouseMove and event.buttons() == Qt.MouseButton.NoButton
@@ -655,6 +1033,11 @@ class PointCloudView(QWidget):
             if not hovering:
                 self.note_interaction()
         return super().eventFilter(watched, event)
+
+    def _pick_event(self, position: QPointF) -> None:
+        point = self.pick(position.x(), position.y())
+        if point is not None:
+            self.point_picked.emit(point)
 
     def _wanted_stride(self) -> int:
         """Every how many points the preview keeps (1: no preview needed)."""
@@ -685,8 +1068,7 @@ class PointCloudView(QWidget):
         if not self._preview_active or self._view is None:
             return
         self._preview_active = False
-        self._preview_item.setVisible(False)
-        self._points_item.setVisible(self._point_count > 0)
+        self._update_visibility()
         self._view.update()
 
     def _on_frame_swapped(self) -> None:
@@ -713,6 +1095,11 @@ class PointCloudView(QWidget):
         if not self._timer.isActive():
             self._timer.start()
 
+    def _on_mesh_changed(self) -> None:
+        self._mesh_dirty = True
+        if not self._timer.isActive():
+            self._timer.start()
+
     def _on_cameras_changed(self) -> None:
         self._cameras_dirty = True
         if not self._timer.isActive():
@@ -720,16 +1107,50 @@ class PointCloudView(QWidget):
 
     def _apply_pending(self) -> None:
         cloud_dirty, cameras_dirty = self._cloud_dirty, self._cameras_dirty
-        self._cloud_dirty = self._cameras_dirty = False
+        mesh_dirty = self._mesh_dirty
+        self._cloud_dirty = self._cameras_dirty = self._mesh_dirty = False
         if self._view is None:
             self._update_label()
             return
+        if mesh_dirty:
+            self._apply_mesh()
         if cloud_dirty:
             self._apply_cloud()
-        if cloud_dirty or cameras_dirty:
+        if cloud_dirty or cameras_dirty or mesh_dirty:
             self._apply_cameras()  # pyramid size follows the scene's extent
-        if self._needs_reset and self._point_count:
+        if self._needs_reset and (self._point_count or self.mesh_shown()):
             self.reset_view()
+
+    def _update_visibility(self) -> None:
+        if self._view is None:
+            return
+        mesh = self.mesh_shown()
+        self._mesh_item.setVisible(mesh)
+        self._preview_item.setVisible(self._preview_active and not mesh)
+        self._points_item.setVisible(
+            self._point_count > 0 and not mesh and not self._preview_active
+        )
+
+    def _apply_mesh(self) -> None:
+        mesh: Mesh | None = self._results.mesh if self._results is not None else None
+        if mesh is None or len(mesh) == 0 or mesh.num_triangles == 0:
+            self._mesh_triangles = 0
+            self._mesh_bounds = None
+        else:
+            vertices = np.asarray(mesh.vertices, dtype=np.float64)
+            faces = np.asarray(mesh.faces, dtype=np.int64)
+            rgba = np.empty((len(vertices), 4), np.uint8)
+            if mesh.vertex_colors is not None and len(mesh.vertex_colors) == len(vertices):
+                rgba[:, :3] = np.asarray(mesh.vertex_colors)[:, :3]
+            else:
+                rgba[:, :3] = MESH_DEFAULT_RGB
+            rgba[:, 3] = 255
+            self._mesh_item.set_arrays(vertices, faces, rgba, vertex_normals(vertices, faces))
+            self._mesh_triangles = len(faces)
+            self._mesh_bounds = robust_bounds(vertices, 0.0, 100.0)
+            if self._point_count == 0 and self._display == "mesh":
+                self._needs_reset = True
+        self._update_visibility()
 
     def _apply_cloud(self) -> None:
         snap = self._model.snapshot()
@@ -751,10 +1172,10 @@ class PointCloudView(QWidget):
                 color=rgb_to_rgba_float(rgb),
                 size=self._point_size,
             )
-            self._points_item.setVisible(True)
             self._bounds = robust_bounds(xyz)
         self._point_count = n
         self._redraws += 1
+        self._update_visibility()
         if self._preview_active:
             self._show_preview()  # still moving: thin the new cloud too
 

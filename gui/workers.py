@@ -4,7 +4,8 @@
 progress callback into Qt signals, queued to the GUI thread. Partial results are throttled in
 the worker thread (superqt ``qthrottled`` spirit): at most one SfM snapshot per
 :data:`SFM_SNAPSHOT_INTERVAL` seconds, and the partial clouds of dense and fuse batched into at
-most one signal per :data:`PARTIAL_INTERVAL` seconds, so the GUI is never flooded.
+most one signal per :data:`PARTIAL_INTERVAL` seconds, so the GUI is never flooded. The mesh
+stage's :class:`~engine.types.Mesh` (one per run) goes straight through.
 
 :class:`ThumbnailLoader` decodes thumbnails on a private thread pool and grades them (``ok``,
 ``blurry``, ``unreadable``); a newer request drops the results of older ones (request id, as
@@ -31,10 +32,10 @@ from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slo
 from PySide6.QtGui import QImage
 
 import engine.pipeline
-from engine.config import IngestConfig, PipelineConfig
+from engine.config import PipelineConfig
 from engine.errors import VitrineError
 from engine.progress import Cancelled, CancelToken, ProgressEvent
-from engine.types import PointCloud, SparseModel
+from engine.types import Mesh, PointCloud, SparseModel
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +104,12 @@ def _lower_thread_priority() -> None:
 class _Throttle:
     """Turns engine progress events into throttled emissions (runs in the worker thread)."""
 
-    def __init__(self, emit_progress, emit_snapshot, clock=time.monotonic) -> None:  # noqa: ANN001
+    def __init__(  # noqa: ANN001
+        self, emit_progress, emit_snapshot, clock=time.monotonic, emit_mesh=None
+    ) -> None:
         self._emit_progress = emit_progress
         self._emit_snapshot = emit_snapshot
+        self._emit_mesh = emit_mesh
         self._clock = clock
         self._stage: str | None = None
         self._pending_sfm: SparseModel | None = None
@@ -133,6 +137,9 @@ class _Throttle:
             self._parts_kind = kind
             if now - self._last_parts_time >= PARTIAL_INTERVAL:
                 self._flush_parts(now)
+        elif isinstance(partial, Mesh):
+            if self._emit_mesh is not None:
+                self._emit_mesh(partial)
         elif event.stage in ("dense", "fuse") and self._parts:
             self._flush_parts(now)  # fuse's last event (partial None): the views are all in
         if event.stage != "pipeline":
@@ -197,6 +204,7 @@ class _Runner(QObject):
 
     progress = Signal(object)
     snapshot = Signal(object, object, str)
+    mesh = Signal(object)
     finished = Signal(object)
     failed = Signal(str, str)
     cancelled = Signal()
@@ -213,7 +221,7 @@ class _Runner(QObject):
     @Slot()
     def run(self) -> None:
         _lower_thread_priority()
-        throttle = _Throttle(self.progress.emit, self.snapshot.emit)
+        throttle = _Throttle(self.progress.emit, self.snapshot.emit, emit_mesh=self.mesh.emit)
         try:
             try:
                 result = engine.pipeline.reconstruct(
@@ -256,6 +264,8 @@ class RunWorker(QObject):
         ``(PointCloud, cameras dict or None, kind)``; kind ``"sparse"`` (a whole SfM snapshot
         with its cameras: replaces what is shown), ``"dense-partial"`` or ``"fuse-partial"``
         (points of the views just computed: add to what is shown).
+    mesh(object)
+        The :class:`~engine.types.Mesh` the mesh stage built (reconstruction coordinates).
     finished(object)
         The :class:`~engine.pipeline.RunResult` of a finished run.
     failed(str, str)
@@ -269,6 +279,7 @@ class RunWorker(QObject):
 
     progress = Signal(object)
     snapshot = Signal(object, object, str)
+    mesh = Signal(object)
     finished = Signal(object)
     failed = Signal(str, str)
     cancelled = Signal()
@@ -308,6 +319,7 @@ class RunWorker(QObject):
         # Signal to signal: queued to this object's (the GUI) thread.
         runner.progress.connect(self.progress)
         runner.snapshot.connect(self.snapshot)
+        runner.mesh.connect(self.mesh)
         runner.finished.connect(self.finished)
         runner.failed.connect(self.failed)
         runner.cancelled.connect(self.cancelled)
@@ -377,13 +389,22 @@ class _ThumbnailJob(QRunnable):
                 pass  # the loader was deleted meanwhile (window closing)
 
 
+def default_blur_warning() -> float:
+    """Sharpness under which a thumbnail is badged ``blurry`` (the pre-flight's absolute floor)."""
+    from engine.stages.coverage import BLUR_FLOOR
+
+    return float(BLUR_FLOOR)
+
+
 def make_thumbnail(
     path: str | Path, blur_warning: float | None = None, size: int = THUMBNAIL_SIZE
 ) -> tuple[QImage, str, str]:
     """Decode and grade one photo (any thread: it makes a QImage, never a QPixmap).
 
     Sharpness is measured as ingest measures it (:func:`engine.io.sharpness` on an image of
-    at most its reference size), so ``blurry`` here means what it means in the run's report.
+    at most its reference size). A photo is ``blurry`` here under the pre-flight's absolute
+    floor (``engine.stages.coverage.BLUR_FLOOR``: almost no detail at all); the run's pre-flight
+    also compares each photo with the rest of its set, and its verdict replaces this badge.
 
     Returns
     -------
@@ -395,7 +416,7 @@ def make_thumbnail(
     from engine.io.quality import SHARPNESS_SIZE
 
     if blur_warning is None:
-        blur_warning = IngestConfig().blur_warning
+        blur_warning = default_blur_warning()
     try:
         rgb, _info = read_image(path, max_size=max(size, SHARPNESS_SIZE))
     except ImageReadError as exc:
@@ -428,7 +449,7 @@ class ThumbnailLoader(QObject):
     max_threads
         Pool threads decoding at once (the run needs the other cores).
     blur_warning
-        Sharpness under which a photo is ``blurry``; default the ingest setting.
+        Sharpness under which a photo is ``blurry``; default the pre-flight's absolute floor.
     parent
         Qt parent.
 
@@ -453,7 +474,7 @@ class ThumbnailLoader(QObject):
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
-        self.blur_warning = IngestConfig().blur_warning if blur_warning is None else blur_warning
+        self.blur_warning = default_blur_warning() if blur_warning is None else blur_warning
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(max(1, max_threads))
         self._lock = threading.Lock()

@@ -61,6 +61,7 @@ from engine.export.ply import write_ply
 from engine.geometry import up_direction
 from engine.io import read_image, read_mask
 from engine.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
+from engine.stages import _isolated as isolated
 from engine.types import CameraPose, ImageRecord, IngestResult, Mesh, PointCloud
 
 logger = logging.getLogger(__name__)
@@ -286,7 +287,7 @@ def run(
     try:
         # 2. Poisson
         t = time.perf_counter()
-        vertices, faces, cell = _poisson(xyz, normals, rgb, cfg.poisson_depth, scratch)
+        vertices, faces, cell = _poisson(xyz, normals, rgb, cfg.poisson_depth, scratch, cancel)
         stats["poisson_vertices"], stats["poisson_faces"] = len(vertices), len(faces)
         seconds["poisson"] = time.perf_counter() - t
         report(f"Surface: {len(faces):,} triangles")
@@ -314,7 +315,7 @@ def run(
         # 4. decimate
         t = time.perf_counter()
         if len(faces) > cfg.max_triangles:
-            vertices, faces = _decimate(vertices, faces, cfg.max_triangles, scratch)
+            vertices, faces = _decimate(vertices, faces, cfg.max_triangles, scratch, cancel)
         vertices, faces = _clean(vertices, faces)
         if len(faces) == 0:
             raise ReconstructionError(NO_SURFACE_MESSAGE)
@@ -603,19 +604,15 @@ def _vertex_colours(tree: cKDTree, rgb: np.ndarray, vertices: np.ndarray) -> np.
 
 
 def _poisson(xyz: np.ndarray, normals: np.ndarray, rgb: np.ndarray, depth: int,
-             scratch: Path) -> tuple[np.ndarray, np.ndarray, float]:
+             scratch: Path, cancel: CancelToken) -> tuple[np.ndarray, np.ndarray, float]:
     """Screened Poisson surface; returns vertices, faces and the octree's finest cell size."""
     if len(xyz) > POISSON_MAX_POINTS:
         xyz, normals, rgb = _voxel_average(xyz, normals, rgb, POISSON_MAX_POINTS)
     src, dst = scratch / "points.ply", scratch / "poisson.ply"
     write_ply(src, PointCloud(xyz.astype(np.float32), rgb, normals.astype(np.float32)))
-    # one thread: PoissonRecon's OpenMP threads spin-wait, and on two busy cores that made it
-    # 5-7x slower than one thread (53 s against 7.5 s at depth 8 on the synthetic box)
-    options = pycolmap.PoissonMeshingOptions(depth=int(depth), trim=0.0, color=False,
-                                             num_threads=1)
     try:
-        pycolmap.poisson_meshing(src, dst, options)
-    except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError
+        isolated.poisson_meshing(src, dst, int(depth), cancel=cancel)
+    except RuntimeError as exc:
         raise ReconstructionError(f"The surface reconstruction failed ({exc}). "
                                   + NO_SURFACE_MESSAGE) from exc
     if not dst.exists():
@@ -748,7 +745,7 @@ def _clean(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _decimate(vertices: np.ndarray, faces: np.ndarray, budget: int,
-              scratch: Path) -> tuple[np.ndarray, np.ndarray]:
+              scratch: Path, cancel: CancelToken) -> tuple[np.ndarray, np.ndarray]:
     """Quadric edge-collapse decimation to at most ``budget`` faces."""
     src, dst = scratch / "trimmed.ply", scratch / "decimated.ply"
     for _ in range(3):
@@ -757,8 +754,10 @@ def _decimate(vertices: np.ndarray, faces: np.ndarray, budget: int,
         _write_ply_mesh(src, vertices, faces)
         # a hair under the budget: the collapse stops at or just above its target
         ratio = min(1.0, 0.995 * budget / len(faces))
-        options = pycolmap.MeshSimplificationOptions(target_face_ratio=ratio, num_threads=1)
-        pycolmap.simplify_mesh(src, dst, options)
+        try:
+            isolated.simplify_mesh(src, dst, ratio, cancel=cancel)
+        except RuntimeError as exc:
+            raise ReconstructionError(f"Simplifying the mesh failed ({exc}).") from exc
         vertices, faces = _read_ply_mesh(dst)
     if len(faces) > budget:  # never seen; a safe last resort
         faces = faces[np.random.default_rng(_SEED).choice(len(faces), budget, replace=False)]

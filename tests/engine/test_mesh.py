@@ -8,6 +8,7 @@ the real dense + fuse output of the SfM-solved box and checks the GLB made from 
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -313,3 +314,23 @@ def test_mesh_from_real_dense_output(solved, tmp_path):
                              texture=np.asarray(image.convert("RGB")))
     # measured: median 6 levels (the texture was JPEG-compressed on the way)
     assert np.median(err) <= 15, np.percentile(err, [50, 90])
+
+
+def test_gil_holding_meshing_runs_in_a_child_that_reports_errors_and_cancels(tmp_path):
+    """pycolmap's Poisson holds the GIL for seconds: it runs in a child process, whose errors
+    come back with pycolmap's message and which Cancel terminates."""
+    import multiprocessing
+
+    from engine.progress import Cancelled, CancelToken
+    from engine.stages import _isolated
+
+    with pytest.raises(RuntimeError) as info:
+        _isolated.poisson_meshing(tmp_path / "missing.ply", tmp_path / "out.ply", 6)
+    assert "missing.ply" in str(info.value) or "Error" in str(info.value)
+    token = CancelToken()
+    token.cancel()
+    t0 = time.perf_counter()
+    with pytest.raises(Cancelled):
+        _isolated.simplify_mesh(tmp_path / "missing.ply", tmp_path / "out.ply", 0.5, cancel=token)
+    assert time.perf_counter() - t0 < 5.0
+    assert multiprocessing.active_children() == []

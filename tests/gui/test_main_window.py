@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QApplication
 from engine.export.ply import read_ply
 from gui.main_window import MainWindow
 from gui.project import Project
+from gui.results import NO_SCALE_TEXT
 
 TINY = {"n_azimuth": 8, "elevations_deg": (20, 45), "width": 320, "height": 240}
 RUN_TIMEOUT_MS = 120_000
@@ -203,11 +204,14 @@ def test_full_run_live_preview_responsive_then_dense(qtbot, window, tiny_images,
 
     assert ended.args == ["finished"]
     result = result_box[0]
-    # stages in order, in the model and on the panel
-    assert window.progress_panel.started_order() == ["ingest", "sfm", "dense", "fuse", "export"]
+    # stages in order, in the model and on the panel (where the photo checks count as reading
+    # the photos, and the coverage map as the scale stage)
+    stages = ["ingest", "masks", "sfm", "dense", "fuse", "mesh", "scale", "coverage", "export"]
+    shown = [s for s in stages if s != "coverage"]
+    assert window.progress_panel.started_order() == shown
     announced = [e[1].split(":", 1)[1] for e in events if e[1].startswith("pipeline:")]
-    assert announced == ["ingest", "sfm", "dense", "fuse", "export"]
-    for stage in ("ingest", "sfm", "dense", "fuse", "export"):
+    assert announced == stages
+    for stage in shown:
         assert window.progress_panel.rows[stage].bar.value() == 1000
     skipped = window.progress_panel.rows["depth_prior"]
     assert skipped.bar.value() == 0 and skipped.message.text() == "skipped"
@@ -236,12 +240,29 @@ def test_full_run_live_preview_responsive_then_dense(qtbot, window, tiny_images,
     assert window.project.image_set(name).last_status == "finished"
     assert "Finished" in window.statusBar().currentMessage()
     assert window.worker is None and not vitrine_threads()
+    # the mesh arrived live and is on show; every photo has its automatic mask
+    assert result.mesh is not None and result.mesh.num_triangles > 1000
+    assert window.result_model.mesh is result.mesh and window.view.display == "mesh"
+    window.view.flush()
+    if window.view.available:
+        assert window.view.mesh_triangles == result.mesh.num_triangles
+        assert window.view.mesh_shown() and window.mesh_button.isChecked()
+    assert set(window.thumbs.mask_states_shown().values()) == {"auto"}
+    assert len(window.thumbs.mask_states_shown()) == 16
+    # no markers, no known size: the window says how to get true dimensions
+    assert window.dimensions_label.text() == NO_SCALE_TEXT
+    # the coverage map counts the placed photos; its advice is in the log too
+    coverage = window.result_model.coverage
+    assert int(coverage.counts.sum()) == len(result.report.registered)
+    assert coverage.gaps and coverage.gaps[0] in window.coverage.advice_lines()
+    assert f"Advice: {coverage.gaps[0]}" in window.log_panel.text.toPlainText()
 
     # saved for the reopen test
     folder = tmp_path / "project"
     assert window.save_project_as(folder)
     shared["project"] = folder
     shared["points"] = len(result.dense)
+    shared["mesh_triangles"] = result.mesh.num_triangles
 
 
 def test_cancel_mid_sfm_and_mid_dense_returns_quickly(qtbot, window, tiny_images):
@@ -327,6 +348,7 @@ def test_saved_project_reopens_with_its_last_result(
         project.update_set("box", last_status="finished", last_message="done")
         project.save()
         shared["points"] = len(result.dense)
+        shared["mesh_triangles"] = result.mesh.num_triangles
 
     from gui import workers
 
@@ -346,6 +368,12 @@ def test_saved_project_reopens_with_its_last_result(
     win.view.flush()
     if win.view.available:
         assert win.view.point_count > 0
+        assert win.view.mesh_triangles == shared["mesh_triangles"]
+    # the mesh, the dimensions line and the coverage map come back from the run folder
+    assert win.result_model.mesh.num_triangles == shared["mesh_triangles"]
+    assert win.view.display == "mesh"
+    assert win.dimensions_label.text() == NO_SCALE_TEXT
+    assert win.result_model.coverage.counts.sum() == len(win.cloud_model.cameras)
 
 
 def test_about_lists_versions_and_model_licences(window):

@@ -17,7 +17,20 @@ from gui.project import Project
 from gui.workers import RunWorker, ThumbnailLoader, _Throttle
 
 RUN_TIMEOUT_MS = 240_000
-STAGES_WITHOUT_PRIOR = ["ingest", "sfm", "dense", "fuse", "export"]
+STAGES_WITHOUT_PRIOR = [
+    "ingest",
+    "masks",
+    "sfm",
+    "dense",
+    "fuse",
+    "mesh",
+    "scale",
+    "coverage",
+    "export",
+]
+# The pre-flight checks report progress right after ingest, without an announcement; the
+# coverage map is computed in one step, without progress events of its own.
+PROGRESS_ORDER = ["ingest", "preflight", "masks", "sfm", "dense", "fuse", "mesh", "scale", "export"]
 
 
 class Recorder:
@@ -32,6 +45,7 @@ class Recorder:
                 ("snapshot", (c, cams, kind), time.perf_counter())
             )
         )
+        worker.mesh.connect(lambda m: self.log.append(("mesh", m, time.perf_counter())))
         worker.finished.connect(lambda r: self.log.append(("finished", r, time.perf_counter())))
         worker.failed.connect(lambda m, d: self.log.append(("failed", (m, d), time.perf_counter())))
         worker.cancelled.connect(lambda: self.log.append(("cancelled", None, time.perf_counter())))
@@ -92,7 +106,11 @@ def test_full_run_streams_progress_and_snapshots_while_the_gui_ticks(
     for kind, event, _ in rec.log:
         if kind == "progress" and event.stage != "pipeline" and event.stage not in stage_order:
             stage_order.append(event.stage)
-    assert stage_order == STAGES_WITHOUT_PRIOR
+    assert stage_order == PROGRESS_ORDER
+    # The mesh arrived once, live, before the run finished: the result's mesh
+    assert kinds.count("mesh") == 1 and kinds.index("mesh") < kinds.index("finished")
+    mesh = rec.log[kinds.index("mesh")][1]
+    assert mesh is result.mesh and mesh.num_triangles > 1000
     # Partial results were stripped from the progress events.
     assert all(e.partial is None for k, e, _ in rec.log if k == "progress")
 
@@ -159,7 +177,7 @@ def test_cancel_mid_stage_then_resume(qtbot, tiny_shoot, fast_config, tmp_path, 
     assert "finished" in again.kinds()
     assert "ingest" not in again.stages()
     if stage == "dense":
-        assert again.stages() == ["dense", "fuse", "export"]
+        assert again.stages() == ["dense", "fuse", "mesh", "scale", "coverage", "export"]
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["status"] == "finished"
 
@@ -220,6 +238,22 @@ def test_throttle_batches_partials():
     dense = [n for n, k in snaps if k == "dense-partial"]
     assert sum(dense) == 200 and len(dense) <= 3
     assert len(progress) == 32 and progress[-1].current == 20  # every event, without partial
+    assert all(e.partial is None for e in progress)
+
+
+def test_throttle_hands_the_mesh_over_at_once():
+    from engine.progress import ProgressEvent
+    from engine.types import Mesh
+
+    progress, snaps, meshes = [], [], []
+    throttle = _Throttle(
+        progress.append, lambda *a: snaps.append(a), clock=lambda: 0.0, emit_mesh=meshes.append
+    )
+    mesh = Mesh(np.zeros((3, 3)), np.array([[0, 1, 2]], np.int32))
+    throttle(ProgressEvent("mesh", 0, 1, "surface"))
+    throttle(ProgressEvent("mesh", 1, 1, "done", mesh))
+    assert meshes == [mesh] and snaps == []
+    assert [e.message for e in progress] == ["surface", "done"]
     assert all(e.partial is None for e in progress)
 
 
