@@ -150,6 +150,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         cfg = cfg.replace(stop_after="sparse")
     if getattr(args, "no_masks", False):
         cfg = cfg.replace(masks=dataclasses.replace(cfg.masks, enabled=False))
+    if getattr(args, "mask_model", None):
+        cfg = cfg.replace(
+            masks=dataclasses.replace(
+                cfg.masks,
+                model=str(args.mask_model),
+                allow_download=bool(getattr(args, "download_models", False)),
+            )
+        )
     mesh = cfg.mesh
     if getattr(args, "no_mesh", False):
         mesh = dataclasses.replace(mesh, enabled=False)
@@ -310,10 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument(
         "--download-models",
         action="store_true",
-        help="download the depth network when it is not on this computer (needs internet)",
+        help="download the depth (and mask) network when it is not on this computer "
+        "(needs internet)",
     )
     rec.add_argument(
         "--no-masks", action="store_true", help="do not mask out the backdrop automatically"
+    )
+    rec.add_argument(
+        "--mask-model",
+        metavar="PATH_OR_ID",
+        help="segmentation network for the masks (a transformers semantic-segmentation folder "
+        "with model.safetensors, or a Hugging Face id); default: weight-free masks",
     )
     rec.add_argument("--no-mesh", action="store_true", help="stop at the point cloud (no mesh)")
     rec.add_argument(

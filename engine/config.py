@@ -165,6 +165,14 @@ class MaskConfig:
     mask files and automatic masks. Empty: none."""
     disabled: tuple[str, ...] = ()
     """Image names whose mask is switched off (the whole photo is used)."""
+    model: str = ""
+    """A segmentation model folder or Hugging Face id (a transformers semantic-segmentation
+    checkpoint with a product/foreground class, safetensors only); empty: the weight-free
+    method. A model that cannot be loaded falls back to the weight-free method, with the reason
+    in the report."""
+    allow_download: bool = False
+    """Download ``model`` when it is not on this computer (needs internet); without it no
+    network call is made."""
 
 
 @dataclass(frozen=True)

@@ -452,7 +452,12 @@ class Pipeline:
                 report,
                 "masks",
                 lambda: masks_stage.run(
-                    ingest, work, self.config.masks, progress=self.progress, cancel=self.cancel
+                    ingest,
+                    work,
+                    self.config.masks,
+                    progress=self.progress,
+                    cancel=self.cancel,
+                    device=self.device,
                 ),
             )
             masked = dataclasses.replace(ingest, images=result.images)

@@ -12,14 +12,24 @@ from engine.models.depth_anything import (
     licence_for,
     load_depth_model,
 )
+from engine.models.segmentation import (
+    ProductSegmenter,
+    SegmenterInfo,
+    foreground_class,
+    load_segmentation_model,
+)
 
 __all__ = [
     "DEFAULT_DEPTH_MODEL",
     "DepthEstimator",
     "ModelInfo",
     "ModelUnavailable",
+    "ProductSegmenter",
+    "SegmenterInfo",
+    "foreground_class",
     "hub_cache_dir",
     "licence_for",
     "load_depth_model",
+    "load_segmentation_model",
     "resolve_model",
 ]

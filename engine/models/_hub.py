@@ -14,12 +14,16 @@ process environment: offline behaviour comes from ``local_files_only``, per call
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import re
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import snapshot_download
 
@@ -51,6 +55,9 @@ HOW_TO_PROVIDE = (
     "Put the model folder (config.json + model.safetensors) on this computer and pass "
     "--depth-model FOLDER, or allow the download with --download-models (needs internet)."
 )
+
+#: Licence text of a model whose licence is not known.
+UNKNOWN_LICENCE = "unknown (check the model card)"
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,7 @@ def _weights_in(folder: Path) -> tuple[list[Path], list[Path]]:
     return safe, pickles
 
 
-def check_model_folder(folder: Path, label: str) -> list[Path]:
+def check_model_folder(folder: Path, label: str, *, how_to: str = HOW_TO_PROVIDE) -> list[Path]:
     """Check that ``folder`` holds a configuration and safetensors weights.
 
     Parameters
@@ -128,6 +135,8 @@ def check_model_folder(folder: Path, label: str) -> list[Path]:
         The model folder.
     label
         How to name the model in messages (the folder or the model id).
+    how_to
+        What to tell the user to do, ending the messages (default: the depth model's options).
 
     Returns
     -------
@@ -141,7 +150,7 @@ def check_model_folder(folder: Path, label: str) -> list[Path]:
         (refused: loading them can run arbitrary code) or has no weights at all.
     """
     if not folder.is_dir():
-        raise ModelUnavailable(f"Model folder '{folder}' does not exist. {HOW_TO_PROVIDE}")
+        raise ModelUnavailable(f"Model folder '{folder}' does not exist. {how_to}")
     safe, pickles = _weights_in(folder)
     if not safe and pickles:
         names = ", ".join(p.name for p in pickles[:3])
@@ -153,12 +162,11 @@ def check_model_folder(folder: Path, label: str) -> list[Path]:
     if not (folder / "config.json").is_file():
         raise ModelUnavailable(
             f"Model {label} in '{folder}' has no config.json: it is not a complete model "
-            f"folder. {HOW_TO_PROVIDE}"
+            f"folder. {how_to}"
         )
     if not safe:
         raise ModelUnavailable(
-            f"Model {label} in '{folder}' has no weights (model.safetensors is missing). "
-            f"{HOW_TO_PROVIDE}"
+            f"Model {label} in '{folder}' has no weights (model.safetensors is missing). {how_to}"
         )
     return safe
 
@@ -172,8 +180,15 @@ class _ProgressBars:
     never imports tqdm: these classes only mimic the few methods huggingface_hub calls.
     """
 
-    def __init__(self, label: str, progress: ProgressCallback, cancel: CancelToken | None):
+    def __init__(
+        self,
+        label: str,
+        progress: ProgressCallback,
+        cancel: CancelToken | None,
+        stage: str = "depth_prior",
+    ):
         self.label = label
+        self.stage = stage
         self.progress = progress
         self.cancel = cancel
         self.last = 0.0
@@ -237,10 +252,10 @@ class _ProgressBars:
         self.last = now
         if getattr(bar, "unit", "") == "B":
             msg = f"Downloading {self.label}: {done / 1e6:.1f} of {total / 1e6:.1f} MB"
-            self.progress(ProgressEvent("depth_prior", done // 1024, total // 1024, msg))
+            self.progress(ProgressEvent(self.stage, done // 1024, total // 1024, msg))
         else:
             msg = f"Downloading {self.label}: {done} of {total} files"
-            self.progress(ProgressEvent("depth_prior", done, total, msg))
+            self.progress(ProgressEvent(self.stage, done, total, msg))
 
 
 def resolve_model(
@@ -250,6 +265,9 @@ def resolve_model(
     cache_dir: Path | None = None,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
+    what: str = "Depth model",
+    how_to: str = HOW_TO_PROVIDE,
+    stage: str = "depth_prior",
 ) -> ResolvedModel:
     """Find a model's folder: local folder, then the Hugging Face cache, then a download.
 
@@ -262,7 +280,10 @@ def resolve_model(
     cache_dir
         Hugging Face hub cache to use; default :func:`hub_cache_dir`.
     progress, cancel
-        Progress events (stage ``depth_prior``) during a download, and the run's token.
+        Progress events (stage ``stage``) during a download, and the run's token.
+    what, how_to, stage
+        How messages name the model (``"Depth model"``), what they tell the user to do
+        (:data:`HOW_TO_PROVIDE`), and the stage of the download's progress events.
 
     Returns
     -------
@@ -278,7 +299,7 @@ def resolve_model(
     """
     path = Path(spec).expanduser()
     if path.is_dir():
-        check_model_folder(path, f"'{path.name}'")
+        check_model_folder(path, f"'{path.name}'", how_to=how_to)
         return ResolvedModel(path.resolve(), "local")
     if path.exists():
         raise ModelUnavailable(
@@ -286,7 +307,7 @@ def resolve_model(
             "and model.safetensors."
         )
     if not looks_like_repo_id(spec):
-        raise ModelUnavailable(f"Model folder '{spec}' does not exist. {HOW_TO_PROVIDE}")
+        raise ModelUnavailable(f"Model folder '{spec}' does not exist. {how_to}")
 
     repo_id = str(spec)
     cache = Path(cache_dir) if cache_dir is not None else hub_cache_dir()
@@ -302,7 +323,7 @@ def resolve_model(
         logger.debug("model %s not in the cache %s: %s", repo_id, cache, exc)
     else:
         try:
-            check_model_folder(Path(folder), label)
+            check_model_folder(Path(folder), label, how_to=how_to)
         except ModelUnavailable as exc:
             if not allow_download:
                 raise
@@ -312,12 +333,12 @@ def resolve_model(
 
     if not allow_download:
         raise ModelUnavailable(
-            f"Depth model {label} was not found on this computer (looked in the folder "
-            f"'{spec}' and in the Hugging Face cache '{cache}'). {HOW_TO_PROVIDE}"
+            f"{what} {label} was not found on this computer (looked in the folder "
+            f"'{spec}' and in the Hugging Face cache '{cache}'). {how_to}"
         )
 
-    bars = _ProgressBars(label, progress, cancel)
-    progress(ProgressEvent("depth_prior", 0, 0, f"Downloading depth model {label} ..."))
+    bars = _ProgressBars(label, progress, cancel, stage)
+    progress(ProgressEvent(stage, 0, 0, f"Downloading {what.lower()} {label} ..."))
     logger.info("downloading model %s into %s", repo_id, cache)
     try:
         folder = snapshot_download(
@@ -332,16 +353,86 @@ def resolve_model(
         if cancel is not None and cancel.cancelled:
             raise Cancelled() from exc
         raise ModelUnavailable(
-            f"Depth model {label} could not be downloaded ({exc.__class__.__name__}: "
-            f"{_first_line(exc)}). Check the internet connection and the model id, or put "
-            "the model folder (config.json + model.safetensors) on this computer and pass "
-            "--depth-model FOLDER."
+            f"{what} {label} could not be downloaded ({exc.__class__.__name__}: "
+            f"{_first_line(exc)}). Check the internet connection and the model id. {how_to}"
         ) from exc
-    check_model_folder(Path(folder), label)
-    progress(ProgressEvent("depth_prior", 1, 1, f"Downloaded depth model {label}"))
+    check_model_folder(Path(folder), label, how_to=how_to)
+    progress(ProgressEvent(stage, 1, 1, f"Downloaded {what.lower()} {label}"))
     return ResolvedModel(Path(folder), "download", repo_id)
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else ""
+
+
+# ------------------------------------------------------------------ shared by the model loaders
+
+
+def cache_repo_id(folder: Path) -> str:
+    """``org/name`` when ``folder`` lies in a Hugging Face cache (``models--org--name/...``)."""
+    for part in (folder, *folder.parents):
+        if part.name.startswith("models--"):
+            return part.name[len("models--") :].replace("--", "/")
+    return ""
+
+
+def read_json(path: Path, label: str, how_to: str = HOW_TO_PROVIDE) -> dict[str, Any]:
+    """A model folder's JSON file as a dict.
+
+    Raises
+    ------
+    ModelUnavailable
+        When it cannot be read or is not a JSON object.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelUnavailable(
+            f"Model {label}: '{path.name}' in '{path.parent}' cannot be read ({exc}). {how_to}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ModelUnavailable(f"Model {label}: '{path}' is not a model configuration.")
+    return data
+
+
+def check_safetensors(files: Sequence[Path], label: str, what: str = "Model") -> None:
+    """Open each safetensors file's header: a corrupt or truncated file fails here, clearly.
+
+    Raises
+    ------
+    ModelUnavailable
+        When a file cannot be opened as safetensors.
+    """
+    from safetensors import safe_open
+
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as fh:
+                fh.keys()
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError ...: same advice
+            raise ModelUnavailable(
+                f"{what} {label}: the weights file '{f.name}' in '{f.parent}' is damaged or "
+                f"incomplete ({short_reason(exc)}). Download or copy the model folder again."
+            ) from exc
+
+
+def short_reason(exc: BaseException) -> str:
+    """First line of an exception's message (at most 160 characters), or its class name."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0][:160] if lines else exc.__class__.__name__) or exc.__class__.__name__
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' own tqdm bars while loading (the engine reports progress as events)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    if enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()

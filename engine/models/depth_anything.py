@@ -16,11 +16,9 @@ transformers is imported only when a model is loaded: importing :mod:`engine.mod
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +29,15 @@ import torch
 
 from engine.models._hub import (
     HOW_TO_PROVIDE,
+    UNKNOWN_LICENCE,
     ModelUnavailable,
+    cache_repo_id,
     check_model_folder,
+    check_safetensors,
+    quiet_transformers,
+    read_json,
     resolve_model,
+    short_reason,
 )
 from engine.progress import CancelToken, ProgressCallback, no_progress
 
@@ -46,8 +50,6 @@ PATCH = 14
 #: ImageNet normalisation used by Depth-Anything when the folder does not say otherwise.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: Licence text of an unrecognised model.
-UNKNOWN_LICENCE = "unknown (check the model card)"
 #: Metric depths below this are treated as "no depth" when converted to inverse depth.
 _MIN_METRIC_DEPTH = 1e-6
 
@@ -132,14 +134,6 @@ def licence_for(name: str) -> tuple[str, bool, str]:
     )
 
 
-def _cache_repo_id(folder: Path) -> str:
-    """``org/name`` when ``folder`` lies in a Hugging Face cache (``models--org--name/...``)."""
-    for part in (folder, *folder.parents):
-        if part.name.startswith("models--"):
-            return part.name[len("models--") :].replace("--", "/")
-    return ""
-
-
 def _identify(folder: Path, repo_id: str, config: dict[str, Any]) -> tuple[str, tuple]:
     """Model name and licence triple ``(licence, commercial_use, warning)``.
 
@@ -147,7 +141,7 @@ def _identify(folder: Path, repo_id: str, config: dict[str, Any]) -> tuple[str, 
     name. The licence comes from the first of id, cache id, config ``_name_or_path`` and
     folder name that is recognised.
     """
-    cached = _cache_repo_id(folder)
+    cached = cache_repo_id(folder)
     name = repo_id or cached or folder.name
     candidates = [repo_id, cached, str(config.get("_name_or_path") or ""), folder.name]
     for cand in filter(None, candidates):
@@ -155,54 +149,6 @@ def _identify(folder: Path, repo_id: str, config: dict[str, Any]) -> tuple[str, 
         if found[0] != UNKNOWN_LICENCE:
             return name, found
     return name, licence_for(name)
-
-
-def _read_json(path: Path, label: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelUnavailable(
-            f"Model {label}: '{path.name}' in '{path.parent}' cannot be read ({exc}). "
-            f"{HOW_TO_PROVIDE}"
-        ) from exc
-    if not isinstance(data, dict):
-        raise ModelUnavailable(f"Model {label}: '{path}' is not a model configuration.")
-    return data
-
-
-def _check_safetensors(files: Sequence[Path], label: str) -> None:
-    """Open each safetensors file's header: a corrupt or truncated file fails here, clearly."""
-    from safetensors import safe_open
-
-    for f in files:
-        try:
-            with safe_open(str(f), framework="pt") as fh:
-                fh.keys()
-        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError ...: same advice
-            raise ModelUnavailable(
-                f"Depth model {label}: the weights file '{f.name}' in '{f.parent}' is damaged or "
-                f"incomplete ({_short(exc)}). Download or copy the model folder again."
-            ) from exc
-
-
-def _short(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0][:160] if lines else exc.__class__.__name__) or exc.__class__.__name__
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Hide transformers' own tqdm bars while loading (the engine reports progress as events)."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    if enabled:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
 
 
 def round_to_patch(size: int) -> int:
@@ -370,19 +316,19 @@ def load_depth_model(
     folder = resolved.folder
     label = f"'{resolved.repo_id or folder.name}'"
     safe_files = check_model_folder(folder, label)
-    config = _read_json(folder / "config.json", label)
+    config = read_json(folder / "config.json", label)
     if config.get("model_type") != "depth_anything":
         raise ModelUnavailable(
             f"The model in '{folder}' is not a Depth-Anything depth model (its config.json says "
             f"model_type={config.get('model_type')!r}). {HOW_TO_PROVIDE}"
         )
     depth_type = str(config.get("depth_estimation_type") or "relative")
-    _check_safetensors(safe_files, label)
+    check_safetensors(safe_files, label, what="Depth model")
 
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     proc_file = folder / "preprocessor_config.json"
     if proc_file.is_file():
-        proc = _read_json(proc_file, label)
+        proc = read_json(proc_file, label)
         if len(proc.get("image_mean") or ()) == 3 and len(proc.get("image_std") or ()) == 3:
             mean, std = tuple(proc["image_mean"]), tuple(proc["image_std"])
 
@@ -424,7 +370,7 @@ def _load_network(folder: Path, label: str, dtype: torch.dtype) -> torch.nn.Modu
     from transformers import DepthAnythingForDepthEstimation
 
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model, loading = DepthAnythingForDepthEstimation.from_pretrained(
                 str(folder),
                 use_safetensors=True,
@@ -435,7 +381,7 @@ def _load_network(folder: Path, label: str, dtype: torch.dtype) -> torch.nn.Modu
     except Exception as exc:  # noqa: BLE001 - anything here means these weights cannot be used
         raise ModelUnavailable(
             f"Depth model {label} in '{folder}' could not be loaded ({exc.__class__.__name__}: "
-            f"{_short(exc)}). Download or copy the model folder again."
+            f"{short_reason(exc)}). Download or copy the model folder again."
         ) from exc
     # transformers fills missing weights with random values and only warns: refuse instead
     missing = sorted(loading.get("missing_keys") or ())

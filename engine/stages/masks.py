@@ -29,6 +29,10 @@ pixel's backdrop is the colour most photos agree on (:func:`static_backdrop`), a
 from it is the product (:func:`estimate_mask_static`, refined as above). A plain part of the
 product that turns into itself (a bottle's cap) stays still too and is missed.
 
+Optionally, a learned segmentation network the user names (``MaskConfig.model``, loaded by
+:func:`engine.models.load_segmentation_model`) replaces both methods: its product probability is
+thresholded at one half and cleaned up as above (:func:`estimate_mask_model`).
+
 The stage (:func:`run`) gives each photo the mask the user switched off, painted, supplied as a
 file, or else an automatic one, and writes them like masks from files
 (``work_dir/masks/<name>.png``, 255 = product, working size).
@@ -39,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +64,10 @@ STAGE = "masks"
 MASKS_FOLDER = "masks"
 #: Masks with a lower confidence than this are not used by :func:`run` by default.
 MIN_CONFIDENCE = 0.5
+#: The ``model`` entry of a run's report when no segmentation model was asked for.
+NO_MODEL = "not used: no segmentation model set (weight-free masks)"
+#: A segmentation network's probability between these bounds counts as undecided.
+_UNDECIDED = (0.2, 0.8)
 
 # Thresholds in units of the backdrop's own robust spread (noise-adaptive), see _classify.
 _SURE = 9.0  # colour distance of sure foreground
@@ -139,6 +148,9 @@ class MaskStageResult:
         frame that stays still) and a plain-words ``note`` ("" when not detected).
     stats
         Per image name, the :attr:`MaskResult.stats` of the computed masks (plus confidence).
+    model
+        The segmentation network used (``SegmenterInfo.to_dict()``: name, licence, source ...),
+        or ``"not used: <reason>"``.
     """
 
     images: tuple[ImageRecord, ...]
@@ -150,6 +162,7 @@ class MaskStageResult:
     disabled: tuple[str, ...] = ()
     whole: tuple[str, ...] = ()
     turntable: dict[str, Any] = field(default_factory=no_turntable)
+    model: dict[str, Any] | str = NO_MODEL
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -163,7 +176,9 @@ class MaskStageResult:
         -------
         dict
             ``computed``, ``from_files``, ``user``, ``disabled``, ``whole`` (counts),
-            ``failed`` (``[{"image", "reason"}]``) and ``turntable``; JSON-serialisable.
+            ``failed`` (``[{"image", "reason"}]``), ``turntable`` and ``model`` (the
+            segmentation network's name, licence and source, or ``"not used: <reason>"``);
+            JSON-serialisable.
         """
         return {
             "computed": len(self.computed),
@@ -173,6 +188,7 @@ class MaskStageResult:
             "whole": len(self.whole),
             "failed": [{"image": name, "reason": reason} for name, reason in self.failed],
             "turntable": dict(self.turntable),
+            "model": dict(self.model) if isinstance(self.model, dict) else self.model,
         }
 
 
@@ -767,6 +783,78 @@ def _refine(
     return MaskResult(mask, round(float(confidence), 3), reason, stats)
 
 
+def estimate_mask_model(
+    rgb: np.ndarray, segmenter: Callable[[np.ndarray], np.ndarray], *, edge_radius: int = 2
+) -> MaskResult:
+    """The product's mask from a segmentation network's probability.
+
+    The probability is thresholded at 0.5; the main object is kept, its holes filled and its
+    outline snapped to the photo's edges (as :func:`estimate_mask` does). The confidence says
+    how decisive the network was: one minus the undecided pixels (probability between 0.2 and
+    0.8) per product pixel.
+
+    Parameters
+    ----------
+    rgb
+        ``(H, W, 3)`` uint8 RGB photo.
+    segmenter
+        Maps ``rgb`` to an ``(H, W)`` float product probability
+        (:class:`engine.models.ProductSegmenter`).
+    edge_radius
+        Half-width in pixels of the band along the outline that is snapped.
+
+    Returns
+    -------
+    MaskResult
+        As :func:`estimate_mask`; ``stats["method"]`` is ``"model"``.
+
+    Raises
+    ------
+    ValueError
+        When ``rgb`` is not an ``(H, W, 3)`` uint8 image of at least 16 x 16 pixels, or the
+        probability does not have the photo's size.
+    """
+    rgb = _check_rgb(rgb)
+    start = time.perf_counter()
+    height, width = rgb.shape[:2]
+    prob = np.asarray(segmenter(rgb), np.float32)
+    if prob.shape != (height, width):
+        raise ValueError(f"probability of shape {prob.shape} for a {width} x {height} photo")
+    raw = prob > 0.5
+    undecided = int(((prob > _UNDECIDED[0]) & (prob < _UNDECIDED[1])).sum())
+    decisive = 1.0 - undecided / max(1, int(raw.sum()))
+    stats: dict[str, Any] = {"method": "model", "raw_fraction": round(float(raw.mean()), 4)}
+    mask = _keep_main(cv2.morphologyEx(raw.astype(np.uint8), cv2.MORPH_OPEN, _disk(1)).astype(bool))
+    mask = _fill_holes(mask, None)
+    if mask.any():
+        snapped, contrast = _snap_edges(rgb, mask, edge_radius)
+        mask = _fill_holes(_overlapping(snapped, mask), None)
+    else:
+        contrast = 0.0
+    fraction = float(mask.mean())
+    stats.update(
+        {
+            "foreground_fraction": round(fraction, 4),
+            "decisiveness": round(decisive, 3),
+            "edge_contrast": round(contrast, 3),
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+    )
+    if fraction == 0.0:
+        return _failed((height, width), "the segmentation model found no product", stats)
+    if fraction > 0.9:
+        return _failed(
+            (height, width),
+            f"the segmentation model marks {fraction:.0%} of the photo as product",
+            stats,
+            mask,
+            0.05,
+        )
+    confidence = float(np.clip(decisive, 0.0, 1.0))
+    reason = "" if confidence >= MIN_CONFIDENCE else "the segmentation model is undecided"
+    return MaskResult(mask, round(confidence, 3), reason, stats)
+
+
 # ------------------------------------------------------------------------------ still backdrops
 
 #: A camera group needs this many photos before what stays still in them is called backdrop.
@@ -1232,6 +1320,7 @@ def run(
     *,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
+    device: str = "cpu",
 ) -> MaskStageResult:
     """Give every photo its mask: switched off, painted by the user, from a file, or automatic.
 
@@ -1244,7 +1333,10 @@ def run(
     4. ``cfg.enabled``: an automatic mask, from the still backdrop of its camera when the
        photos are a turntable shoot (``cfg.static_background``, :func:`static_backdrop`),
        else from the backdrop along its borders (:func:`estimate_mask`); a mask less confident
-       than ``cfg.min_confidence`` is not used.
+       than ``cfg.min_confidence`` is not used. When ``cfg.model`` names a segmentation
+       network it is loaded once and used instead (:func:`estimate_mask_model`); one that
+       cannot be loaded is logged and the weight-free methods are used, with the reason in
+       the result's ``model``.
 
     COLMAP 4.2.1 (pycolmap ``extract_features`` with ``ImageReaderOptions.mask_path``) leaves
     out every photo whose mask file is missing ("MASK_ERROR: Failed to read the mask file").
@@ -1265,6 +1357,8 @@ def run(
         image.
     cancel
         Checked before each image (and each photo read for a turntable's backdrop).
+    device
+        ``"cpu"`` or ``"cuda"``, where a segmentation network runs (``cfg.model``).
 
     Returns
     -------
@@ -1292,9 +1386,18 @@ def run(
         for rec in ingest.images
         if rec.name not in switched_off and rec.name not in overrides and rec.mask_path is None
     }
+    segmenter, model_report = None, NO_MODEL
+    if cfg.enabled and cfg.model and wanted:
+        segmenter, model_report = _load_segmenter(cfg, device, progress, cancel)
     backdrops: dict[str, StaticBackdrop] = {}
     turntable = no_turntable()
-    if cfg.enabled and cfg.static_background and wanted and total >= STATIC_MIN_PHOTOS:
+    if (
+        segmenter is None
+        and cfg.enabled
+        and cfg.static_background
+        and wanted
+        and total >= STATIC_MIN_PHOTOS
+    ):
         backdrops, turntable = _turntables(ingest.images, wanted, cfg.max_side, cancel)
         if turntable["detected"]:
             logger.info("%s", turntable["note"])
@@ -1329,7 +1432,7 @@ def run(
             images.append(rec)
             message = f"{rec.name}: no mask"
         else:
-            result = _automatic(rec, backdrops.get(rec.name), cfg)
+            result = _automatic(rec, backdrops.get(rec.name), cfg, segmenter)
             stats[rec.name] = {**result.stats, "confidence": result.confidence}
             if result.confidence >= cfg.min_confidence and result.mask.any():
                 write_png(target, np.where(result.mask, 255, 0).astype(np.uint8), compress_level=6)
@@ -1377,14 +1480,42 @@ def run(
         tuple(disabled),
         tuple(whole),
         turntable,
+        model_report,
     )
 
 
-def _automatic(rec: ImageRecord, backdrop: StaticBackdrop | None, cfg: MaskConfig) -> MaskResult:
+def _load_segmenter(
+    cfg: MaskConfig, device: str, progress: ProgressCallback, cancel: CancelToken | None
+) -> tuple[Callable[[np.ndarray], np.ndarray] | None, dict[str, Any] | str]:
+    """The segmentation network of ``cfg.model`` and its report entry, or why it is not used."""
+    from engine.models import ModelUnavailable, load_segmentation_model  # imports torch
+
+    try:
+        segmenter = load_segmentation_model(
+            cfg.model,
+            device=device,
+            allow_download=cfg.allow_download,
+            progress=progress,
+            cancel=cancel,
+        )
+    except ModelUnavailable as exc:
+        logger.warning("Segmentation model not used (weight-free masks instead): %s", exc)
+        return None, f"not used: {exc}"
+    return segmenter, segmenter.info.to_dict()
+
+
+def _automatic(
+    rec: ImageRecord,
+    backdrop: StaticBackdrop | None,
+    cfg: MaskConfig,
+    segmenter: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> MaskResult:
     """The automatic mask of one photo at its working size (a failed result if unreadable)."""
     try:
         rgb, _ = read_image(rec.working_path)
-        if backdrop is not None:
+        if segmenter is not None:
+            result = estimate_mask_model(rgb, segmenter)
+        elif backdrop is not None:
             result = estimate_mask_static(rgb, backdrop, max_side=cfg.max_side)
         else:
             result = estimate_mask(rgb, border=cfg.border, max_side=cfg.max_side)

@@ -226,6 +226,7 @@ def test_run_writes_masks_and_honours_mask_files(ingested):
             "static_fraction": 0.0,
             "note": "",
         },
+        "model": masks.NO_MODEL,
     }
     json.dumps(report)
 

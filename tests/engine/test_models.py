@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,7 @@ from engine.models import (
     load_depth_model,
 )
 from engine.progress import Cancelled, CancelToken
-from tests.tiny_models import INPUT, make_tiny_depth_model
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
+from tests.tiny_models import CACHE_COMMIT, INPUT, make_tiny_depth_model, place_in_cache
 
 
 @pytest.fixture(scope="module")
@@ -37,41 +34,6 @@ def tiny_model(tmp_path_factory) -> Path:
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
-
-
-def _place_in_cache(src: Path, cache: Path, repo_id: str) -> Path:
-    """Lay a model folder out as the Hugging Face hub cache does."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snap = repo / "snapshots" / COMMIT
-    _copy(src, snap)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(COMMIT)
-    return snap
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Record (and refuse) every attempt to open a connection or resolve a host."""
-    attempts: list[tuple] = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    return attempts
-
-
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch) -> Path:
-    cache = tmp_path / "hf" / "hub"
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    return cache
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,7 +72,7 @@ def test_input_shape_keeps_aspect_in_patches(tiny_model):
 
 def test_cache_is_used_by_id_without_network(tiny_model, hub_cache, no_network):
     repo_id = "vitrine-tests/Depth-Anything-V2-Small-hf"
-    snap = _place_in_cache(tiny_model, hub_cache, repo_id)
+    snap = place_in_cache(tiny_model, hub_cache, repo_id)
     assert hub_cache_dir() == hub_cache
     est = load_depth_model(repo_id, input_size=INPUT, allow_download=False)
     assert est.info.source == "cache"
@@ -158,7 +120,7 @@ def test_download_only_when_allowed_with_progress(tiny_model, hub_cache, monkeyp
     def fake_snapshot_download(repo_id, *, cache_dir, local_files_only=False, **kw):
         calls.append({"local_files_only": local_files_only, **kw})
         repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
-        snap = repo / "snapshots" / COMMIT
+        snap = repo / "snapshots" / CACHE_COMMIT
         if local_files_only:
             if not snap.is_dir():
                 from huggingface_hub.errors import LocalEntryNotFoundError
