@@ -34,4 +34,3 @@ def resolve_device(requested: str) -> str:
     device = "cuda" if has_cuda else "cpu"
     logger.info("Compute device: %s", device)
     return device
-

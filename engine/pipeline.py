@@ -552,7 +552,8 @@ class Pipeline:
         if result.dimensions_mm is not None:
             report.dimensions_mm = [round(float(v), 1) for v in result.dimensions_mm]
             logger.info(
-                "Dimensions: %s (%s).", scale_stage.dimensions_text(result.dimensions_mm),
+                "Dimensions: %s (%s).",
+                scale_stage.dimensions_text(result.dimensions_mm),
                 result.source,
             )
         elif result.note:

@@ -309,8 +309,9 @@ class _Box:
 
     def hull_points(self) -> np.ndarray:
         lo, hi = self.bbox_min, self.bbox_max
-        return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
-                         for z in (lo[2], hi[2])])
+        return np.array(
+            [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+        )
 
     def _face_uv(self, face: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Face coordinates in metres: u to the right, v downwards, seen from outside."""
@@ -466,8 +467,13 @@ def _noise(
 
 
 _GLYPHS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789abdefghkmnpqrtuy%&#"
-_FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_TRIPLEX,
-          cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_PLAIN)
+_FONTS = (
+    cv2.FONT_HERSHEY_SIMPLEX,
+    cv2.FONT_HERSHEY_DUPLEX,
+    cv2.FONT_HERSHEY_TRIPLEX,
+    cv2.FONT_HERSHEY_COMPLEX,
+    cv2.FONT_HERSHEY_PLAIN,
+)
 
 
 def _px(mm: float) -> int:
@@ -490,11 +496,11 @@ class _Painter:
         for s in self.shifts:
             cv2.rectangle(self.c, (x0 + s, y0), (x1 + s, y1), colour, thickness, cv2.LINE_AA)
 
-    def ellipse(self, cx: int, cy: int, ax: int, ay: int, ang: float, colour,
-                thickness: int = -1) -> None:
+    def ellipse(
+        self, cx: int, cy: int, ax: int, ay: int, ang: float, colour, thickness: int = -1
+    ) -> None:
         for s in self.shifts:
-            cv2.ellipse(self.c, (cx + s, cy), (ax, ay), ang, 0, 360, colour, thickness,
-                        cv2.LINE_AA)
+            cv2.ellipse(self.c, (cx + s, cy), (ax, ay), ang, 0, 360, colour, thickness, cv2.LINE_AA)
 
     def line(self, x0: int, y0: int, x1: int, y1: int, colour, thickness: int) -> None:
         for s in self.shifts:
@@ -504,8 +510,9 @@ class _Painter:
         for s in self.shifts:
             cv2.fillPoly(self.c, [(pts + [s, 0]).astype(np.int32)], colour, cv2.LINE_AA)
 
-    def text(self, txt: str, x: int, y: int, font: int, scale: float, colour,
-             thickness: int) -> None:
+    def text(
+        self, txt: str, x: int, y: int, font: int, scale: float, colour, thickness: int
+    ) -> None:
         for s in self.shifts:
             cv2.putText(self.c, txt, (x + s, y), font, scale, colour, thickness, cv2.LINE_AA)
 
@@ -516,8 +523,15 @@ def _text_height_px(font: int, scale: float, thickness: int) -> int:
 
 
 def _draw_text_lines(
-    p: _Painter, rng: np.random.Generator, x0: int, y0: int, x1: int, y1: int,
-    height_mm: tuple[float, float], colour, words: bool = True,
+    p: _Painter,
+    rng: np.random.Generator,
+    x0: int,
+    y0: int,
+    x1: int,
+    y1: int,
+    height_mm: tuple[float, float],
+    colour,
+    words: bool = True,
 ) -> None:
     """Fill a box with lines of random glyphs (pseudo small print)."""
     y = y0
@@ -555,8 +569,16 @@ def _barcode(p: _Painter, rng: np.random.Generator, x0: int, y0: int, w: int, h:
     p.text(digits, x0, y0 + h + _px(4.5), font, scale, (20, 20, 20), 1)
 
 
-def _print_design(p: _Painter, rng: np.random.Generator, x0: int, y0: int, x1: int, y1: int,
-                  palette: np.ndarray, density: float = 1.0) -> None:
+def _print_design(
+    p: _Painter,
+    rng: np.random.Generator,
+    x0: int,
+    y0: int,
+    x1: int,
+    y1: int,
+    palette: np.ndarray,
+    density: float = 1.0,
+) -> None:
     """Paint a busy printed design (label or carton face) inside a box of the canvas.
 
     Large colour panels and stripes for the coarse scales, rings, blobs, small print and a
@@ -595,8 +617,9 @@ def _print_design(p: _Painter, rng: np.random.Generator, x0: int, y0: int, x1: i
         bw, bh = int(rng.uniform(0.2, 0.5) * w), _px(rng.uniform(8, 25))
         dark = rng.random() < 0.7
         colour = _rand_colour(rng, 0, 60) if dark else _rand_colour(rng, 210, 255)
-        _draw_text_lines(p, rng, max(bx, x0), by, min(bx + bw, x1), min(by + bh, y1),
-                         (2.5, 5.0), colour)
+        _draw_text_lines(
+            p, rng, max(bx, x0), by, min(bx + bw, x1), min(by + bh, y1), (2.5, 5.0), colour
+        )
     for _ in range(count(10.0, 10)):  # fine layer: small polygons and dots
         cx, cy = x0 + rng.random() * w, y0 + rng.random() * h
         rad = _px(rng.uniform(1.0, 3.0))
@@ -647,8 +670,14 @@ def _bottle_profile() -> np.ndarray:
     for tau in np.linspace(0, 1, 15)[1:]:
         r = r_neck + (r_body - r_neck) * (1 + np.cos(np.pi * tau)) / 2
         prof.append((0.150 + 0.045 * tau, r))
-    prof += [(0.212, r_neck), (0.214, r_neck), (0.214, r_cap), (0.2485, r_cap),
-             (0.25, r_cap - 0.0015), (0.25, 0.0)]
+    prof += [
+        (0.212, r_neck),
+        (0.214, r_neck),
+        (0.214, r_cap),
+        (0.2485, r_cap),
+        (0.25, r_cap - 0.0015),
+        (0.25, 0.0),
+    ]
     # the foot's arc may repeat a vertex; drop zero-length pieces
     out = [prof[0]]
     for q in prof[1:]:
@@ -657,8 +686,9 @@ def _bottle_profile() -> np.ndarray:
     return np.array(out, dtype=np.float64)
 
 
-def _bottle_atlas(rng: np.random.Generator, profile: np.ndarray, r_tex: float,
-                  low_texture: bool) -> np.ndarray:
+def _bottle_atlas(
+    rng: np.random.Generator, profile: np.ndarray, r_tex: float, low_texture: bool
+) -> np.ndarray:
     """Texture over (arc length along the profile, angle), uint8 (H, W, 3), periodic in x.
 
     Row 0 is the top centre of the cap (arc length ``s_end``), so the print reads upright from
@@ -694,19 +724,32 @@ def _bottle_atlas(rng: np.random.Generator, profile: np.ndarray, r_tex: float,
             ly = row(s_body0 + rng.uniform(0.035, 0.13))
             pw, ph = _px(rng.uniform(22, 28)), _px(rng.uniform(16, 20))
             p.rect(lx, ly, lx + pw, ly + ph, (236, 232, 220))
-            _print_design(p, rng, lx + _px(1), ly + _px(1), lx + pw - _px(1), ly + ph - _px(1),
-                          np.roll(logo, k, axis=0), density=1.5)
+            _print_design(
+                p,
+                rng,
+                lx + _px(1),
+                ly + _px(1),
+                lx + pw - _px(1),
+                ly + ph - _px(1),
+                np.roll(logo, k, axis=0),
+                density=1.5,
+            )
         for az, zc in ((0.58, 0.05), (0.25, 0.03)):
             tx, ty = int(az * w), row(s_body0 + zc)
-            _draw_text_lines(p, rng, tx, ty, tx + _px(40), ty + _px(9), (2.0, 3.0),
-                             (35, 45, 55))
+            _draw_text_lines(p, rng, tx, ty, tx + _px(40), ty + _px(9), (2.0, 3.0), (35, 45, 55))
         for k in range(45):
             cx = int((k + rng.uniform(0.2, 0.8)) * w / 45)
             cy = row(s_body0 + rng.uniform(0.015, 0.135))
             c = _rand_colour(rng, 20, 90) if rng.random() < 0.7 else (235, 235, 225)
             if k % 3 == 0:
-                p.ellipse(cx, cy, _px(rng.uniform(2, 4)), _px(rng.uniform(2, 4)),
-                          float(rng.uniform(0, 180)), c)
+                p.ellipse(
+                    cx,
+                    cy,
+                    _px(rng.uniform(2, 4)),
+                    _px(rng.uniform(2, 4)),
+                    float(rng.uniform(0, 180)),
+                    c,
+                )
             elif k % 3 == 1:
                 ln = _px(rng.uniform(3, 6))
                 p.line(cx - ln, cy - ln, cx + ln, cy + ln, c, _px(0.8))
@@ -714,16 +757,28 @@ def _bottle_atlas(rng: np.random.Generator, profile: np.ndarray, r_tex: float,
             else:
                 font = cv2.FONT_HERSHEY_DUPLEX
                 sc = _px(rng.uniform(4, 6)) / _text_height_px(font, 1.0, 1)
-                p.text(_GLYPHS[int(rng.integers(23))] + _GLYPHS[int(rng.integers(23, 33))],
-                       cx, cy, font, sc, c, _px(0.6))
+                p.text(
+                    _GLYPHS[int(rng.integers(23))] + _GLYPHS[int(rng.integers(23, 33))],
+                    cx,
+                    cy,
+                    font,
+                    sc,
+                    c,
+                    _px(0.6),
+                )
         # cap: plain with a few grip ridges
         canvas[:cap_top] = (228, 228, 224)
-        canvas[cap_top:cap_bot + 1] = (232, 232, 228)
+        canvas[cap_top : cap_bot + 1] = (232, 232, 228)
         # irregular ridges: a regular comb would look the same from every azimuth step
         for k in range(12):
             x = int((k + rng.uniform(-0.3, 0.3)) * w / 12)
-            p.rect(x, cap_top + _px(rng.uniform(2, 6)), x + int(w * rng.uniform(0.01, 0.03)),
-                   cap_bot - _px(rng.uniform(2, 6)), (180, 180, 176))
+            p.rect(
+                x,
+                cap_top + _px(rng.uniform(2, 6)),
+                x + int(w * rng.uniform(0.01, 0.03)),
+                cap_bot - _px(rng.uniform(2, 6)),
+                (180, 180, 176),
+            )
         return _finish(canvas, True)
 
     glass = np.array([60, 110, 70], np.float32)
@@ -740,8 +795,17 @@ def _bottle_atlas(rng: np.random.Generator, profile: np.ndarray, r_tex: float,
     y0, y1 = row(s_body1 - 0.012), row(s_body0 + 0.020)
     paper = _tint(_noise(rng, y1 - y0, w, [(6.0, 0.04), (1.0, 0.03)], True), (238, 230, 210))
     canvas[y0:y1] = paper
-    palette = np.array([[200, 40, 40], [30, 60, 150], [20, 20, 20], [240, 190, 40],
-                        [40, 140, 80], [120, 60, 140], [250, 250, 250]])
+    palette = np.array(
+        [
+            [200, 40, 40],
+            [30, 60, 150],
+            [20, 20, 20],
+            [240, 190, 40],
+            [40, 140, 80],
+            [120, 60, 140],
+            [250, 250, 250],
+        ]
+    )
     _print_design(p, rng, 0, y0, w, y1, palette, density=1.0)
     _barcode(p, rng, int(0.45 * w), y1 - _px(24), _px(28), _px(12))
     p.rect(0, y0, w, y0 + _px(1.5), (180, 150, 60))
@@ -751,24 +815,33 @@ def _bottle_atlas(rng: np.random.Generator, profile: np.ndarray, r_tex: float,
     p.rect(0, n0 - _px(11), w, n0 - _px(3), (215, 190, 110))
     for k in range(10):
         x = int((k + rng.uniform(0.2, 0.8)) * w / 10)
-        p.ellipse(x, n0 - _px(7), int(w * rng.uniform(0.01, 0.025)), _px(2.5), 0.0,
-                  (120, 40, 30))
+        p.ellipse(x, n0 - _px(7), int(w * rng.uniform(0.01, 0.025)), _px(2.5), 0.0, (120, 40, 30))
     # cap: coloured with grip ridges and a printed band; top with rings
     capn = _noise(rng, cap_bot - cap_top + 1, w, [(6.0, 0.05)], True)
-    canvas[cap_top:cap_bot + 1] = _tint(capn, (170, 35, 40))
+    canvas[cap_top : cap_bot + 1] = _tint(capn, (170, 35, 40))
     for k in range(24):
         x = int((k + rng.uniform(-0.3, 0.3)) * w / 24)
-        p.rect(x, cap_top + _px(14), x + int(w * rng.uniform(0.006, 0.02)), cap_bot - _px(2),
-               (120, 20, 25))
+        p.rect(
+            x,
+            cap_top + _px(14),
+            x + int(w * rng.uniform(0.006, 0.02)),
+            cap_bot - _px(2),
+            (120, 20, 25),
+        )
     p.rect(0, cap_top + _px(4), w, cap_top + _px(11), (235, 215, 150))
     for k in range(8):
         x = int((k + rng.uniform(0.0, 0.6)) * w / 8)
-        p.rect(x, cap_top + _px(5), x + int(w * rng.uniform(0.01, 0.04)), cap_top + _px(10),
-               (60, 20, 20))
+        p.rect(
+            x,
+            cap_top + _px(5),
+            x + int(w * rng.uniform(0.01, 0.04)),
+            cap_top + _px(10),
+            (60, 20, 20),
+        )
     canvas[:cap_top] = (190, 40, 45)
     for k, rr in enumerate((2.0, 5.0, 8.0, 11.0)):
         y = cap_top - _px(rr)
-        canvas[y - _px(1.0):y] = (240, 220, 160) if k % 2 == 0 else (90, 20, 25)
+        canvas[y - _px(1.0) : y] = (240, 220, 160) if k % 2 == 0 else (90, 20, 25)
     return _finish(canvas, True)
 
 
@@ -821,8 +894,9 @@ def _make_shape(kind: str, seed: int) -> _Revolution | _Box:
 # --------------------------------------------------------------------------------------------
 
 
-def look_at(center: np.ndarray, target: np.ndarray,
-            up: Sequence[float] = (0.0, 0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+def look_at(
+    center: np.ndarray, target: np.ndarray, up: Sequence[float] = (0.0, 0.0, 1.0)
+) -> tuple[np.ndarray, np.ndarray]:
     """World-to-camera rotation and translation of a camera at ``center`` looking at ``target``.
 
     Parameters
@@ -926,8 +1000,18 @@ def ring_cameras(
             c = centre + d * _direction(az, el)
             R, t = look_at(c, centre)
             name = f"{kind}_r{ring}_a{k:03d}.jpg"
-            cams.append(CameraPose(name, R, t, K.copy(), width, height, "PINHOLE",
-                                   (K[0, 0], K[1, 1], K[0, 2], K[1, 2])))
+            cams.append(
+                CameraPose(
+                    name,
+                    R,
+                    t,
+                    K.copy(),
+                    width,
+                    height,
+                    "PINHOLE",
+                    (K[0, 0], K[1, 1], K[0, 2], K[1, 2]),
+                )
+            )
     return cams
 
 
@@ -960,8 +1044,9 @@ def _object_rect(shape, cam: CameraPose, pad: int = 3) -> tuple[int, int, int, i
 
 def _shade(h: _Hit) -> np.ndarray:
     n = h.shade_normal
-    light = (_AMBIENT + _KEY_GAIN * np.clip(n @ _KEY, 0, None)
-             + _FILL_GAIN * np.clip(n @ _FILL, 0, None))
+    light = (
+        _AMBIENT + _KEY_GAIN * np.clip(n @ _KEY, 0, None) + _FILL_GAIN * np.clip(n @ _FILL, 0, None)
+    )
     return h.albedo * light[:, None]
 
 
@@ -1041,9 +1126,13 @@ def _turntable_backdrop(shape, cam: CameraPose, plate: np.ndarray) -> np.ndarray
     return out.reshape(h, w, 3)
 
 
-def _render_view(shape, cam: CameraPose, supersample: int,
-                 markers: tuple[np.ndarray, np.ndarray] | None = None,
-                 plate: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _render_view(
+    shape,
+    cam: CameraPose,
+    supersample: int,
+    markers: tuple[np.ndarray, np.ndarray] | None = None,
+    plate: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Linear RGB image in [0, 1] (H, W, 3) and object coverage (H, W) of one camera.
 
     ``plate`` is a turntable ring's fixed backdrop (:func:`_turntable_plate`); None: the studio.
@@ -1121,8 +1210,9 @@ def marker_layout(kind: str, markers_mm: float, *, seed: int = 0) -> tuple[np.nd
     return np.array(ids), np.array(corners, np.float64)
 
 
-def _paint_markers(img: np.ndarray, cam: CameraPose, ids: np.ndarray, corners: np.ndarray,
-                   supersample: int) -> None:
+def _paint_markers(
+    img: np.ndarray, cam: CameraPose, ids: np.ndarray, corners: np.ndarray, supersample: int
+) -> None:
     """Print ArUco markers (and their white quiet borders) on the floor of a backdrop image.
 
     The marker pixels are supersampled (at least 4x4 rays each), so the edges are anti-aliased
@@ -1139,7 +1229,8 @@ def _paint_markers(img: np.ndarray, cam: CameraPose, ids: np.ndarray, corners: n
         e_u, e_v = e_u / side, e_v / side
         q = 1.0 / 6.0  # quiet border: one cell, in marker sides
         ring = o + side * np.array([[-q, -q], [1 + q, -q], [1 + q, 1 + q], [-q, 1 + q]]) @ np.stack(
-            [e_u, e_v])
+            [e_u, e_v]
+        )
         pc = ring @ cam.R.T + cam.t
         if np.any(pc[:, 2] <= 1e-6):
             continue
@@ -1278,8 +1369,18 @@ def read_cameras_json(path: Path) -> list[CameraPose]:
         K = np.asarray(e["K"], np.float64).reshape(3, 3)
         R = np.asarray(e["R"], np.float64).reshape(3, 3)
         t = np.asarray(e["t"], np.float64).reshape(3)
-        cams.append(CameraPose(str(e["name"]), R, t, K, int(e["width"]), int(e["height"]),
-                               "PINHOLE", (K[0, 0], K[1, 1], K[0, 2], K[1, 2])))
+        cams.append(
+            CameraPose(
+                str(e["name"]),
+                R,
+                t,
+                K,
+                int(e["width"]),
+                int(e["height"]),
+                "PINHOLE",
+                (K[0, 0], K[1, 1], K[0, 2], K[1, 2]),
+            )
+        )
     return cams
 
 
@@ -1294,8 +1395,17 @@ def _remove_stale_views(root: Path, keep: set[str]) -> None:
                 f.unlink()
 
 
-def _write_view(root: Path, cam: CameraPose, img: np.ndarray, cover: np.ndarray, index: int,
-                *, seed: int, noise_sigma: float, jpeg_quality: int) -> tuple[Path, Path]:
+def _write_view(
+    root: Path,
+    cam: CameraPose,
+    img: np.ndarray,
+    cover: np.ndarray,
+    index: int,
+    *,
+    seed: int,
+    noise_sigma: float,
+    jpeg_quality: int,
+) -> tuple[Path, Path]:
     """Add sensor noise, write the JPEG (with EXIF) and the mask of one view."""
     rng = np.random.default_rng([seed, 23, index])
     pix = img * 255.0
@@ -1389,8 +1499,14 @@ def render_scene(
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / MASK_DIR).mkdir(parents=True, exist_ok=True)
     shape = _make_shape(kind, seed)
-    cams = ring_cameras(kind, n_azimuth=n_azimuth, elevations_deg=elevations_deg, width=width,
-                        height=height, seed=seed)
+    cams = ring_cameras(
+        kind,
+        n_azimuth=n_azimuth,
+        elevations_deg=elevations_deg,
+        width=width,
+        height=height,
+        seed=seed,
+    )
     _remove_stale_views(root, {c.name for c in cams})
     markers = marker_layout(kind, markers_mm, seed=seed) if markers_mm > 0 else None
     image_paths, mask_paths = [], []
@@ -1414,13 +1530,20 @@ def render_scene(
                 img, cover = pending.pop(i).result()
                 if i + workers < len(cams):
                     submit(i + workers)
-                ipath, mpath = _write_view(root, cam, img, cover, i, seed=seed,
-                                           noise_sigma=noise_sigma, jpeg_quality=jpeg_quality)
+                ipath, mpath = _write_view(
+                    root,
+                    cam,
+                    img,
+                    cover,
+                    i,
+                    seed=seed,
+                    noise_sigma=noise_sigma,
+                    jpeg_quality=jpeg_quality,
+                )
                 image_paths.append(ipath)
                 mask_paths.append(mpath)
                 if progress is not None:
-                    progress(ProgressEvent("synthetic", i + 1, len(cams),
-                                           f"Rendered {cam.name}"))
+                    progress(ProgressEvent("synthetic", i + 1, len(cams), f"Rendered {cam.name}"))
         finally:
             for fut in pending.values():
                 fut.cancel()
@@ -1431,20 +1554,35 @@ def render_scene(
     bmin, bmax = shape.bbox_min.copy(), shape.bbox_max.copy()
     extra: dict[str, Any] = {}
     if markers is not None:
-        extra["markers"] = {"dictionary": MARKER_DICTIONARY, "size_mm": float(markers_mm),
-                            "ids": markers[0].tolist(), "corners": markers[1].tolist()}
-    write_cameras_json(cams, root / "cameras.json", bbox=[bmin.tolist(), bmax.tolist()],
-                       scene=kind, seed=seed, **extra)
+        extra["markers"] = {
+            "dictionary": MARKER_DICTIONARY,
+            "size_mm": float(markers_mm),
+            "ids": markers[0].tolist(),
+            "corners": markers[1].tolist(),
+        }
+    write_cameras_json(
+        cams,
+        root / "cameras.json",
+        bbox=[bmin.tolist(), bmax.tolist()],
+        scene=kind,
+        seed=seed,
+        **extra,
+    )
     tmp = root / "scene.tmp.npz"
-    np.savez_compressed(tmp, surface_points=pts.astype(np.float32),
-                        surface_normals=nrm.astype(np.float32), bbox_min=bmin, bbox_max=bmax,
-                        scene=np.array(kind),
-                        **({} if markers is None else {"marker_ids": markers[0],
-                                                       "marker_corners": markers[1]}))
+    np.savez_compressed(
+        tmp,
+        surface_points=pts.astype(np.float32),
+        surface_normals=nrm.astype(np.float32),
+        bbox_min=bmin,
+        bbox_max=bmax,
+        scene=np.array(kind),
+        **({} if markers is None else {"marker_ids": markers[0], "marker_corners": markers[1]}),
+    )
     tmp.replace(root / "scene.npz")
     logger.info("rendered %d %s views into %s", len(cams), kind, root)
-    scene = SyntheticScene(kind, root, tuple(image_paths), tuple(mask_paths), tuple(cams),
-                           pts, nrm, bmin, bmax)
+    scene = SyntheticScene(
+        kind, root, tuple(image_paths), tuple(mask_paths), tuple(cams), pts, nrm, bmin, bmax
+    )
     if markers is not None:
         scene = replace(scene, marker_ids=markers[0], marker_corners=markers[1])
     return scene
@@ -1476,12 +1614,14 @@ def load_scene(root: Path) -> SyntheticScene:
         bmin, bmax = z["bbox_min"].astype(np.float64), z["bbox_max"].astype(np.float64)
         kind = str(z["scene"]) if "scene" in z else str(meta.get("scene", ""))
         marker_ids = z["marker_ids"].astype(np.int64) if "marker_ids" in z else np.zeros(0, int)
-        marker_corners = (z["marker_corners"].astype(np.float64) if "marker_corners" in z
-                          else np.zeros((0, 4, 3)))
+        marker_corners = (
+            z["marker_corners"].astype(np.float64) if "marker_corners" in z else np.zeros((0, 4, 3))
+        )
     images = tuple(root / "images" / c.name for c in cams)
     masks = tuple(root / MASK_DIR / (Path(c.name).stem + ".png") for c in cams)
-    return SyntheticScene(kind, root, images, masks, tuple(cams), pts, nrm, bmin, bmax,
-                          marker_ids, marker_corners)
+    return SyntheticScene(
+        kind, root, images, masks, tuple(cams), pts, nrm, bmin, bmax, marker_ids, marker_corners
+    )
 
 
 def write_sample(

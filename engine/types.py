@@ -128,7 +128,6 @@ class PointCloud:
         return PointCloud(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8))
 
 
-
 @dataclass(frozen=True, eq=False)
 class Mesh:
     """A triangle mesh, immutable snapshot.

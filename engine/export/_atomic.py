@@ -48,8 +48,10 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise OutputError(f"Cannot write {path.name} in {path.parent}: {exc.strerror or exc}. "
-                          "Choose a folder you can write to.") from exc
+        raise OutputError(
+            f"Cannot write {path.name} in {path.parent}: {exc.strerror or exc}. "
+            "Choose a folder you can write to."
+        ) from exc
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, mode, **kwargs) as fh:
@@ -62,9 +64,11 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
         with contextlib.suppress(OSError):
             tmp.unlink()
         if isinstance(exc, OSError):
-            raise OutputError(f"Cannot write {path.name} in {path.parent}: "
-                              f"{exc.strerror or exc}. Check free disk space and "
-                              "permissions.") from exc
+            raise OutputError(
+                f"Cannot write {path.name} in {path.parent}: "
+                f"{exc.strerror or exc}. Check free disk space and "
+                "permissions."
+            ) from exc
         raise
     _fsync_dir(path.parent)
 

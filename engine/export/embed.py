@@ -20,8 +20,7 @@ from engine.export._atomic import atomic_open
 #: The pinned <model-viewer> release and its script on Google's CDN (as modelviewer.dev shows).
 MODEL_VIEWER_VERSION = "4.0.0"
 MODEL_VIEWER_SCRIPT = (
-    f"https://ajax.googleapis.com/ajax/libs/model-viewer/{MODEL_VIEWER_VERSION}/"
-    "model-viewer.min.js"
+    f"https://ajax.googleapis.com/ajax/libs/model-viewer/{MODEL_VIEWER_VERSION}/model-viewer.min.js"
 )
 
 
@@ -35,8 +34,9 @@ def _file_name(name: str, what: str) -> str:
     return base
 
 
-def embed_snippet(glb_name: str = "mesh.glb", *, title: str = "Product",
-                  usdz_name: str | None = None) -> str:
+def embed_snippet(
+    glb_name: str = "mesh.glb", *, title: str = "Product", usdz_name: str | None = None
+) -> str:
     """The ``<script>`` and ``<model-viewer>`` tags, ready to paste into a page.
 
     Parameters
@@ -68,8 +68,13 @@ def embed_snippet(glb_name: str = "mesh.glb", *, title: str = "Product",
     )
 
 
-def write_embed_html(path: str | os.PathLike[str], glb_name: str = "mesh.glb", *,
-                     title: str = "Product", usdz_name: str | None = None) -> Path:
+def write_embed_html(
+    path: str | os.PathLike[str],
+    glb_name: str = "mesh.glb",
+    *,
+    title: str = "Product",
+    usdz_name: str | None = None,
+) -> Path:
     """Write a small page showing the model with ``<model-viewer>`` (atomically).
 
     The page explains, in a comment at its top, which files to upload where; the part between
@@ -99,9 +104,12 @@ def write_embed_html(path: str | os.PathLike[str], glb_name: str = "mesh.glb", *
     snippet = embed_snippet(glb_name, title=title, usdz_name=usdz_name)
     glb = _file_name(glb_name, "glb_name")
     files = glb + (f" and {_file_name(usdz_name, 'usdz_name')}" if usdz_name else "")
-    ios_note = ("" if usdz_name else
-                "\n  iPhone and iPad visitors get AR only with a USDZ file: install usd-core\n"
-                "  (pip install usd-core) and export again to get mesh.usdz and ios-src.")
+    ios_note = (
+        ""
+        if usdz_name
+        else "\n  iPhone and iPad visitors get AR only with a USDZ file: install usd-core\n"
+        "  (pip install usd-core) and export again to get mesh.usdz and ios-src."
+    )
     comment = (
         "<!--\n"
         "  How to show this 3D model on your shop's product page\n"
@@ -125,7 +133,7 @@ def write_embed_html(path: str | os.PathLike[str], glb_name: str = "mesh.glb", *
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{safe_title}</title>\n"
-        "</head>\n<body style=\"margin: 0; font-family: sans-serif;\">\n"
+        '</head>\n<body style="margin: 0; font-family: sans-serif;">\n'
         "<!-- BEGIN 3D model snippet -->\n"
         f"{snippet}\n"
         "<!-- END 3D model snippet -->\n"

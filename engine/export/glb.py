@@ -54,8 +54,14 @@ _CHUNK_BIN = 0x004E4942
 _FLOAT, _UINT16, _UINT32, _UBYTE, _USHORT = 5126, 5123, 5125, 5121, 5123
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 _COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
-_DTYPES = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32,
-           5126: np.float32}
+_DTYPES = {
+    5120: np.int8,
+    5121: np.uint8,
+    5122: np.int16,
+    5123: np.uint16,
+    5125: np.uint32,
+    5126: np.float32,
+}
 
 
 # --------------------------------------------------------------------------- shared geometry
@@ -89,14 +95,19 @@ def _frame(mesh: Mesh, transform: np.ndarray | None) -> tuple[np.ndarray, np.nda
 
 
 def _textured(mesh: Mesh) -> bool:
-    return (mesh.texture is not None and mesh.uv is not None
-            and len(mesh.uv) == len(mesh.vertices) and np.asarray(mesh.texture).ndim == 3)
+    return (
+        mesh.texture is not None
+        and mesh.uv is not None
+        and len(mesh.uv) == len(mesh.vertices)
+        and np.asarray(mesh.texture).ndim == 3
+    )
 
 
 def _jpeg(texture: np.ndarray, quality: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(texture[..., :3], np.uint8)).save(
-        buf, "JPEG", quality=int(quality), optimize=True)
+        buf, "JPEG", quality=int(quality), optimize=True
+    )
     return buf.getvalue()
 
 
@@ -139,21 +150,34 @@ class _Bin:
 
     def view(self, payload: bytes, target: int | None = None) -> int:
         self.data.extend(b"\0" * (-len(self.data) % 4))
-        entry: dict[str, Any] = {"buffer": 0, "byteOffset": len(self.data),
-                                 "byteLength": len(payload)}
+        entry: dict[str, Any] = {
+            "buffer": 0,
+            "byteOffset": len(self.data),
+            "byteLength": len(payload),
+        }
         if target is not None:
             entry["target"] = target
         self.data.extend(payload)
         self.views.append(entry)
         return len(self.views) - 1
 
-    def accessor(self, array: np.ndarray, kind: str, component: int, *,
-                 target: int | None = None, normalized: bool = False,
-                 bounds: bool = False) -> int:
+    def accessor(
+        self,
+        array: np.ndarray,
+        kind: str,
+        component: int,
+        *,
+        target: int | None = None,
+        normalized: bool = False,
+        bounds: bool = False,
+    ) -> int:
         arr = np.ascontiguousarray(array, _DTYPES[component])
         entry: dict[str, Any] = {
-            "bufferView": self.view(arr.tobytes(), target), "componentType": component,
-            "count": int(arr.shape[0]) if kind != "SCALAR" else int(arr.size), "type": kind}
+            "bufferView": self.view(arr.tobytes(), target),
+            "componentType": component,
+            "count": int(arr.shape[0]) if kind != "SCALAR" else int(arr.size),
+            "type": kind,
+        }
         if normalized:
             entry["normalized"] = True
         if bounds:
@@ -164,12 +188,14 @@ class _Bin:
         return len(self.accessors) - 1
 
 
-def _glb_bytes(mesh: Mesh, pos: np.ndarray, normals: np.ndarray, faces: np.ndarray,
-               jpeg: bytes | None) -> bytes:
+def _glb_bytes(
+    mesh: Mesh, pos: np.ndarray, normals: np.ndarray, faces: np.ndarray, jpeg: bytes | None
+) -> bytes:
     b = _Bin()
     attributes = {
-        "POSITION": b.accessor(pos.astype(np.float32), "VEC3", _FLOAT, target=_ARRAY_BUFFER,
-                               bounds=True),
+        "POSITION": b.accessor(
+            pos.astype(np.float32), "VEC3", _FLOAT, target=_ARRAY_BUFFER, bounds=True
+        ),
         "NORMAL": b.accessor(normals.astype(np.float32), "VEC3", _FLOAT, target=_ARRAY_BUFFER),
     }
     pbr: dict[str, Any] = {"metallicFactor": 0.0, "roughnessFactor": 0.85}
@@ -177,45 +203,65 @@ def _glb_bytes(mesh: Mesh, pos: np.ndarray, normals: np.ndarray, faces: np.ndarr
     if jpeg is not None:
         uv = np.asarray(mesh.uv, np.float64).copy()
         uv[:, 1] = 1.0 - uv[:, 1]  # glTF's UV origin is the image's top-left corner
-        attributes["TEXCOORD_0"] = b.accessor(uv.astype(np.float32), "VEC2", _FLOAT,
-                                              target=_ARRAY_BUFFER)
-        doc["images"] = [{"bufferView": b.view(jpeg), "mimeType": "image/jpeg",
-                          "name": "texture"}]
-        doc["samplers"] = [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071,
-                            "wrapT": 33071}]
+        attributes["TEXCOORD_0"] = b.accessor(
+            uv.astype(np.float32), "VEC2", _FLOAT, target=_ARRAY_BUFFER
+        )
+        doc["images"] = [{"bufferView": b.view(jpeg), "mimeType": "image/jpeg", "name": "texture"}]
+        doc["samplers"] = [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}]
         doc["textures"] = [{"sampler": 0, "source": 0}]
         pbr["baseColorTexture"] = {"index": 0}
     elif mesh.vertex_colors is not None:
         lin = _srgb_to_linear(np.asarray(mesh.vertex_colors).reshape(-1, 3))
-        attributes["COLOR_0"] = b.accessor(lin.astype(np.float32), "VEC3", _FLOAT,
-                                           target=_ARRAY_BUFFER)
+        attributes["COLOR_0"] = b.accessor(
+            lin.astype(np.float32), "VEC3", _FLOAT, target=_ARRAY_BUFFER
+        )
     index_type = _UINT16 if len(pos) < 65535 else _UINT32
     indices = b.accessor(faces.ravel(), "SCALAR", index_type, target=_ELEMENT_ARRAY_BUFFER)
-    doc.update({
-        "scene": 0,
-        "scenes": [{"nodes": [0]}],
-        "nodes": [{"mesh": 0, "name": MATERIAL_NAME}],
-        "meshes": [{"name": MATERIAL_NAME, "primitives": [
-            {"attributes": attributes, "indices": indices, "material": 0, "mode": 4}]}],
-        # double-sided: the trimmed mesh is open where no photo saw the product (its base)
-        "materials": [{"name": MATERIAL_NAME, "pbrMetallicRoughness": pbr,
-                       "doubleSided": True}],
-        "buffers": [{"byteLength": 0}],
-        "bufferViews": b.views,
-        "accessors": b.accessors,
-    })
+    doc.update(
+        {
+            "scene": 0,
+            "scenes": [{"nodes": [0]}],
+            "nodes": [{"mesh": 0, "name": MATERIAL_NAME}],
+            "meshes": [
+                {
+                    "name": MATERIAL_NAME,
+                    "primitives": [
+                        {"attributes": attributes, "indices": indices, "material": 0, "mode": 4}
+                    ],
+                }
+            ],
+            # double-sided: the trimmed mesh is open where no photo saw the product (its base)
+            "materials": [
+                {"name": MATERIAL_NAME, "pbrMetallicRoughness": pbr, "doubleSided": True}
+            ],
+            "buffers": [{"byteLength": 0}],
+            "bufferViews": b.views,
+            "accessors": b.accessors,
+        }
+    )
     b.data.extend(b"\0" * (-len(b.data) % 4))
     doc["buffers"][0]["byteLength"] = len(b.data)
     text = json.dumps(doc, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 4)
     total = 12 + 8 + len(text) + 8 + len(b.data)
-    return b"".join([struct.pack("<III", _GLB_MAGIC, 2, total),
-                     struct.pack("<II", len(text), _CHUNK_JSON), text,
-                     struct.pack("<II", len(b.data), _CHUNK_BIN), bytes(b.data)])
+    return b"".join(
+        [
+            struct.pack("<III", _GLB_MAGIC, 2, total),
+            struct.pack("<II", len(text), _CHUNK_JSON),
+            text,
+            struct.pack("<II", len(b.data), _CHUNK_BIN),
+            bytes(b.data),
+        ]
+    )
 
 
-def write_glb(path: str | os.PathLike[str], mesh: Mesh, *, transform: np.ndarray | None = None,
-              max_mb: float = 15.0) -> dict[str, Any]:
+def write_glb(
+    path: str | os.PathLike[str],
+    mesh: Mesh,
+    *,
+    transform: np.ndarray | None = None,
+    max_mb: float = 15.0,
+) -> dict[str, Any]:
     """Write ``mesh`` as a binary glTF 2.0 file (atomically).
 
     Parameters
@@ -253,18 +299,24 @@ def write_glb(path: str | os.PathLike[str], mesh: Mesh, *, transform: np.ndarray
     if len(bare) > budget:
         raise OutputError(
             f"{Path(path).name} would be {len(bare) / 1e6:.1f} MB without its texture, over "
-            f"the {max_mb:g} MB budget: lower the mesh's triangle budget in the settings.")
+            f"the {max_mb:g} MB budget: lower the mesh's triangle budget in the settings."
+        )
     jpeg = tex = quality = None
     if textured:
         jpeg, tex, quality = _fit_texture(np.asarray(mesh.texture), budget - len(bare))
     data = _glb_bytes(mesh, pos, normals, faces, jpeg) if textured else bare
     write_bytes_atomic(path, data)
-    info = {"bytes": len(data), "triangles": len(faces), "vertices": len(pos),
-            "textured": textured,
-            "texture_size": None if tex is None else [int(tex.shape[1]), int(tex.shape[0])],
-            "jpeg_quality": quality}
-    logger.info("glb: %d triangles, texture %s, %.1f MB", len(faces), info["texture_size"],
-                len(data) / 1e6)
+    info = {
+        "bytes": len(data),
+        "triangles": len(faces),
+        "vertices": len(pos),
+        "textured": textured,
+        "texture_size": None if tex is None else [int(tex.shape[1]), int(tex.shape[0])],
+        "jpeg_quality": quality,
+    }
+    logger.info(
+        "glb: %d triangles, texture %s, %.1f MB", len(faces), info["texture_size"], len(data) / 1e6
+    )
     return info
 
 
@@ -297,14 +349,17 @@ def read_glb(path: str | os.PathLike[str], *, z_up: bool = True) -> Mesh:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise InputError(f"Cannot read {path.name} in {path.parent}: "
-                         f"{exc.strerror or exc}.") from exc
+        raise InputError(
+            f"Cannot read {path.name} in {path.parent}: {exc.strerror or exc}."
+        ) from exc
     try:
         doc, blob = _parse_glb(data)
         return _glb_mesh(doc, blob, z_up)
     except (KeyError, IndexError, ValueError, TypeError, struct.error, OSError) as exc:
-        raise InputError(f"{path.name} in {path.parent} is not a glTF binary this app can "
-                         f"read ({exc}). Export it again as .glb.") from exc
+        raise InputError(
+            f"{path.name} in {path.parent} is not a glTF binary this app can "
+            f"read ({exc}). Export it again as .glb."
+        ) from exc
 
 
 def _parse_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
@@ -314,7 +369,7 @@ def _parse_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
     offset, doc, blob = 12, None, b""
     while offset + 8 <= length:
         size, kind = struct.unpack_from("<II", data, offset)
-        chunk = data[offset + 8:offset + 8 + size]
+        chunk = data[offset + 8 : offset + 8 + size]
         if kind == _CHUNK_JSON:
             doc = json.loads(chunk.decode("utf-8"))
         elif kind == _CHUNK_BIN and not blob:
@@ -341,8 +396,9 @@ def _accessor(doc: dict[str, Any], blob: bytes, index: int) -> np.ndarray:
         return np.zeros((0, n), dtype)
     start = int(view.get("byteOffset", 0)) + int(acc.get("byteOffset", 0))
     stride = int(view.get("byteStride", 0)) or dtype.itemsize * n
-    raw = np.frombuffer(blob, np.uint8, count=(count - 1) * stride + dtype.itemsize * n,
-                        offset=start)
+    raw = np.frombuffer(
+        blob, np.uint8, count=(count - 1) * stride + dtype.itemsize * n, offset=start
+    )
     rows = np.lib.stride_tricks.as_strided(raw, (count, dtype.itemsize * n), (stride, 1))
     out = np.ascontiguousarray(rows).view(dtype).reshape(count, n)
     if acc.get("normalized"):
@@ -355,9 +411,13 @@ def _node_matrix(node: dict[str, Any]) -> np.ndarray:
         return np.asarray(node["matrix"], np.float64).reshape(4, 4).T  # column-major
     m = np.eye(4)
     x, y, z, w = node.get("rotation", [0.0, 0.0, 0.0, 1.0])
-    rot = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                    [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                    [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    rot = np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
     m[:3, :3] = rot * np.asarray(node.get("scale", [1.0, 1.0, 1.0]))[None, :]
     m[:3, 3] = node.get("translation", [0.0, 0.0, 0.0])
     return m
@@ -382,8 +442,11 @@ def _glb_mesh(doc: dict[str, Any], blob: bytes, z_up: bool) -> Mesh:
             continue
         pos = _accessor(doc, blob, prim["attributes"]["POSITION"]).astype(np.float64)
         pos = pos @ m[:3, :3].T + m[:3, 3]
-        idx = (_accessor(doc, blob, prim["indices"]).ravel().astype(np.int64)
-               if "indices" in prim else np.arange(len(pos)))
+        idx = (
+            _accessor(doc, blob, prim["indices"]).ravel().astype(np.int64)
+            if "indices" in prim
+            else np.arange(len(pos))
+        )
         tri = idx.reshape(-1, 3)
         if np.linalg.det(m[:3, :3]) < 0:
             tri = tri[:, [0, 2, 1]]
@@ -407,11 +470,15 @@ def _glb_mesh(doc: dict[str, Any], blob: bytes, z_up: bool) -> Mesh:
     v = np.concatenate(verts)
     if z_up:
         v = v @ Z_UP_TO_Y_UP  # the inverse (transpose) of Z_UP_TO_Y_UP, row-wise
-    uv_all = (np.concatenate(uvs).astype(np.float32)
-              if all(u is not None for u in uvs) else None)
+    uv_all = np.concatenate(uvs).astype(np.float32) if all(u is not None for u in uvs) else None
     col_all = np.concatenate(cols) if all(c is not None for c in cols) else None
-    return Mesh(v, np.concatenate(faces).astype(np.int32), col_all,
-                uv_all if texture is not None else None, texture if uv_all is not None else None)
+    return Mesh(
+        v,
+        np.concatenate(faces).astype(np.int32),
+        col_all,
+        uv_all if texture is not None else None,
+        texture if uv_all is not None else None,
+    )
 
 
 def _base_texture(doc: dict[str, Any], blob: bytes, material: dict[str, Any]) -> np.ndarray | None:
@@ -423,7 +490,7 @@ def _base_texture(doc: dict[str, Any], blob: bytes, material: dict[str, Any]) ->
         raise ValueError("external images are not supported")
     view = doc["bufferViews"][image["bufferView"]]
     start = int(view.get("byteOffset", 0))
-    raw = blob[start:start + int(view["byteLength"])]
+    raw = blob[start : start + int(view["byteLength"])]
     with Image.open(io.BytesIO(raw)) as im:
         return np.asarray(im.convert("RGB"), np.uint8)
 
@@ -431,8 +498,9 @@ def _base_texture(doc: dict[str, Any], blob: bytes, material: dict[str, Any]) ->
 # --------------------------------------------------------------------------- OBJ
 
 
-def write_obj(path: str | os.PathLike[str], mesh: Mesh, *,
-              transform: np.ndarray | None = None) -> list[Path]:
+def write_obj(
+    path: str | os.PathLike[str], mesh: Mesh, *, transform: np.ndarray | None = None
+) -> list[Path]:
     """Write ``mesh`` as Wavefront OBJ with its material (``.mtl``) and texture (``.png``).
 
     Parameters
@@ -478,8 +546,15 @@ def write_obj(path: str | os.PathLike[str], mesh: Mesh, *,
         np.savetxt(out, np.repeat(f1, 3, axis=1), fmt="f %d/%d/%d %d/%d/%d %d/%d/%d")
     else:
         np.savetxt(out, np.repeat(f1, 2, axis=1), fmt="f %d//%d %d//%d %d//%d")
-    material = [f"# {GENERATOR}", f"newmtl {MATERIAL_NAME}", "Ka 0 0 0", "Kd 1 1 1",
-                "Ks 0 0 0", "d 1", "illum 1"]
+    material = [
+        f"# {GENERATOR}",
+        f"newmtl {MATERIAL_NAME}",
+        "Ka 0 0 0",
+        "Kd 1 1 1",
+        "Ks 0 0 0",
+        "d 1",
+        "illum 1",
+    ]
     written = []
     if textured:
         material.append(f"map_Kd {tex_path.name}")
@@ -507,13 +582,20 @@ def usdz_unavailable() -> str | None:
     try:
         from pxr import Usd, UsdGeom, UsdShade, UsdUtils  # noqa: F401
     except ImportError:
-        return ("mesh.usdz (iOS AR Quick Look) needs Pixar's USD library: "
-                "pip install usd-core (about 30 MB)")
+        return (
+            "mesh.usdz (iOS AR Quick Look) needs Pixar's USD library: "
+            "pip install usd-core (about 30 MB)"
+        )
     return None
 
 
-def write_usdz(path: str | os.PathLike[str], mesh: Mesh, *, transform: np.ndarray | None = None,
-               max_mb: float = 15.0) -> dict[str, Any]:
+def write_usdz(
+    path: str | os.PathLike[str],
+    mesh: Mesh,
+    *,
+    transform: np.ndarray | None = None,
+    max_mb: float = 15.0,
+) -> dict[str, Any]:
     """Write ``mesh`` as a USDZ package for iOS AR Quick Look (atomically).
 
     Y-up, metres (``metersPerUnit`` 1), a ``UsdPreviewSurface`` material reading the JPEG
@@ -568,8 +650,9 @@ def write_usdz(path: str | os.PathLike[str], mesh: Mesh, *, transform: np.ndarra
         geom.SetNormalsInterpolation(UsdGeom.Tokens.vertex)
         geom.CreateSubdivisionSchemeAttr(UsdGeom.Tokens.none)
         geom.CreateDoubleSidedAttr(True)
-        geom.CreateExtentAttr(Vt.Vec3fArray.FromNumpy(
-            np.stack([pos.min(axis=0), pos.max(axis=0)]).astype(np.float32)))
+        geom.CreateExtentAttr(
+            Vt.Vec3fArray.FromNumpy(np.stack([pos.min(axis=0), pos.max(axis=0)]).astype(np.float32))
+        )
         primvars = UsdGeom.PrimvarsAPI(geom)
         material = UsdShade.Material.Define(stage, "/Product/Material")
         surface = UsdShade.Shader.Define(stage, "/Product/Material/Surface")
@@ -581,8 +664,9 @@ def write_usdz(path: str | os.PathLike[str], mesh: Mesh, *, transform: np.ndarra
             assert jpeg is not None
             texture_name = f"{stem}_texture.jpg"
             (Path(tmp) / texture_name).write_bytes(jpeg)
-            st = primvars.CreatePrimvar("st", Sdf.ValueTypeNames.TexCoord2fArray,
-                                        UsdGeom.Tokens.vertex)
+            st = primvars.CreatePrimvar(
+                "st", Sdf.ValueTypeNames.TexCoord2fArray, UsdGeom.Tokens.vertex
+            )
             st.Set(Vt.Vec2fArray.FromNumpy(np.asarray(mesh.uv, np.float32)))
             reader = UsdShade.Shader.Define(stage, "/Product/Material/stReader")
             reader.CreateIdAttr("UsdPrimvarReader_float2")
@@ -594,25 +678,33 @@ def write_usdz(path: str | os.PathLike[str], mesh: Mesh, *, transform: np.ndarra
             image.CreateInput("wrapS", Sdf.ValueTypeNames.Token).Set("clamp")
             image.CreateInput("wrapT", Sdf.ValueTypeNames.Token).Set("clamp")
             image.CreateInput("st", Sdf.ValueTypeNames.Float2).ConnectToSource(
-                reader.ConnectableAPI(), "result")
+                reader.ConnectableAPI(), "result"
+            )
             image.CreateOutput("rgb", Sdf.ValueTypeNames.Float3)
             surface.CreateInput("diffuseColor", Sdf.ValueTypeNames.Color3f).ConnectToSource(
-                image.ConnectableAPI(), "rgb")
+                image.ConnectableAPI(), "rgb"
+            )
         elif mesh.vertex_colors is not None:
-            colour = primvars.CreatePrimvar("displayColor", Sdf.ValueTypeNames.Color3fArray,
-                                            UsdGeom.Tokens.vertex)
+            colour = primvars.CreatePrimvar(
+                "displayColor", Sdf.ValueTypeNames.Color3fArray, UsdGeom.Tokens.vertex
+            )
             lin = _srgb_to_linear(np.asarray(mesh.vertex_colors).reshape(-1, 3))
             colour.Set(Vt.Vec3fArray.FromNumpy(lin.astype(np.float32)))
         UsdShade.MaterialBindingAPI.Apply(geom.GetPrim()).Bind(material)
         stage.GetRootLayer().Save()
         package = Path(tmp) / f"{stem}.usdz"
         if not UsdUtils.CreateNewUsdzPackage(Sdf.AssetPath(str(layer)), str(package)):
-            raise OutputError(f"Could not package {Path(path).name}; the USD library refused "
-                              "it (see the log).")
+            raise OutputError(
+                f"Could not package {Path(path).name}; the USD library refused it (see the log)."
+            )
         data = package.read_bytes()
     write_bytes_atomic(path, data)
-    return {"bytes": len(data), "triangles": len(faces), "textured": textured,
-            "texture_size": None if tex is None else [int(tex.shape[1]), int(tex.shape[0])]}
+    return {
+        "bytes": len(data),
+        "triangles": len(faces),
+        "textured": textured,
+        "texture_size": None if tex is None else [int(tex.shape[1]), int(tex.shape[0])],
+    }
 
 
 def texture_colours(mesh: Mesh, uv: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
@@ -643,5 +735,3 @@ def texture_colours(mesh: Mesh, uv: Sequence[Sequence[float]] | np.ndarray) -> n
     top = tex[y0, x0] * (1 - fx) + tex[y0, x1] * fx
     bottom = tex[y1, x0] * (1 - fx) + tex[y1, x1] * fx
     return top * (1 - fy) + bottom * fy
-
-

@@ -120,8 +120,15 @@ def write_viewer(
     """
     poses = list(cameras.values()) if isinstance(cameras, Mapping) else list(cameras)
     shown = decimate(cloud, point_budget, seed)
-    fig = build_figure(shown, poses, title=title, show_cameras=show_cameras,
-                       points_total=len(cloud), mesh=mesh, dimensions_mm=dimensions_mm)
+    fig = build_figure(
+        shown,
+        poses,
+        title=title,
+        show_cameras=show_cameras,
+        points_total=len(cloud),
+        mesh=mesh,
+        dimensions_mm=dimensions_mm,
+    )
     page = pio.to_html(
         fig,
         validate=False,  # validated in build_figure, except the colours (see there)
@@ -129,21 +136,37 @@ def write_viewer(
         include_mathjax=False,
         full_html=True,
         div_id="vitrine-viewer",
-        config={"displaylogo": False, "responsive": True, "scrollZoom": True,
-                "toImageButtonOptions": {"filename": "vitrine"}},
+        config={
+            "displaylogo": False,
+            "responsive": True,
+            "scrollZoom": True,
+            "toImageButtonOptions": {"filename": "vitrine"},
+        },
     )
     head = f'<meta charset="utf-8" />\n    <title>{html.escape(title)}</title>'
     page = page.replace('<meta charset="utf-8" />', head, 1)
-    page = page.replace("<style>html, body {height: 100%;}</style>",
-                        "<style>html, body {height: 100%; margin: 0; "
-                        f"background: {BACKGROUND};}}</style>", 1)
+    page = page.replace(
+        "<style>html, body {height: 100%;}</style>",
+        f"<style>html, body {{height: 100%; margin: 0; background: {BACKGROUND};}}</style>",
+        1,
+    )
     data = page.encode("utf-8")
     with atomic_open(path, "wb") as fh:
         fh.write(data)
-    info = {"points_drawn": len(shown), "points_total": len(cloud), "cameras": len(poses),
-            "mesh_triangles": 0 if mesh is None else mesh.num_triangles, "bytes": len(data)}
-    logger.info("viewer: %d of %d points, %d cameras, %.1f MB", info["points_drawn"],
-                info["points_total"], info["cameras"], info["bytes"] / 1e6)
+    info = {
+        "points_drawn": len(shown),
+        "points_total": len(cloud),
+        "cameras": len(poses),
+        "mesh_triangles": 0 if mesh is None else mesh.num_triangles,
+        "bytes": len(data),
+    }
+    logger.info(
+        "viewer: %d of %d points, %d cameras, %.1f MB",
+        info["points_drawn"],
+        info["points_total"],
+        info["cameras"],
+        info["bytes"] / 1e6,
+    )
     return info
 
 
@@ -194,8 +217,12 @@ def build_figure(
     label = f"Points ({len(xyz):,} of {total:,})" if total > len(xyz) else f"Points ({total:,})"
     traces: list[Any] = [
         go.Scatter3d(
-            x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2],
-            mode="markers", name=label, hoverinfo="skip",
+            x=xyz[:, 0],
+            y=xyz[:, 1],
+            z=xyz[:, 2],
+            mode="markers",
+            name=label,
+            hoverinfo="skip",
             marker={"size": 1.5, "opacity": 1.0},
             visible="legendonly" if has_mesh else True,
         )
@@ -204,65 +231,134 @@ def build_figure(
         visible: bool | str = True if show_cameras else "legendonly"
         lines = _frustum_lines(cameras, 0.12 * radius)
         names = [_display_name(c.name) for c in cameras]
-        traces.append(go.Scatter3d(
-            x=centres[:, 0], y=centres[:, 1], z=centres[:, 2],
-            mode="markers", name=f"Cameras ({len(cameras)})", legendgroup="cameras",
-            visible=visible, text=names, hovertemplate="%{text}<extra></extra>",
-            marker={"size": 3, "color": CAMERA_COLOUR, "symbol": "diamond"},
-        ))
+        traces.append(
+            go.Scatter3d(
+                x=centres[:, 0],
+                y=centres[:, 1],
+                z=centres[:, 2],
+                mode="markers",
+                name=f"Cameras ({len(cameras)})",
+                legendgroup="cameras",
+                visible=visible,
+                text=names,
+                hovertemplate="%{text}<extra></extra>",
+                marker={"size": 3, "color": CAMERA_COLOUR, "symbol": "diamond"},
+            )
+        )
         # Plain lists: None separates the polylines (plotly's gap marker).
         lx, ly, lz = ([None if np.isnan(v) else float(v) for v in lines[:, i]] for i in range(3))
-        traces.append(go.Scatter3d(
-            x=lx, y=ly, z=lz,
-            mode="lines", name="Camera frusta", legendgroup="cameras", showlegend=False,
-            visible=visible, hoverinfo="skip",
-            line={"color": CAMERA_COLOUR, "width": 2},
-        ))
+        traces.append(
+            go.Scatter3d(
+                x=lx,
+                y=ly,
+                z=lz,
+                mode="lines",
+                name="Camera frusta",
+                legendgroup="cameras",
+                showlegend=False,
+                visible=visible,
+                hoverinfo="skip",
+                line={"color": CAMERA_COLOUR, "width": 2},
+            )
+        )
     mesh_index = len(traces)
     if has_mesh:
         assert mesh is not None and mesh_xyz is not None
         faces = np.asarray(mesh.faces, np.int32).reshape(-1, 3)
-        traces.append(go.Mesh3d(
-            x=mesh_xyz[:, 0], y=mesh_xyz[:, 1], z=mesh_xyz[:, 2],
-            i=faces[:, 0], j=faces[:, 1], k=faces[:, 2],
-            name=f"Mesh ({len(faces):,} triangles)", showlegend=True, hoverinfo="skip",
-            flatshading=False,
-            lighting={"ambient": 0.65, "diffuse": 0.5, "specular": 0.05, "roughness": 0.9,
-                      "fresnel": 0.05},
-            lightposition={"x": 1000, "y": 1000, "z": 2000},
-        ))
+        traces.append(
+            go.Mesh3d(
+                x=mesh_xyz[:, 0],
+                y=mesh_xyz[:, 1],
+                z=mesh_xyz[:, 2],
+                i=faces[:, 0],
+                j=faces[:, 1],
+                k=faces[:, 2],
+                name=f"Mesh ({len(faces):,} triangles)",
+                showlegend=True,
+                hoverinfo="skip",
+                flatshading=False,
+                lighting={
+                    "ambient": 0.65,
+                    "diffuse": 0.5,
+                    "specular": 0.05,
+                    "roughness": 0.9,
+                    "fresnel": 0.05,
+                },
+                lightposition={"x": 1000, "y": 1000, "z": 2000},
+            )
+        )
     fig = go.Figure(data=traces)
     layout = _layout(title, view_xyz, centres, cameras, centre, radius)
     if dimensions_mm is not None and len(dimensions_mm) == 3:
         w, d, h = (float(v) for v in dimensions_mm)
-        layout["title"]["text"] += (f"<br><span style=\"font-size: 14px\">{w:.0f} × {d:.0f} × "
-                                    f"{h:.0f} mm (width × depth × height)</span>")
+        layout["title"]["text"] += (
+            f'<br><span style="font-size: 14px">{w:.0f} × {d:.0f} × '
+            f"{h:.0f} mm (width × depth × height)</span>"
+        )
     if len(cameras):
         on, off = {"visible": True}, {"visible": "legendonly"}
         first, second = (off, on) if show_cameras else (on, off)
-        layout["updatemenus"] = [{
-            # active=-1: the first click applies "args"; plotly's default (0) would start
-            # the toggle with "args2", making the first click do nothing.
-            "type": "buttons", "direction": "left", "showactive": False, "active": -1,
-            "x": 0.0, "y": 0.0, "xanchor": "left", "yanchor": "bottom",
-            "bgcolor": "#33353a", "bordercolor": "#55575c", "font": {"color": FOREGROUND},
-            "buttons": [{"label": CAMERA_BUTTON_LABEL, "method": "restyle",
-                         "args": [first, [1, 2]], "args2": [second, [1, 2]]}],
-        }]
+        layout["updatemenus"] = [
+            {
+                # active=-1: the first click applies "args"; plotly's default (0) would start
+                # the toggle with "args2", making the first click do nothing.
+                "type": "buttons",
+                "direction": "left",
+                "showactive": False,
+                "active": -1,
+                "x": 0.0,
+                "y": 0.0,
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "bgcolor": "#33353a",
+                "bordercolor": "#55575c",
+                "font": {"color": FOREGROUND},
+                "buttons": [
+                    {
+                        "label": CAMERA_BUTTON_LABEL,
+                        "method": "restyle",
+                        "args": [first, [1, 2]],
+                        "args2": [second, [1, 2]],
+                    }
+                ],
+            }
+        ]
     if has_mesh:
-        layout.setdefault("updatemenus", []).append({
-            "type": "buttons", "direction": "left", "showactive": False, "active": -1,
-            "x": 1.0, "y": 0.0, "xanchor": "right", "yanchor": "bottom",
-            "bgcolor": "#33353a", "bordercolor": "#55575c", "font": {"color": FOREGROUND},
-            "buttons": [{"label": MESH_BUTTON_LABEL, "method": "restyle",
-                         "args": [{"visible": [True, "legendonly"]}, [0, mesh_index]],
-                         "args2": [{"visible": ["legendonly", True]}, [0, mesh_index]]}],
-        })
+        layout.setdefault("updatemenus", []).append(
+            {
+                "type": "buttons",
+                "direction": "left",
+                "showactive": False,
+                "active": -1,
+                "x": 1.0,
+                "y": 0.0,
+                "xanchor": "right",
+                "yanchor": "bottom",
+                "bgcolor": "#33353a",
+                "bordercolor": "#55575c",
+                "font": {"color": FOREGROUND},
+                "buttons": [
+                    {
+                        "label": MESH_BUTTON_LABEL,
+                        "method": "restyle",
+                        "args": [{"visible": [True, "legendonly"]}, [0, mesh_index]],
+                        "args2": [{"visible": ["legendonly", True]}, [0, mesh_index]],
+                    }
+                ],
+            }
+        )
     if len(xyz) == 0 and not has_mesh:
-        layout["annotations"] = [{
-            "text": EMPTY_NOTE, "showarrow": False, "xref": "paper", "yref": "paper",
-            "x": 0.5, "y": 0.5, "font": {"size": 18, "color": FOREGROUND},
-        }]
+        layout["annotations"] = [
+            {
+                "text": EMPTY_NOTE,
+                "showarrow": False,
+                "xref": "paper",
+                "yref": "paper",
+                "x": 0.5,
+                "y": 0.5,
+                "font": {"size": 18, "color": FOREGROUND},
+            }
+        ]
     fig.update_layout(layout)
     out = fig.to_plotly_json()
     # plotly validates colour strings one by one in Python (about 20 s per million points):
@@ -347,8 +443,14 @@ def _frustum_lines(cameras: Sequence[CameraPose], depth: float) -> np.ndarray:
     return np.concatenate(segments)
 
 
-def _layout(title: str, xyz: np.ndarray, centres: np.ndarray, cameras: Sequence[CameraPose],
-            centre: np.ndarray, radius: float) -> dict[str, Any]:
+def _layout(
+    title: str,
+    xyz: np.ndarray,
+    centres: np.ndarray,
+    cameras: Sequence[CameraPose],
+    centre: np.ndarray,
+    radius: float,
+) -> dict[str, Any]:
     up = _up_vector(cameras)
     # Symmetric axis ranges about the cloud centre, so the scene's centre is the cloud's.
     pts = [xyz[np.isfinite(xyz).all(axis=1)].astype(np.float64), centres]
@@ -374,8 +476,7 @@ def _layout(title: str, xyz: np.ndarray, centres: np.ndarray, cameras: Sequence[
         "font": {"color": FOREGROUND},
         "margin": {"l": 0, "r": 0, "t": 48, "b": 0},
         "showlegend": True,
-        "legend": {"x": 0.01, "y": 0.98, "bgcolor": "rgba(0,0,0,0)",
-                   "itemsizing": "constant"},
+        "legend": {"x": 0.01, "y": 0.98, "bgcolor": "rgba(0,0,0,0)", "itemsizing": "constant"},
         "scene": {
             "aspectmode": "data",
             "bgcolor": BACKGROUND,
@@ -407,8 +508,9 @@ def _up_vector(cameras: Sequence[CameraPose]) -> np.ndarray:
     return np.array([0.0, 0.0, 1.0])
 
 
-def _view_direction(cameras: Sequence[CameraPose], centre: np.ndarray,
-                    up: np.ndarray) -> np.ndarray:
+def _view_direction(
+    cameras: Sequence[CameraPose], centre: np.ndarray, up: np.ndarray
+) -> np.ndarray:
     # Unit vector from the cloud centre towards the initial eye position.
     if cameras:
         dirs = np.array([c.center for c in cameras], dtype=np.float64) - centre
@@ -420,8 +522,9 @@ def _view_direction(cameras: Sequence[CameraPose], centre: np.ndarray,
                 return mean / np.linalg.norm(mean)
             # Cameras all around (a turntable): a 3/4 view at their mean elevation, from the
             # side of the first camera.
-            elevation = float(np.clip(np.degrees(np.arcsin(np.clip(dirs @ up, -1, 1))).mean(),
-                                      15.0, 60.0))
+            elevation = float(
+                np.clip(np.degrees(np.arcsin(np.clip(dirs @ up, -1, 1))).mean(), 15.0, 60.0)
+            )
             horizontal = dirs[0] - (dirs[0] @ up) * up
             if np.linalg.norm(horizontal) < 1e-6:
                 horizontal = _any_perpendicular(up)

@@ -19,17 +19,35 @@ from engine.types import PointCloud
 #: The vertex layout :func:`write_ply` writes, in order (little-endian).
 VERTEX_DTYPE = np.dtype(
     [
-        ("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-        ("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4"),
-        ("red", "u1"), ("green", "u1"), ("blue", "u1"),
+        ("x", "<f4"),
+        ("y", "<f4"),
+        ("z", "<f4"),
+        ("nx", "<f4"),
+        ("ny", "<f4"),
+        ("nz", "<f4"),
+        ("red", "u1"),
+        ("green", "u1"),
+        ("blue", "u1"),
     ]
 )
 
 _PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
 }
 _NP_TO_PLY = {"f4": "float", "u1": "uchar"}
 _MAX_HEADER_BYTES = 64 * 1024
@@ -87,8 +105,12 @@ def _check_shape(name: str, array: np.ndarray, n: int) -> None:
 
 
 def _header(n: int) -> bytes:
-    lines = ["ply", "format binary_little_endian 1.0", "comment Vitrine dense point cloud",
-             f"element vertex {n}"]
+    lines = [
+        "ply",
+        "format binary_little_endian 1.0",
+        "comment Vitrine dense point cloud",
+        f"element vertex {n}",
+    ]
     for name in VERTEX_DTYPE.names or ():
         kind = VERTEX_DTYPE[name].str.lstrip("<>|=")
         lines.append(f"property {_NP_TO_PLY[kind]} {name}")
@@ -137,8 +159,10 @@ def read_ply(path: str | os.PathLike[str]) -> PointCloud:
         order = "<" if fmt == "binary_little_endian" else ">"
         dtype = np.dtype([(name, order + kind) for name, kind in props])
         if len(payload) < dtype.itemsize * count:
-            raise PlyError(f"{path.name}: file is truncated ({count} vertices announced, "
-                           f"{len(payload) // max(dtype.itemsize, 1)} present).")
+            raise PlyError(
+                f"{path.name}: file is truncated ({count} vertices announced, "
+                f"{len(payload) // max(dtype.itemsize, 1)} present)."
+            )
         data = np.frombuffer(payload, dtype=dtype, count=count)
     return _to_cloud(data, path)
 
@@ -194,9 +218,18 @@ def _to_cloud(data: np.ndarray, path: Path) -> PointCloud:
     if not {"x", "y", "z"} <= names:
         raise PlyError(f"{path.name}: vertices have no x y z.")
     xyz = np.stack([data["x"], data["y"], data["z"]], axis=1).astype(np.float32)
-    rgb_names = next((c for c in (("red", "green", "blue"), ("r", "g", "b"),
-                                  ("diffuse_red", "diffuse_green", "diffuse_blue"))
-                      if set(c) <= names), None)
+    rgb_names = next(
+        (
+            c
+            for c in (
+                ("red", "green", "blue"),
+                ("r", "g", "b"),
+                ("diffuse_red", "diffuse_green", "diffuse_blue"),
+            )
+            if set(c) <= names
+        ),
+        None,
+    )
     if rgb_names is None:
         rgb = np.full((len(data), 3), 128, np.uint8)
     else:

@@ -90,8 +90,9 @@ def scrub_paths(obj: Any, roots: Sequence[str | os.PathLike[str]] = ()) -> Any:
     Any
         A scrubbed copy; tuples come back as lists.
     """
-    root_strs = sorted({_norm_root(r) for r in roots if os.path.isabs(os.fspath(r))},
-                       key=len, reverse=True)
+    root_strs = sorted(
+        {_norm_root(r) for r in roots if os.path.isabs(os.fspath(r))}, key=len, reverse=True
+    )
     return _scrub(obj, root_strs)
 
 
@@ -137,8 +138,9 @@ def _relative_or_name(path: str, roots: list[str]) -> str:
     return name
 
 
-def write_json_atomic(path: str | os.PathLike[str], data: Any,
-                      roots: Sequence[str | os.PathLike[str]] | None = None) -> Path:
+def write_json_atomic(
+    path: str | os.PathLike[str], data: Any, roots: Sequence[str | os.PathLike[str]] | None = None
+) -> Path:
     """Write ``data`` as indented UTF-8 JSON, atomically, without local absolute paths.
 
     Parameters
@@ -171,8 +173,9 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any,
     return path
 
 
-def write_report(path: str | os.PathLike[str], report: RunReport,
-                 roots: Sequence[str | os.PathLike[str]] = ()) -> Path:
+def write_report(
+    path: str | os.PathLike[str], report: RunReport, roots: Sequence[str | os.PathLike[str]] = ()
+) -> Path:
     """Write a :class:`~engine.types.RunReport` as ``report.json``.
 
     Parameters

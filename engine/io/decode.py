@@ -88,8 +88,9 @@ def _pillow_limits() -> Iterator[None]:
 
 def _unreadable(path: Path, exc: OSError) -> ImageReadError:
     if isinstance(exc, PermissionError):
-        return ImageReadError(path, "cannot be read (permission denied): check the file's "
-                                    "permissions")
+        return ImageReadError(
+            path, "cannot be read (permission denied): check the file's permissions"
+        )
     if isinstance(exc, IsADirectoryError):
         return ImageReadError(path, "is a folder, not a photo")
     return ImageReadError(path, f"cannot be read ({exc.strerror or exc.__class__.__name__})")
@@ -199,8 +200,10 @@ def resize_area(image: np.ndarray, width: int, height: int) -> np.ndarray:
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageReadError(
-            path, f"too large ({width} x {height} = {width * height / 1e6:.0f} megapixels, "
-                  f"the limit is {max_pixels / 1e6:.0f}): downscale it first")
+            path,
+            f"too large ({width} x {height} = {width * height / 1e6:.0f} megapixels, "
+            f"the limit is {max_pixels / 1e6:.0f}): downscale it first",
+        )
 
 
 def _damaged(path: Path, exc: BaseException) -> ImageReadError:
@@ -231,8 +234,7 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def _read_pillow(path: Path, max_size: int | None, max_pixels: int
-                 ) -> tuple[np.ndarray, ExifInfo]:
+def _read_pillow(path: Path, max_size: int | None, max_pixels: int) -> tuple[np.ndarray, ExifInfo]:
     try:
         with _pillow_limits(), Image.open(path, formats=PILLOW_FORMATS) as im:
             fmt = im.format or ""
@@ -259,8 +261,16 @@ def _read_pillow(path: Path, max_size: int | None, max_pixels: int
         raise
     except PermissionError as exc:
         raise _unreadable(path, exc) from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
-            RuntimeError, MemoryError) as exc:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        IndexError,
+        TypeError,
+        RuntimeError,
+        MemoryError,
+    ) as exc:
         # Pillow and pillow-heif signal damaged data with all of these.
         raise _damaged(path, exc) from exc
     rgb = resize_area(rgb, *target)
@@ -272,8 +282,9 @@ def _raw_error(path: Path, exc: BaseException) -> ImageReadError:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     text = str(text).strip() or exc.__class__.__name__
-    return ImageReadError(path, f"not a readable camera RAW file (unsupported camera or damaged "
-                                f"file: {text})")
+    return ImageReadError(
+        path, f"not a readable camera RAW file (unsupported camera or damaged file: {text})"
+    )
 
 
 def _raw_metadata(raw: object, data: bytes) -> ExifInfo:
@@ -333,8 +344,12 @@ def _read_raw(path: Path, max_size: int | None, max_pixels: int) -> tuple[np.nda
             del data
             half = bool(max_size) and max(width, height) // 2 >= max_size  # type: ignore[operator]
             rgb = raw.postprocess(  # type: ignore[attr-defined]
-                use_camera_wb=True, use_auto_wb=False, output_bps=8, half_size=half,
-                no_auto_bright=False)
+                use_camera_wb=True,
+                use_auto_wb=False,
+                output_bps=8,
+                half_size=half,
+                no_auto_bright=False,
+            )
     except rawpy.LibRawError as exc:
         raise _raw_error(path, exc) from exc
     if not half:
@@ -344,8 +359,9 @@ def _read_raw(path: Path, max_size: int | None, max_pixels: int) -> tuple[np.nda
     return np.ascontiguousarray(rgb), info.with_size(width, height, "RAW")
 
 
-def read_image(path: Path | str, max_size: int | None = None, *,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, ExifInfo]:
+def read_image(
+    path: Path | str, max_size: int | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, ExifInfo]:
     """Decode a photo to 8-bit RGB, oriented as viewed, optionally downscaled.
 
     Parameters
@@ -418,8 +434,7 @@ def probe(path: Path | str) -> ExifInfo:
             return info.with_size(width, height, im.format or "")
     except PermissionError as exc:
         raise _unreadable(path, exc) from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
-            RuntimeError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, RuntimeError) as exc:
         raise _damaged(path, exc) from exc
 
 
@@ -514,11 +529,14 @@ def write_png(path: Path | str, image: np.ndarray, *, compress_level: int = 3) -
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.ascontiguousarray(image)).save(
-            tmp, format="PNG", compress_level=compress_level)
+            tmp, format="PNG", compress_level=compress_level
+        )
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise OutputError(f"Cannot write {path.name} in {path.parent}: "
-                          f"{exc.strerror or exc}. Check free disk space and permissions.") from exc
+        raise OutputError(
+            f"Cannot write {path.name} in {path.parent}: "
+            f"{exc.strerror or exc}. Check free disk space and permissions."
+        ) from exc
     return path

@@ -117,8 +117,12 @@ class ExifInfo:
 
     def with_size(self, width: int, height: int, fmt: str | None = None) -> ExifInfo:
         """Copy with the original (oriented) size and optionally the format set."""
-        return replace(self, original_width=int(width), original_height=int(height),
-                       format=self.format if fmt is None else fmt)
+        return replace(
+            self,
+            original_width=int(width),
+            original_height=int(height),
+            format=self.format if fmt is None else fmt,
+        )
 
 
 def _text(value: object) -> str:

@@ -11,25 +11,71 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: Extensions of the ordinary image formats Pillow (with pillow-heif) reads.
-IMAGE_EXTENSIONS = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".webp",
-    ".heic", ".heif", ".hif", ".avif", ".bmp",
-})
+IMAGE_EXTENSIONS = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".heic",
+        ".heif",
+        ".hif",
+        ".avif",
+        ".bmp",
+    }
+)
 #: Extensions of camera RAW formats, decoded with LibRaw (rawpy).
-RAW_EXTENSIONS = frozenset({
-    ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
-    ".rw2", ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".erf", ".mrw", ".rwl", ".raw",
-})
+RAW_EXTENSIONS = frozenset(
+    {
+        ".dng",
+        ".cr2",
+        ".cr3",
+        ".crw",
+        ".nef",
+        ".nrw",
+        ".arw",
+        ".srf",
+        ".sr2",
+        ".raf",
+        ".orf",
+        ".rw2",
+        ".pef",
+        ".srw",
+        ".x3f",
+        ".3fr",
+        ".iiq",
+        ".erf",
+        ".mrw",
+        ".rwl",
+        ".raw",
+    }
+)
 
 #: Content kinds that are images Pillow decodes.
 PILLOW_KINDS = frozenset({"jpeg", "png", "tiff", "webp", "heif", "bmp"})
 #: Content kinds that only LibRaw decodes.
 RAW_KINDS = frozenset({"cr2", "cr3", "orf", "rw2", "raf"})
 
-_HEIF_BRANDS = frozenset({
-    b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1",
-    b"avif", b"avis",
-})
+_HEIF_BRANDS = frozenset(
+    {
+        b"heic",
+        b"heix",
+        b"hevc",
+        b"hevx",
+        b"heim",
+        b"heis",
+        b"hevm",
+        b"hevs",
+        b"mif1",
+        b"msf1",
+        b"avif",
+        b"avis",
+    }
+)
 _VIDEO_BRANDS = frozenset({b"isom", b"iso2", b"mp41", b"mp42", b"qt  ", b"M4V ", b"3gp4", b"3gp5"})
 
 #: How a non-image file is described to the user ("not an image (looks like ...)").
@@ -51,8 +97,14 @@ NON_IMAGE_DESCRIPTIONS = {
     "wav": "an audio file",
 }
 
-_FORMAT_NAMES = {".jpg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".tif": "TIFF",
-                 ".heic": "HEIC", ".hif": "HEIF"}
+_FORMAT_NAMES = {
+    ".jpg": "JPEG",
+    ".jpe": "JPEG",
+    ".jfif": "JPEG",
+    ".tif": "TIFF",
+    ".heic": "HEIC",
+    ".hif": "HEIF",
+}
 
 #: Number of leading bytes :func:`sniff` looks at.
 HEAD_BYTES = 64
@@ -107,9 +159,17 @@ def sniff(head: bytes) -> str:
 
 def _sniff_other(head: bytes) -> str:
     signatures = (
-        (b"%PDF", "pdf"), (b"PK\x03\x04", "zip"), (b"8BPS", "psd"), (b"\x1f\x8b", "gzip"),
-        (b"Rar!", "rar"), (b"7z\xbc\xaf", "7z"), (b"SQLite format 3", "sqlite"), (b"MZ", "exe"),
-        (b"\x7fELF", "elf"), (b"ID3", "mp3"), (b"\x1aE\xdf\xa3", "video"),
+        (b"%PDF", "pdf"),
+        (b"PK\x03\x04", "zip"),
+        (b"8BPS", "psd"),
+        (b"\x1f\x8b", "gzip"),
+        (b"Rar!", "rar"),
+        (b"7z\xbc\xaf", "7z"),
+        (b"SQLite format 3", "sqlite"),
+        (b"MZ", "exe"),
+        (b"\x7fELF", "elf"),
+        (b"ID3", "mp3"),
+        (b"\x1aE\xdf\xa3", "video"),
     )
     for magic, kind in signatures:
         if head.startswith(magic):
@@ -186,6 +246,10 @@ def classify(path: Path, head: bytes) -> FileKind:
         return FileKind(kind, "raw")
     if ext in IMAGE_EXTENSIONS:
         label = _FORMAT_NAMES.get(ext, ext.lstrip(".").upper())
-        return FileKind(kind, "", f"not a readable image: the content is not {label} "
-                                  "or any known image format (damaged file?)")
+        return FileKind(
+            kind,
+            "",
+            f"not a readable image: the content is not {label} "
+            "or any known image format (damaged file?)",
+        )
     return FileKind(kind, "", "not an image (unrecognised file type)")

@@ -69,5 +69,7 @@ def clipped_fractions(rgb: np.ndarray) -> tuple[float, float]:
     """
     gray = to_gray(rgb)
     total = float(gray.size) or 1.0
-    return (float(np.count_nonzero(gray <= DARK_LEVEL)) / total,
-            float(np.count_nonzero(gray >= BRIGHT_LEVEL)) / total)
+    return (
+        float(np.count_nonzero(gray <= DARK_LEVEL)) / total,
+        float(np.count_nonzero(gray >= BRIGHT_LEVEL)) / total,
+    )

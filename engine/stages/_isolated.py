@@ -83,9 +83,7 @@ def _loglevel() -> int:
     return int(pycolmap.logging.minloglevel)
 
 
-def poisson_meshing(
-    src: Path, dst: Path, depth: int, *, cancel: CancelToken | None = None
-) -> None:
+def poisson_meshing(src: Path, dst: Path, depth: int, *, cancel: CancelToken | None = None) -> None:
     """``pycolmap.poisson_meshing`` (no trimming, one thread) in a child process.
 
     Raises
@@ -98,9 +96,7 @@ def poisson_meshing(
     _run("poisson", (str(src), str(dst), int(depth), _loglevel()), cancel)
 
 
-def simplify_mesh(
-    src: Path, dst: Path, ratio: float, *, cancel: CancelToken | None = None
-) -> None:
+def simplify_mesh(src: Path, dst: Path, ratio: float, *, cancel: CancelToken | None = None) -> None:
     """``pycolmap.simplify_mesh`` (quadric collapse to ``ratio`` of the faces) in a child process.
 
     Raises

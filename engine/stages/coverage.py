@@ -121,7 +121,7 @@ def _names(names: Sequence[str]) -> str:
     """``a.jpg``, ``a.jpg and b.jpg``, ``a.jpg, b.jpg and c.jpg``, ``... and 4 more``."""
     names = list(names)
     if len(names) > MAX_NAMED:
-        shown = names[:MAX_NAMED - 1]
+        shown = names[: MAX_NAMED - 1]
         return ", ".join(shown) + f" and {len(names) - len(shown)} more"
     if len(names) <= 1:
         return "".join(names)
@@ -174,23 +174,30 @@ def _look(record: ImageRecord) -> _Look | None:
 def _blurry(images: Sequence[ImageRecord], skip: Collection[str] = ()) -> list[Advice]:
     sharp = np.array([r.sharpness for r in images], np.float64)
     median = float(np.median(sharp))
-    flagged = [r for r, s in zip(images, sharp, strict=True)
-               if (s < BLUR_FLOOR or s < BLUR_RELATIVE * median) and r.name not in skip]
+    flagged = [
+        r
+        for r, s in zip(images, sharp, strict=True)
+        if (s < BLUR_FLOOR or s < BLUR_RELATIVE * median) and r.name not in skip
+    ]
     if not flagged:
         return []
     names = [r.name for r in flagged]
     if len(flagged) == len(images):
         who = f"All {len(names)} photos look" if len(names) > 1 else f"{names[0]} looks"
-        message = (f"{who} blurry or without detail (sharpness "
-                   f"{_values(r.sharpness for r in flagged)}, under {BLUR_FLOOR:g}): check the "
-                   "focus, hold the camera steady (a tripod, a faster shutter) and light the "
-                   "product so its surface shows.")
+        message = (
+            f"{who} blurry or without detail (sharpness "
+            f"{_values(r.sharpness for r in flagged)}, under {BLUR_FLOOR:g}): check the "
+            "focus, hold the camera steady (a tripod, a faster shutter) and light the "
+            "product so its surface shows."
+        )
     else:
         verb = "looks" if len(flagged) == 1 else "look"
-        message = (f"{_names(names)} {verb} blurry next to the other photos (sharpness "
-                   f"{_values(r.sharpness for r in flagged)}, typical {median:.0f}): reshoot "
-                   f"{'it' if len(flagged) == 1 else 'them'} steadier and in focus, or leave "
-                   f"{'it' if len(flagged) == 1 else 'them'} out.")
+        message = (
+            f"{_names(names)} {verb} blurry next to the other photos (sharpness "
+            f"{_values(r.sharpness for r in flagged)}, typical {median:.0f}): reshoot "
+            f"{'it' if len(flagged) == 1 else 'them'} steadier and in focus, or leave "
+            f"{'it' if len(flagged) == 1 else 'them'} out."
+        )
     return [Advice("blurry", tuple(names), message)]
 
 
@@ -210,26 +217,38 @@ def _exposure(images: Sequence[ImageRecord], looks: Mapping[str, _Look]) -> list
     dark: list[ImageRecord] = []
     bright: list[ImageRecord] = []
     for r in images:
-        too_dark = (r.dark_fraction > CLIP_LIMIT
-                    and r.dark_fraction > median_dark + CLIP_EXCESS)
-        too_bright = (r.bright_fraction > CLIP_LIMIT
-                      and r.bright_fraction > median_bright + CLIP_EXCESS)
+        too_dark = r.dark_fraction > CLIP_LIMIT and r.dark_fraction > median_dark + CLIP_EXCESS
+        too_bright = (
+            r.bright_fraction > CLIP_LIMIT and r.bright_fraction > median_bright + CLIP_EXCESS
+        )
         look = looks.get(r.name)
         if look is not None:
             too_dark |= look.high < DARK_TOP or (
-                look.level < LEVEL_RATIO * median_level and look.level < 100.0)
+                look.level < LEVEL_RATIO * median_level and look.level < 100.0
+            )
             too_bright |= look.low > BRIGHT_BOTTOM or (
-                255.0 - look.level < LEVEL_RATIO * (255.0 - median_level) and look.level > 160.0)
+                255.0 - look.level < LEVEL_RATIO * (255.0 - median_level) and look.level > 160.0
+            )
         if too_dark and not too_bright:
             dark.append(r)
         elif too_bright and not too_dark:
             bright.append(r)
     advice = []
     for kind, flagged, what, fix, clip in (
-        ("underexposed", dark, "too dark (detail is lost in the shadows)",
-         "add light or open up the exposure (+1 stop)", lambda r: r.dark_fraction),
-        ("overexposed", bright, "too bright (detail is lost in the highlights)",
-         "reduce the exposure (-1 stop) or soften the light", lambda r: r.bright_fraction),
+        (
+            "underexposed",
+            dark,
+            "too dark (detail is lost in the shadows)",
+            "add light or open up the exposure (+1 stop)",
+            lambda r: r.dark_fraction,
+        ),
+        (
+            "overexposed",
+            bright,
+            "too bright (detail is lost in the highlights)",
+            "reduce the exposure (-1 stop) or soften the light",
+            lambda r: r.bright_fraction,
+        ),
     ):
         if not flagged:
             continue
@@ -238,15 +257,19 @@ def _exposure(images: Sequence[ImageRecord], looks: Mapping[str, _Look]) -> list
         detail = []
         if all(r.name in levels for r in flagged):
             typical = f", typical {median_level:.0f}" if len(flagged) < len(images) else ""
-            detail.append(f"mean level {_values(levels[r.name] for r in flagged)} of "
-                          f"255{typical}")
+            detail.append(f"mean level {_values(levels[r.name] for r in flagged)} of 255{typical}")
         worst = max(clip(r) for r in flagged)
         if worst > CLIP_LIMIT:
             detail.append(f"up to {worst:.0%} of the pixels clipped")
-        who = (f"All {len(names)} photos are" if many and len(flagged) == len(images)
-               else f"{_names(names)} {'are' if many else 'is'}")
-        message = (f"{who} {what}{': ' + '; '.join(detail) if detail else ''}. {fix.capitalize()} "
-                   f"and reshoot {'them' if many else 'it'}.")
+        who = (
+            f"All {len(names)} photos are"
+            if many and len(flagged) == len(images)
+            else f"{_names(names)} {'are' if many else 'is'}"
+        )
+        message = (
+            f"{who} {what}{': ' + '; '.join(detail) if detail else ''}. {fix.capitalize()} "
+            f"and reshoot {'them' if many else 'it'}."
+        )
         advice.append(Advice(kind, tuple(names), message))  # type: ignore[arg-type]
     return advice
 
@@ -271,8 +294,7 @@ def _groups(pairs: list[tuple[int, int]], n: int) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def _duplicates(ingest: IngestResult, thumbs: dict[str, np.ndarray]
-                ) -> tuple[list[Advice], int]:
+def _duplicates(ingest: IngestResult, thumbs: dict[str, np.ndarray]) -> tuple[list[Advice], int]:
     """Exact and near duplicates; also the number of photos that add no new view."""
     images = ingest.images
     advice: list[Advice] = []
@@ -280,10 +302,14 @@ def _duplicates(ingest: IngestResult, thumbs: dict[str, np.ndarray]
     for skipped in ingest.skipped:
         if skipped.reason.startswith("identical to "):
             first = skipped.reason.removeprefix("identical to ").strip()
-            advice.append(Advice(
-                "duplicate", (first, skipped.path),
-                f"{skipped.path} is an exact copy of {first}, so it was left out: nothing to "
-                "do, unless another view was meant to be there (then take that photo)."))
+            advice.append(
+                Advice(
+                    "duplicate",
+                    (first, skipped.path),
+                    f"{skipped.path} is an exact copy of {first}, so it was left out: nothing to "
+                    "do, unless another view was meant to be there (then take that photo).",
+                )
+            )
     index = {r.name: i for i, r in enumerate(images)}
     exact: list[tuple[int, int]] = []
     by_hash: dict[str, int] = {}
@@ -309,20 +335,28 @@ def _duplicates(ingest: IngestResult, thumbs: dict[str, np.ndarray]
     exact_set = {tuple(sorted(p)) for p in exact}
     for group in _groups(exact, len(images)):
         names = [images[i].name for i in group]
-        advice.append(Advice(
-            "duplicate", tuple(names),
-            f"{_names(names)} are the same file: keep one and leave the "
-            f"{'other' if len(names) == 2 else 'others'} out (they add nothing)."))
+        advice.append(
+            Advice(
+                "duplicate",
+                tuple(names),
+                f"{_names(names)} are the same file: keep one and leave the "
+                f"{'other' if len(names) == 2 else 'others'} out (they add nothing).",
+            )
+        )
     near = [p for p in near if tuple(sorted(p)) not in exact_set]
     for group in _groups(near, len(images)):
         names = [images[i].name for i in group]
         others = "other" if len(names) == 2 else "others"
-        advice.append(Advice(
-            "duplicate", tuple(names),
-            f"{_names(names)} look like the same view taken twice: keep the "
-            f"{'sharper' if len(names) == 2 else 'sharpest'} and leave the {others} out; next "
-            f"time move the camera (or turn the product) about {STEP_DEG:.0f} deg between "
-            "shots."))
+        advice.append(
+            Advice(
+                "duplicate",
+                tuple(names),
+                f"{_names(names)} look like the same view taken twice: keep the "
+                f"{'sharper' if len(names) == 2 else 'sharpest'} and leave the {others} out; next "
+                f"time move the camera (or turn the product) about {STEP_DEG:.0f} deg between "
+                "shots.",
+            )
+        )
     # each group of copies, exact or near, adds one view
     redundant = sum(len(g) - 1 for g in _groups(exact + near, len(images)))
     return advice, redundant
@@ -334,13 +368,20 @@ def _too_few(count: int, redundant: int, cfg: CoverageConfig) -> list[Advice]:
         return []
     more = cfg.min_photos - distinct
     per_turn = round(360.0 / STEP_DEG)
-    what = ("No photos" if count == 0 else f"Only {_photos(distinct)}" if not redundant
-            else f"Only {distinct} different views ({_photos(count)}, {redundant} repeated)")
-    message = (f"{what}: take at least {more} more for a complete model. Go all the way round "
-               f"the product in steps of about {STEP_DEG:.0f} deg ({per_turn} photos a round), "
-               f"one round low (about {LOW_RING_DEG:.0f} deg) and one looking down (about "
-               f"{HIGH_ENOUGH_DEG:.0f}-{TOP_RING_DEG:.0f} deg), each photo overlapping the "
-               "last by more than half.")
+    what = (
+        "No photos"
+        if count == 0
+        else f"Only {_photos(distinct)}"
+        if not redundant
+        else f"Only {distinct} different views ({_photos(count)}, {redundant} repeated)"
+    )
+    message = (
+        f"{what}: take at least {more} more for a complete model. Go all the way round "
+        f"the product in steps of about {STEP_DEG:.0f} deg ({per_turn} photos a round), "
+        f"one round low (about {LOW_RING_DEG:.0f} deg) and one looking down (about "
+        f"{HIGH_ENOUGH_DEG:.0f}-{TOP_RING_DEG:.0f} deg), each photo overlapping the "
+        "last by more than half."
+    )
     return [Advice("too_few", (), message)]
 
 
@@ -447,8 +488,9 @@ class CoverageResult:
 
     def to_report(self) -> dict[str, Any]:
         """JSON-ready summary for ``report.json`` (``stages.coverage``)."""
-        gap_cells = (self.gap_cells if self.gap_cells is not None
-                     else np.zeros(self.counts.shape, bool))
+        gap_cells = (
+            self.gap_cells if self.gap_cells is not None else np.zeros(self.counts.shape, bool)
+        )
         return {
             "azimuth_edges": [round(float(v), 3) for v in self.azimuth_edges],
             "elevation_edges": [round(float(v), 3) for v in self.elevation_edges],
@@ -530,8 +572,11 @@ def _find_up(poses: Sequence[CameraPose], target: np.ndarray) -> tuple[np.ndarra
         mean = centres.mean(0)
         _, sv, vt = np.linalg.svd(centres - mean, full_matrices=False)
         side = float((mean - target) @ vt[2])
-        if sv[1] > 1e-9 and sv[2] < 0.2 * sv[1] and abs(side) > 0.05 * sv[1] / math.sqrt(
-                len(poses)):
+        if (
+            sv[1] > 1e-9
+            and sv[2] < 0.2 * sv[1]
+            and abs(side) > 0.05 * sv[1] / math.sqrt(len(poses))
+        ):
             return vt[2] * math.copysign(1.0, side), "ring"
     return up_direction(poses), "up_direction"
 
@@ -554,8 +599,10 @@ def _gaps_around(az: np.ndarray) -> list[tuple[float, float, int, int]]:
     order = np.argsort(az, kind="stable")
     s = az[order]
     widths = np.diff(np.append(s, s[0] + 360.0))
-    return [(float(s[k]), float(widths[k]), int(order[k]), int(order[(k + 1) % len(s)]))
-            for k in range(len(s))]
+    return [
+        (float(s[k]), float(widths[k]), int(order[k]), int(order[(k + 1) % len(s)]))
+        for k in range(len(s))
+    ]
 
 
 def _arc_degrees(start: float, width: float) -> np.ndarray:
@@ -586,21 +633,41 @@ def _elevation_gaps(elev: np.ndarray, n_used: int) -> list[tuple[int, str]]:
     if top - bottom < RING_SPREAD_DEG and n_used >= 3:
         parts = []
         if need_top:
-            parts.append(f"nothing shows the product from above {top:.0f} deg: add a ring "
-                         f"looking down on it, at about {TOP_RING_DEG:.0f} deg")
+            parts.append(
+                f"nothing shows the product from above {top:.0f} deg: add a ring "
+                f"looking down on it, at about {TOP_RING_DEG:.0f} deg"
+            )
         if need_low:
-            parts.append(f"{'and ' if parts else ''}nothing shows its sides from below "
-                         f"{bottom:.0f} deg: add a ring of low side views, at about "
-                         f"{LOW_RING_DEG:.0f} deg")
-        return [(1, f"All photos were taken from one height, about {np.median(elev):.0f} deg: "
-                    + "; ".join(parts) + ".")]
+            parts.append(
+                f"{'and ' if parts else ''}nothing shows its sides from below "
+                f"{bottom:.0f} deg: add a ring of low side views, at about "
+                f"{LOW_RING_DEG:.0f} deg"
+            )
+        return [
+            (
+                1,
+                f"All photos were taken from one height, about {np.median(elev):.0f} deg: "
+                + "; ".join(parts)
+                + ".",
+            )
+        ]
     gaps = []
     if need_top:
-        gaps.append((1, f"No photos from above {top:.0f} deg: add a ring looking down on the "
-                        f"product, at about {TOP_RING_DEG:.0f} deg."))
+        gaps.append(
+            (
+                1,
+                f"No photos from above {top:.0f} deg: add a ring looking down on the "
+                f"product, at about {TOP_RING_DEG:.0f} deg.",
+            )
+        )
     if need_low:
-        gaps.append((2, f"No low side views: the lowest photo is at {bottom:.0f} deg; add a ring "
-                        f"at about {LOW_RING_DEG:.0f} deg, level with the product's middle."))
+        gaps.append(
+            (
+                2,
+                f"No low side views: the lowest photo is at {bottom:.0f} deg; add a ring "
+                f"at about {LOW_RING_DEG:.0f} deg, level with the product's middle.",
+            )
+        )
     return gaps
 
 
@@ -659,15 +726,22 @@ def run(
     unplaced = sorted((n for n in (expected or ()) if n not in cameras), key=natural_key)
     if unplaced:
         one = len(unplaced) == 1
-        notes.append(f"{_photos(len(unplaced))} could not be placed and {'is' if one else 'are'} "
-                     f"not on the map: {_names(unplaced)}. Gaps may be where "
-                     f"{'it was' if one else 'they were'} taken; photos with more overlap "
-                     "there would fill them.")
+        notes.append(
+            f"{_photos(len(unplaced))} could not be placed and {'is' if one else 'are'} "
+            f"not on the map: {_names(unplaced)}. Gaps may be where "
+            f"{'it was' if one else 'they were'} taken; photos with more overlap "
+            "there would fill them."
+        )
 
     names = sorted(cameras, key=natural_key)
     poses = [cameras[n] for n in names]
-    target = (np.asarray(centre, np.float64) if centre is not None
-              else _axes_meeting_point(poses) if poses else np.zeros(3))
+    target = (
+        np.asarray(centre, np.float64)
+        if centre is not None
+        else _axes_meeting_point(poses)
+        if poses
+        else np.zeros(3)
+    )
     if up is not None:
         up_vec, up_source = np.asarray(up, np.float64), "given"
     else:
@@ -688,8 +762,10 @@ def run(
             dirs.append(offset / dist)
     if facing_away:
         one = len(facing_away) == 1
-        notes.append(f"{_names(facing_away)} {'does' if one else 'do'} not look at the product, "
-                     f"so {'it is' if one else 'they are'} not on the map.")
+        notes.append(
+            f"{_names(facing_away)} {'does' if one else 'do'} not look at the product, "
+            f"so {'it is' if one else 'they are'} not on the map."
+        )
     stats: dict[str, Any] = {
         "cameras": len(cameras),
         "used": len(used),
@@ -700,11 +776,14 @@ def run(
         "centre": [float(v) for v in target],
     }
     if not used:
-        message = ("No photo could be placed around the product, so its coverage is unknown: "
-                   "take photos all the way round, each overlapping the last by more than half.")
+        message = (
+            "No photo could be placed around the product, so its coverage is unknown: "
+            "take photos all the way round, each overlapping the last by more than half."
+        )
         gap_cells[above] = True
-        return CoverageResult(counts, az_edges, el_edges, [message], [message], notes,
-                              gap_cells, stats)
+        return CoverageResult(
+            counts, az_edges, el_edges, [message], [message], notes, gap_cells, stats
+        )
 
     d = np.array(dirs)
     elev = np.degrees(np.arcsin(np.clip(d @ up_vec, -1.0, 1.0)))
@@ -741,11 +820,17 @@ def run(
         if width <= GAP_BINS * az_width:
             continue
         add = max(1, round(width / STEP_DEG) - 1)
-        gaps.append((0, (
-            f"No photos between {start:.0f} and {_wrap(start + width):.0f} deg around the "
-            f"product (between {side_names[before]} and {side_names[after]}): add about {add} "
-            f"photo{'s' if add > 1 else ''} there"
-            f"{f' at each of the {heights} heights you shot from' if heights > 1 else ''}.")))
+        gaps.append(
+            (
+                0,
+                (
+                    f"No photos between {start:.0f} and {_wrap(start + width):.0f} deg around the "
+                    f"product (between {side_names[before]} and {side_names[after]}): "
+                    f"add about {add} photo{'s' if add > 1 else ''} there"
+                    f"{f' at each of the {heights} heights you shot from' if heights > 1 else ''}."
+                ),
+            )
+        )
         inside = _arc_degrees(start, width)
         missing[inside] = True
         for c in set(_column(inside, az_width, n_az).tolist()):
@@ -768,33 +853,49 @@ def run(
         inside = _arc_degrees(start, width)
         if int((~missing[inside]).sum()) > UPPER_GAP_DEG:
             add = max(1, round(width / STEP_DEG) - 1)
-            where = (f"between {start:.0f} and {_wrap(start + width):.0f} deg (after "
-                     f"{upper_names[before]})" if upper.sum() > 1
-                     else f"except at {start:.0f} deg ({upper_names[before]})")
-            gaps.append((3, f"The views from above (over {UPPER_DEG:.0f} deg) go only part of "
-                            f"the way round: none {where}; add about {add} photos there looking "
-                            f"down at about {TOP_RING_DEG:.0f} deg."))
+            where = (
+                f"between {start:.0f} and {_wrap(start + width):.0f} deg (after "
+                f"{upper_names[before]})"
+                if upper.sum() > 1
+                else f"except at {start:.0f} deg ({upper_names[before]})"
+            )
+            gaps.append(
+                (
+                    3,
+                    f"The views from above (over {UPPER_DEG:.0f} deg) go only part of "
+                    f"the way round: none {where}; add about {add} photos there looking "
+                    f"down at about {TOP_RING_DEG:.0f} deg.",
+                )
+            )
             for c in set(_column(inside, az_width, n_az).tolist()):
-                gap_cells[(el_edges[:-1] >= UPPER_DEG - el_width) & above & (counts[:, c] == 0),
-                          c] = True
+                gap_cells[
+                    (el_edges[:-1] >= UPPER_DEG - el_width) & above & (counts[:, c] == 0), c
+                ] = True
 
     if not np.any(elev < UNDERSIDE_DEG):
-        notes.append("The underside is not seen (no photos from below): expected for a product "
-                     "standing on something; turn it over and add photos if the base matters.")
+        notes.append(
+            "The underside is not seen (no photos from below): expected for a product "
+            "standing on something; turn it over and add photos if the base matters."
+        )
     gaps.sort(key=lambda g: g[0])
     gap_text = [g for _, g in gaps]
-    stats.update({
-        "reference_photo": used[ref],
-        "direction": "clockwise" if clockwise else "counterclockwise",
-        "elevation_min": round(bottom, 2),
-        "elevation_max": round(top, 2),
-        "rings_deg": [round(r, 1) for r in rings],
-        "largest_azimuth_gap_deg": round(max((w for _, w, _, _ in around), default=360.0), 1),
-        "views": {n: [round(float(a), 1), round(float(e), 1)]
-                  for n, a, e in zip(used, az, elev, strict=True)},
-    })
-    return CoverageResult(counts, az_edges, el_edges, gap_text, list(gap_text), notes,
-                          gap_cells, stats)
+    stats.update(
+        {
+            "reference_photo": used[ref],
+            "direction": "clockwise" if clockwise else "counterclockwise",
+            "elevation_min": round(bottom, 2),
+            "elevation_max": round(top, 2),
+            "rings_deg": [round(r, 1) for r in rings],
+            "largest_azimuth_gap_deg": round(max((w for _, w, _, _ in around), default=360.0), 1),
+            "views": {
+                n: [round(float(a), 1), round(float(e), 1)]
+                for n, a, e in zip(used, az, elev, strict=True)
+            },
+        }
+    )
+    return CoverageResult(
+        counts, az_edges, el_edges, gap_text, list(gap_text), notes, gap_cells, stats
+    )
 
 
 def coverage_text(result: CoverageResult) -> str:
@@ -815,8 +916,7 @@ def coverage_text(result: CoverageResult) -> str:
     """
     counts = result.counts
     n_el, n_az = counts.shape
-    gap_cells = (result.gap_cells if result.gap_cells is not None
-                 else np.zeros(counts.shape, bool))
+    gap_cells = result.gap_cells if result.gap_cells is not None else np.zeros(counts.shape, bool)
     el, az = result.elevation_edges, result.azimuth_edges
     lines = [f"elevation | azimuth from the first photo ({360 / n_az:.0f} deg a column)"]
     for r in range(n_el - 1, -1, -1):
@@ -829,7 +929,7 @@ def coverage_text(result: CoverageResult) -> str:
     labels = [" "] * (2 * n_az + 4)
     for c in range(0, n_az, max(1, n_az // 4)):
         text = f"{(az[c] + az[c + 1]) / 2:.0f}"
-        labels[2 * c:2 * c + len(text)] = text
+        labels[2 * c : 2 * c + len(text)] = text
     lines.append(f"{'':12}{''.join(labels).rstrip()}")
     lines += [f"gap: {g}" for g in result.gaps]
     lines += [f"note: {n}" for n in result.notes]

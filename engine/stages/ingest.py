@@ -82,8 +82,7 @@ def is_mask_file(path: Path) -> bool:
     bool
         True for masks.
     """
-    return (path.stem.lower().endswith(MASK_SUFFIX)
-            or path.parent.name.lower() == MASKS_FOLDER)
+    return path.stem.lower().endswith(MASK_SUFFIX) or path.parent.name.lower() == MASKS_FOLDER
 
 
 def _is_hidden(path: Path) -> bool:
@@ -126,24 +125,30 @@ def _check_inputs(inputs: Sequence[Path | str], work_dir: Path) -> list[Path]:
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     if not inputs:
-        raise InputError("No photos given: choose a folder of product photos, or the photo "
-                         "files themselves.")
+        raise InputError(
+            "No photos given: choose a folder of product photos, or the photo files themselves."
+        )
     owned = [Path(os.path.abspath(work_dir / "images")), Path(os.path.abspath(work_dir / "masks"))]
     paths = []
     for given in inputs:
         path = Path(os.path.abspath(os.path.expanduser(str(given))))
         if not path.exists():
-            raise InputError(f"'{given}' does not exist: check the path, or choose the folder "
-                             "that holds the photos.")
+            raise InputError(
+                f"'{given}' does not exist: check the path, or choose the folder "
+                "that holds the photos."
+            )
         if any(path == d or d in path.parents for d in owned):
-            raise InputError(f"'{given}' is inside the working folder {work_dir}, which Vitrine "
-                             "overwrites: choose the original photos, or another output folder.")
+            raise InputError(
+                f"'{given}' is inside the working folder {work_dir}, which Vitrine "
+                "overwrites: choose the original photos, or another output folder."
+            )
         paths.append(path)
     return paths
 
 
-def _collect(paths: list[Path], recursive: bool, work_dir: Path
-             ) -> tuple[list[Path], list[tuple[Path, str]]]:
+def _collect(
+    paths: list[Path], recursive: bool, work_dir: Path
+) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Candidate files (deduplicated, masks and hidden files left out) and unreadable ones."""
     owned = {Path(os.path.abspath(work_dir / "images")), Path(os.path.abspath(work_dir / "masks"))}
     files: list[Path] = []
@@ -157,8 +162,12 @@ def _collect(paths: list[Path], recursive: bool, work_dir: Path
             files.append(path)
 
     def walk_error(exc: OSError) -> None:
-        problems.append((Path(exc.filename or "."), "folder cannot be read "
-                         f"({exc.strerror or exc.__class__.__name__})"))
+        problems.append(
+            (
+                Path(exc.filename or "."),
+                f"folder cannot be read ({exc.strerror or exc.__class__.__name__})",
+            )
+        )
 
     for path in paths:
         if not path.is_dir():
@@ -174,15 +183,21 @@ def _collect(paths: list[Path], recursive: bool, work_dir: Path
             folder = Path(dirpath)
             if recursive:
                 dirnames[:] = sorted(
-                    d for d in dirnames
-                    if not d.startswith(".") and d.lower() != MASKS_FOLDER
-                    and (folder / d) not in owned)
+                    d
+                    for d in dirnames
+                    if not d.startswith(".")
+                    and d.lower() != MASKS_FOLDER
+                    and (folder / d) not in owned
+                )
             else:
                 dirnames[:] = []
             for filename in sorted(filenames):
                 file = folder / filename
-                if (filename.lower() in IGNORED_NAMES or filename.lower().startswith(".")
-                        or is_mask_file(file)):
+                if (
+                    filename.lower() in IGNORED_NAMES
+                    or filename.lower().startswith(".")
+                    or is_mask_file(file)
+                ):
                     continue
                 try:
                     hidden = _is_hidden(file)
@@ -237,8 +252,9 @@ def _display_name(path: Path, root: Path | None) -> str:
     return path.name
 
 
-def _attach_mask(photo: Path, name: str, info: ExifInfo, width: int, height: int,
-                 mask_dir: Path) -> tuple[Path | None, str]:
+def _attach_mask(
+    photo: Path, name: str, info: ExifInfo, width: int, height: int, mask_dir: Path
+) -> tuple[Path | None, str]:
     """Write the photo's mask at working size; return its path and a warning ("" if none)."""
     target = mask_dir / f"{name}.png"
     source = find_mask(photo)
@@ -257,14 +273,17 @@ def _attach_mask(photo: Path, name: str, info: ExifInfo, width: int, height: int
     expected_h = mask_w * photo_h / photo_w
     if abs(mask_h - expected_h) > max(1.0, MASK_RATIO_TOLERANCE * mask_h):
         target.unlink(missing_ok=True)
-        return None, (f"Mask {label} ignored: its shape ({mask_w} x {mask_h}) does not match "
-                      f"the photo {name} ({photo_w} x {photo_h}).")
+        return None, (
+            f"Mask {label} ignored: its shape ({mask_w} x {mask_h}) does not match "
+            f"the photo {name} ({photo_w} x {photo_h})."
+        )
     write_png(target, binarize_mask(mask, width, height), compress_level=6)
     return target, ""
 
 
-def _ingest_one(path: Path, name: str, cfg: IngestConfig, work_dir: Path,
-                first_by_hash: dict[str, str]) -> tuple[ImageRecord, list[str]]:
+def _ingest_one(
+    path: Path, name: str, cfg: IngestConfig, work_dir: Path, first_by_hash: dict[str, str]
+) -> tuple[ImageRecord, list[str]]:
     digest = file_sha256(path)
     if digest in first_by_hash:
         raise ImageReadError(path, f"identical to {first_by_hash[digest]}")
@@ -312,19 +331,26 @@ def _where(paths: list[Path]) -> str:
     return f"among the {len(paths)} inputs given"
 
 
-def _not_enough(count: int, cfg: IngestConfig, paths: list[Path],
-                skipped: list[SkippedFile]) -> NotEnoughImagesError:
+def _not_enough(
+    count: int, cfg: IngestConfig, paths: list[Path], skipped: list[SkippedFile]
+) -> NotEnoughImagesError:
     where = _where(paths)
     if count == 0 and not skipped:
-        message = (f"No photos found {where}: Vitrine reads JPEG, PNG, TIFF, WebP, HEIC and "
-                   "camera RAW files. Choose the folder that holds the product photos.")
+        message = (
+            f"No photos found {where}: Vitrine reads JPEG, PNG, TIFF, WebP, HEIC and "
+            "camera RAW files. Choose the folder that holds the product photos."
+        )
     else:
-        head = ("No usable photos" if count == 0
-                else f"Only {count} usable photo{'' if count == 1 else 's'}")
+        head = (
+            "No usable photos"
+            if count == 0
+            else f"Only {count} usable photo{'' if count == 1 else 's'}"
+        )
         # A single photo still makes a relief (pipeline); a model needs two or more.
         need = max(2, cfg.min_images)
-        message = (f"{head} {where}: Vitrine needs at least {need} overlapping photos "
-                   "of the product.")
+        message = (
+            f"{head} {where}: Vitrine needs at least {need} overlapping photos of the product."
+        )
         if skipped:
             listed = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:MAX_LISTED])
             more = len(skipped) - MAX_LISTED
@@ -387,8 +413,10 @@ def run(
     try:
         (work_dir / "images").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"Cannot create the working folder {work_dir / 'images'}: "
-                          f"{exc.strerror or exc}. Choose a folder you can write to.") from exc
+        raise OutputError(
+            f"Cannot create the working folder {work_dir / 'images'}: "
+            f"{exc.strerror or exc}. Choose a folder you can write to."
+        ) from exc
 
     total = len(named)
     progress(ProgressEvent(STAGE, 0, total, f"reading {total} files"))
@@ -410,15 +438,23 @@ def run(
             raise
         except Exception as exc:  # noqa: BLE001 - one odd file must not end the whole run
             logger.exception("unexpected error reading %s", name)
-            skipped.append(SkippedFile(name, f"could not be read ({exc.__class__.__name__}: "
-                                             f"{exc})"))
+            skipped.append(
+                SkippedFile(name, f"could not be read ({exc.__class__.__name__}: {exc})")
+            )
         else:
             images.append(record)
             warnings.extend(notes)
             for note in notes:
                 logger.warning("%s", note)
-            logger.debug("%s: %dx%d, focal %s (%s), sharpness %.0f", name, record.width,
-                         record.height, record.focal_px, record.focal_source, record.sharpness)
+            logger.debug(
+                "%s: %dx%d, focal %s (%s), sharpness %.0f",
+                name,
+                record.width,
+                record.height,
+                record.focal_px,
+                record.focal_source,
+                record.sharpness,
+            )
         progress(ProgressEvent(STAGE, index + 1, total, name))
 
     if len(images) < cfg.min_images:

@@ -260,8 +260,11 @@ def run(
         keep = _hull_keep(xyz, views, masks, cfg.trim_min_views, cancel)
     else:
         floor = _find_floor(xyz, [v.cam for v in views])
-        keep = (np.ones(len(xyz), bool) if floor is None
-                else np.einsum("nj,j->n", xyz, floor[0]) > floor[1])
+        keep = (
+            np.ones(len(xyz), bool)
+            if floor is None
+            else np.einsum("nj,j->n", xyz, floor[0]) > floor[1]
+        )
     stats["floor_cut"] = floor is not None
     # stray points left by the cuts would stretch Poisson's octree and coarsen the surface
     keep[keep] = _not_isolated(xyz[keep])
@@ -349,8 +352,13 @@ def run(
     stats.update({f"seconds_{k}": round(v, 3) for k, v in seconds.items() if k != "total"})
     step = total - 1
     report(f"Mesh ready: {mesh.num_triangles:,} triangles", mesh)
-    logger.info("mesh: %d triangles, %d vertices, textured=%s, %.1f s", mesh.num_triangles,
-                len(mesh), stats["textured"], seconds["total"])
+    logger.info(
+        "mesh: %d triangles, %d vertices, textured=%s, %.1f s",
+        mesh.num_triangles,
+        len(mesh),
+        stats["textured"],
+        seconds["total"],
+    )
     return MeshResult(mesh, stats)
 
 
@@ -376,8 +384,10 @@ def save_mesh(path: str | Path, mesh: Mesh) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"vertices": np.asarray(mesh.vertices, np.float64),
-              "faces": np.asarray(mesh.faces, np.int32)}
+    arrays = {
+        "vertices": np.asarray(mesh.vertices, np.float64),
+        "faces": np.asarray(mesh.faces, np.int32),
+    }
     for name in ("vertex_colors", "uv", "texture"):
         value = getattr(mesh, name)
         if value is not None:
@@ -400,14 +410,19 @@ def load_mesh(path: str | Path) -> Mesh:
         with np.load(path, allow_pickle=False) as z:
             parts = {k: z[k] for k in z.files}
     except FileNotFoundError as exc:
-        raise InputError(f"The mesh file {path.name} is missing in {path.parent}; run the "
-                         "mesh stage again.") from exc
+        raise InputError(
+            f"The mesh file {path.name} is missing in {path.parent}; run the mesh stage again."
+        ) from exc
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise InputError(f"The mesh file {path.name} in {path.parent} is damaged ({exc}); "
-                         "delete it and run the mesh stage again.") from exc
+        raise InputError(
+            f"The mesh file {path.name} in {path.parent} is damaged ({exc}); "
+            "delete it and run the mesh stage again."
+        ) from exc
     if "vertices" not in parts or "faces" not in parts:
-        raise InputError(f"{path.name} in {path.parent} is not a Vitrine mesh; delete it and "
-                         "run the mesh stage again.")
+        raise InputError(
+            f"{path.name} in {path.parent} is not a Vitrine mesh; delete it and "
+            "run the mesh stage again."
+        )
     return Mesh(
         parts["vertices"].astype(np.float64),
         parts["faces"].astype(np.int32),
@@ -462,8 +477,13 @@ def _load_masks(views: Sequence[_View], cancel: CancelToken) -> dict[str, np.nda
     return masks
 
 
-def _hull_keep(pts: np.ndarray, views: Sequence[_View], masks: Mapping[str, np.ndarray],
-               min_fraction: float, cancel: CancelToken) -> np.ndarray:
+def _hull_keep(
+    pts: np.ndarray,
+    views: Sequence[_View],
+    masks: Mapping[str, np.ndarray],
+    min_fraction: float,
+    cancel: CancelToken,
+) -> np.ndarray:
     """Points inside the masks of at least ``min_fraction`` of the views that see them.
 
     A view sees a point when it falls in its frame and no nearer point covers it (a coarse
@@ -488,8 +508,9 @@ def _hull_keep(pts: np.ndarray, views: Sequence[_View], masks: Mapping[str, np.n
     return (seen == 0) | (inside >= min_fraction * seen - 1e-9)
 
 
-def _splat_visible(xy: np.ndarray, z: np.ndarray, cam: CameraPose,
-                   size: int = SPLAT_GRID) -> np.ndarray:
+def _splat_visible(
+    xy: np.ndarray, z: np.ndarray, cam: CameraPose, size: int = SPLAT_GRID
+) -> np.ndarray:
     """Points in the frame and nearest to the camera (within tolerance) in their grid cell."""
     s = size / max(cam.width, cam.height)
     w, h = max(1, math.ceil(cam.width * s)), max(1, math.ceil(cam.height * s))
@@ -564,8 +585,7 @@ def _point_spacing(tree: cKDTree, xyz: np.ndarray) -> float:
     return spacing if spacing > 0 else float(np.ptp(xyz, axis=0).max()) * 1e-3
 
 
-def _estimate_normals(xyz: np.ndarray, views: Sequence[_View],
-                      cancel: CancelToken) -> np.ndarray:
+def _estimate_normals(xyz: np.ndarray, views: Sequence[_View], cancel: CancelToken) -> np.ndarray:
     """PCA normals oriented towards the cameras that see each point."""
     tree = cKDTree(xyz)
     k = min(NORMAL_NEIGHBOURS, len(xyz))
@@ -573,11 +593,11 @@ def _estimate_normals(xyz: np.ndarray, views: Sequence[_View],
     normals = np.empty_like(xyz)
     for lo in range(0, len(xyz), 200_000):
         cancel.raise_if_cancelled()
-        p = xyz[nb[lo:lo + 200_000]]
+        p = xyz[nb[lo : lo + 200_000]]
         p = p - p.mean(axis=1, keepdims=True)
         cov = np.einsum("nki,nkj->nij", p, p)
         _, vec = np.linalg.eigh(cov)
-        normals[lo:lo + 200_000] = vec[:, :, 0]
+        normals[lo : lo + 200_000] = vec[:, :, 0]
     towards = np.zeros_like(xyz)
     for v in views:
         cancel.raise_if_cancelled()
@@ -603,8 +623,14 @@ def _vertex_colours(tree: cKDTree, rgb: np.ndarray, vertices: np.ndarray) -> np.
 # --------------------------------------------------------------------------- surface
 
 
-def _poisson(xyz: np.ndarray, normals: np.ndarray, rgb: np.ndarray, depth: int,
-             scratch: Path, cancel: CancelToken) -> tuple[np.ndarray, np.ndarray, float]:
+def _poisson(
+    xyz: np.ndarray,
+    normals: np.ndarray,
+    rgb: np.ndarray,
+    depth: int,
+    scratch: Path,
+    cancel: CancelToken,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Screened Poisson surface; returns vertices, faces and the octree's finest cell size."""
     if len(xyz) > POISSON_MAX_POINTS:
         xyz, normals, rgb = _voxel_average(xyz, normals, rgb, POISSON_MAX_POINTS)
@@ -613,8 +639,9 @@ def _poisson(xyz: np.ndarray, normals: np.ndarray, rgb: np.ndarray, depth: int,
     try:
         isolated.poisson_meshing(src, dst, int(depth), cancel=cancel)
     except RuntimeError as exc:
-        raise ReconstructionError(f"The surface reconstruction failed ({exc}). "
-                                  + NO_SURFACE_MESSAGE) from exc
+        raise ReconstructionError(
+            f"The surface reconstruction failed ({exc}). " + NO_SURFACE_MESSAGE
+        ) from exc
     if not dst.exists():
         raise ReconstructionError(NO_SURFACE_MESSAGE)
     vertices, faces = _read_ply_mesh(dst)
@@ -625,8 +652,9 @@ def _poisson(xyz: np.ndarray, normals: np.ndarray, rgb: np.ndarray, depth: int,
     return vertices, faces, cell
 
 
-def _voxel_average(xyz: np.ndarray, normals: np.ndarray, rgb: np.ndarray,
-                   target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _voxel_average(
+    xyz: np.ndarray, normals: np.ndarray, rgb: np.ndarray, target: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Average points per voxel, the voxel chosen so that about ``target`` points remain."""
     extent = np.ptp(xyz, axis=0)
     area = 2 * (extent[0] * extent[1] + extent[1] * extent[2] + extent[0] * extent[2])
@@ -651,10 +679,24 @@ def _voxel_average(xyz: np.ndarray, normals: np.ndarray, rgb: np.ndarray,
     return mean(xyz), nrm, np.clip(np.rint(mean(rgb.astype(np.float64))), 0, 255).astype(np.uint8)
 
 
-_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2",
-              "int16": "i2", "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4",
-              "uint": "u4", "uint32": "u4", "float": "f4", "float32": "f4", "double": "f8",
-              "float64": "f8"}
+_PLY_TYPES = {
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
+}
 
 
 def _read_ply_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -700,9 +742,11 @@ def _read_ply_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _write_ply_mesh(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
-    head = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(vertices)}\n"
-            "property float x\nproperty float y\nproperty float z\n"
-            f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n")
+    head = (
+        f"ply\nformat binary_little_endian 1.0\nelement vertex {len(vertices)}\n"
+        "property float x\nproperty float y\nproperty float z\n"
+        f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n"
+    )
     tri = np.zeros(len(faces), np.dtype([("n", "u1"), ("i", "<i4", (3,))]))
     tri["n"] = 3
     tri["i"] = faces
@@ -744,8 +788,9 @@ def _clean(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndar
     return _compact(vertices, f)
 
 
-def _decimate(vertices: np.ndarray, faces: np.ndarray, budget: int,
-              scratch: Path, cancel: CancelToken) -> tuple[np.ndarray, np.ndarray]:
+def _decimate(
+    vertices: np.ndarray, faces: np.ndarray, budget: int, scratch: Path, cancel: CancelToken
+) -> tuple[np.ndarray, np.ndarray]:
     """Quadric edge-collapse decimation to at most ``budget`` faces."""
     src, dst = scratch / "trimmed.ply", scratch / "decimated.ply"
     for _ in range(3):
@@ -810,8 +855,11 @@ def _zbuffer(xy: np.ndarray, z: np.ndarray, faces: np.ndarray, w: int, h: int) -
     cx, cy = tri[:, :, 0].mean(axis=1), tri[:, :, 1].mean(axis=1)
     inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
     small = inside & (n <= 1)
-    np.minimum.at(zbuf, np.floor(cy[small]).astype(np.int64) * w
-                  + np.floor(cx[small]).astype(np.int64), tz[small].mean(axis=1))
+    np.minimum.at(
+        zbuf,
+        np.floor(cy[small]).astype(np.int64) * w + np.floor(cx[small]).astype(np.int64),
+        tz[small].mean(axis=1),
+    )
     chunk = 4_000_000
     start = 0
     cum = np.cumsum(n)
@@ -842,8 +890,14 @@ def _zbuffer(xy: np.ndarray, z: np.ndarray, faces: np.ndarray, w: int, h: int) -
     return zbuf.reshape(h, w)
 
 
-def _view_scores(mesh_v: np.ndarray, faces: np.ndarray, normals: np.ndarray,
-                 centroids: np.ndarray, v: _View, mask: np.ndarray | None) -> np.ndarray:
+def _view_scores(
+    mesh_v: np.ndarray,
+    faces: np.ndarray,
+    normals: np.ndarray,
+    centroids: np.ndarray,
+    v: _View,
+    mask: np.ndarray | None,
+) -> np.ndarray:
     """Texture score of every face in one view (0: unusable)."""
     xy, z = v.project(mesh_v)
     tri = xy[faces]
@@ -852,12 +906,18 @@ def _view_scores(mesh_v: np.ndarray, faces: np.ndarray, normals: np.ndarray,
     cos = np.sum(normals * to_cam, axis=1) / np.maximum(dist, 1e-12)
     w, h = v.cam.width, v.cam.height
     with np.errstate(invalid="ignore"):
-        in_frame = ((tri[:, :, 0] >= 1) & (tri[:, :, 0] <= w - 1)
-                    & (tri[:, :, 1] >= 1) & (tri[:, :, 1] <= h - 1)).all(axis=1)
+        in_frame = (
+            (tri[:, :, 0] >= 1)
+            & (tri[:, :, 0] <= w - 1)
+            & (tri[:, :, 1] >= 1)
+            & (tri[:, :, 1] <= h - 1)
+        ).all(axis=1)
     front = (cos > 0) & (z[faces] > 0).all(axis=1)
     ok = in_frame & front & (cos > 0.05)
-    area = 0.5 * np.abs((tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1])
-                        - (tri[:, 1, 1] - tri[:, 0, 1]) * (tri[:, 2, 0] - tri[:, 0, 0]))
+    area = 0.5 * np.abs(
+        (tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1])
+        - (tri[:, 1, 1] - tri[:, 0, 1]) * (tri[:, 2, 0] - tri[:, 0, 0])
+    )
     # occlusion: depth test of the centroid against the mesh's z-buffer at test scale
     s = _test_scale(v.cam)
     zw, zh = max(1, round(w * s)), max(1, round(h * s))
@@ -969,8 +1029,12 @@ def _fill_empty(img: np.ndarray, valid: np.ndarray) -> np.ndarray:
     while min(levels[-1][1].shape) > 1:
         c, w = levels[-1]
         size = (max(1, c.shape[1] // 2), max(1, c.shape[0] // 2))
-        levels.append((cv2.resize(c, size, interpolation=cv2.INTER_AREA),
-                       cv2.resize(w, size, interpolation=cv2.INTER_AREA)))
+        levels.append(
+            (
+                cv2.resize(c, size, interpolation=cv2.INTER_AREA),
+                cv2.resize(w, size, interpolation=cv2.INTER_AREA),
+            )
+        )
     c, w = levels[-1]
     filled = c / np.maximum(w, 1e-8)[..., None]
     for c, w in reversed(levels[:-1]):
@@ -982,8 +1046,14 @@ def _fill_empty(img: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def _texture(mesh: Mesh, views: Sequence[_View], masks: Mapping[str, np.ndarray],
-             size: int, report: Any, cancel: CancelToken) -> tuple[Mesh, dict[str, Any]]:
+def _texture(
+    mesh: Mesh,
+    views: Sequence[_View],
+    masks: Mapping[str, np.ndarray],
+    size: int,
+    report: Any,
+    cancel: CancelToken,
+) -> tuple[Mesh, dict[str, Any]]:
     """Texture atlas from the photos; vertices are split along patch borders."""
     vertices = np.asarray(mesh.vertices, np.float64)
     faces = np.asarray(mesh.faces, np.int64)
@@ -1004,8 +1074,7 @@ def _texture(mesh: Mesh, views: Sequence[_View], masks: Mapping[str, np.ndarray]
     fi = np.repeat(np.arange(m), 3)
     fj = nb.ravel()
     link = (fj >= 0) & (labels[fi] == labels[np.maximum(fj, 0)]) & (labels[fi] >= 0)
-    graph = coo_matrix((np.ones(int(link.sum()), np.float32), (fi[link], fj[link])),
-                       shape=(m, m))
+    graph = coo_matrix((np.ones(int(link.sum()), np.float32), (fi[link], fj[link])), shape=(m, m))
     _, patch = connected_components(graph, directed=False)
     seen = labels >= 0
     # per view: the projection of every vertex of its faces, patch rectangles, merged
@@ -1035,8 +1104,9 @@ def _texture(mesh: Mesh, views: Sequence[_View], masks: Mapping[str, np.ndarray]
     dims = rect_arr[:, 2:] - rect_arr[:, :2]
     unseen = np.nonzero(~seen)[0]
     cols = min(math.ceil(math.sqrt(len(unseen))), size // 2) if len(unseen) else 0
-    cell_block = np.array([[2 * cols, 2 * math.ceil(len(unseen) / cols)]] if cols else [],
-                          np.int64).reshape(-1, 2)
+    cell_block = np.array(
+        [[2 * cols, 2 * math.ceil(len(unseen) / cols)]] if cols else [], np.int64
+    ).reshape(-1, 2)
 
     # atlas size and scale: photo resolution when it fits, else shrink the patches
     scale = 1.0
@@ -1056,8 +1126,10 @@ def _texture(mesh: Mesh, views: Sequence[_View], masks: Mapping[str, np.ndarray]
             break
         scale *= 0.9
         if scale < 1e-3:
-            raise ReconstructionError("The texture atlas could not be packed; lower the mesh's "
-                                      "triangle budget or raise the texture size.")
+            raise ReconstructionError(
+                "The texture atlas could not be packed; lower the mesh's "
+                "triangle budget or raise the texture size."
+            )
     height = min(size, _pow2(used))
     atlas = np.zeros((height, width, 3), np.uint8)
     filled = np.zeros((height, width), bool)
@@ -1081,8 +1153,8 @@ def _texture(mesh: Mesh, views: Sequence[_View], masks: Mapping[str, np.ndarray]
             if (tw, th) != (x1 - x0, y1 - y0):
                 crop = cv2.resize(crop, (tw, th), interpolation=cv2.INTER_AREA)
             ox, oy = int(pos[r, 0]), int(pos[r, 1])
-            atlas[oy:oy + th, ox:ox + tw] = crop
-            filled[oy:oy + th, ox:ox + tw] = True
+            atlas[oy : oy + th, ox : ox + tw] = crop
+            filled[oy : oy + th, ox : ox + tw] = True
             rect_scale[r] = (tw / max(x1 - x0, 1), th / max(y1 - y0, 1))
     report("Texture: packed the atlas")
 
@@ -1091,8 +1163,10 @@ def _texture(mesh: Mesh, views: Sequence[_View], masks: Mapping[str, np.ndarray]
     sf = np.nonzero(seen)[0]
     if len(sf):
         r = face_rect[sf]
-        corner_uv[sf] = (pos[r][:, None, :] + (corner_xy[sf] - rect_arr[r][:, None, :2])
-                         * rect_scale[r][:, None, :])
+        corner_uv[sf] = (
+            pos[r][:, None, :]
+            + (corner_xy[sf] - rect_arr[r][:, None, :2]) * rect_scale[r][:, None, :]
+        )
     if len(unseen):
         ox, oy = pos[-1]
         k = np.arange(len(unseen))
@@ -1117,7 +1191,11 @@ def _texture(mesh: Mesh, views: Sequence[_View], masks: Mapping[str, np.ndarray]
     uv = np.stack([uv_px[:, 0] / width, 1.0 - uv_px[:, 1] / height], axis=1).astype(np.float32)
     new_faces = inverse.reshape(-1, 3).astype(np.int32)
     out = Mesh(vertices[src_vertex], new_faces, colours[src_vertex], uv, atlas)
-    stats = {"texture_size": [width, height], "texture_scale": round(scale, 4),
-             "patches": len(rects), "faces_unseen": len(unseen),
-             "atlas_fill": round(float(filled.mean()), 3)}
+    stats = {
+        "texture_size": [width, height],
+        "texture_scale": round(scale, 4),
+        "patches": len(rects),
+        "faces_unseen": len(unseen),
+        "atlas_fill": round(float(filled.mean()), 3),
+    }
     return out, stats

@@ -76,9 +76,7 @@ MIN_UP_GAIN = 0.005
 #: Scales from two sources differing by more than this (fraction) are reported.
 DISAGREEMENT = 0.02
 
-NO_SCALE_NOTE = (
-    "no true scale: add a printed marker of known size or enter a known dimension"
-)
+NO_SCALE_NOTE = "no true scale: add a printed marker of known size or enter a known dimension"
 
 
 # --------------------------------------------------------------------------- results
@@ -205,8 +203,9 @@ class ScaleResult:
         out: dict[str, Any] = {
             "source": self.source,
             "metres_per_unit": self.metres_per_unit,
-            "dimensions_mm": None if self.dimensions_mm is None else [
-                round(float(v), 2) for v in self.dimensions_mm],
+            "dimensions_mm": None
+            if self.dimensions_mm is None
+            else [round(float(v), 2) for v in self.dimensions_mm],
             "dimensions_units": [float(v) for v in self.dimensions_units],
             "markers": int(self.markers),
             "error_pct": None if self.error_pct is None else round(float(self.error_pct), 3),
@@ -296,8 +295,13 @@ def refine_corners(gray: np.ndarray, corners: np.ndarray, cells: int = 6) -> np.
         s = np.linspace(0.2 * length, 0.8 * length, max(6, int(0.6 * length)))
         offs = np.linspace(-half, half, 21)
         pts = a[None, None, :] + s[:, None, None] * t + offs[None, :, None] * n
-        prof = cv2.remap(gray, pts[..., 0].astype(np.float32), pts[..., 1].astype(np.float32),
-                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
+        prof = cv2.remap(
+            gray,
+            pts[..., 0].astype(np.float32),
+            pts[..., 1].astype(np.float32),
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        ).astype(np.float64)
         black = prof[:, :4].mean(1, keepdims=True)
         white = prof[:, -4:].mean(1, keepdims=True)
         contrast = (white - black).ravel()
@@ -358,8 +362,9 @@ def _triangulate(rays: np.ndarray, poses: np.ndarray, focal: np.ndarray) -> np.n
 
     ``poses`` is (V, 3, 4) ``[R | t]``; ``focal`` (V,) weights the residuals into pixels.
     """
-    a = np.concatenate([rays[:, :1] * poses[:, 2] - poses[:, 0],
-                        rays[:, 1:2] * poses[:, 2] - poses[:, 1]])
+    a = np.concatenate(
+        [rays[:, :1] * poses[:, 2] - poses[:, 0], rays[:, 1:2] * poses[:, 2] - poses[:, 1]]
+    )
     x = np.linalg.svd(a)[2][-1]
     if abs(x[3]) < 1e-12:
         return np.full(3, np.nan)
@@ -383,8 +388,9 @@ def _triangulate(rays: np.ndarray, poses: np.ndarray, focal: np.ndarray) -> np.n
     return x
 
 
-def _reprojection_px(point: np.ndarray, rays: np.ndarray, poses: np.ndarray,
-                     focal: np.ndarray) -> np.ndarray:
+def _reprojection_px(
+    point: np.ndarray, rays: np.ndarray, poses: np.ndarray, focal: np.ndarray
+) -> np.ndarray:
     pc = poses[:, :, :3] @ point + poses[:, :, 3]
     z = pc[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -392,8 +398,9 @@ def _reprojection_px(point: np.ndarray, rays: np.ndarray, poses: np.ndarray,
     return np.where(z > 1e-12, err, np.inf)
 
 
-def _place_marker(obs: list[tuple[str, np.ndarray]], cameras: Mapping[str, CameraPose]
-                  ) -> tuple[np.ndarray, tuple[str, ...], float] | str:
+def _place_marker(
+    obs: list[tuple[str, np.ndarray]], cameras: Mapping[str, CameraPose]
+) -> tuple[np.ndarray, tuple[str, ...], float] | str:
     """Triangulate one marker's four corners from its detections, or say why not."""
     names = [n for n, _ in obs]
     rays = np.array([_normalised(cameras[n], px) for n, px in obs])  # (V, 4, 2)
@@ -437,8 +444,10 @@ def _place_marker(obs: list[tuple[str, np.ndarray]], cameras: Mapping[str, Camer
         return "its detections do not agree on one position"
     sides = np.linalg.norm(np.roll(pts, -1, axis=0) - pts, axis=1)
     diags = np.linalg.norm(pts[2:] - pts[:2], axis=1)
-    if (np.max(np.abs(sides / sides.mean() - 1.0)) > MAX_SIDE_SPREAD
-            or abs(diags.mean() / (sides.mean() * math.sqrt(2.0)) - 1.0) > MAX_SIDE_SPREAD):
+    if (
+        np.max(np.abs(sides / sides.mean() - 1.0)) > MAX_SIDE_SPREAD
+        or abs(diags.mean() / (sides.mean() * math.sqrt(2.0)) - 1.0) > MAX_SIDE_SPREAD
+    ):
         return "its corners do not form a square (not flat, or misread)"
     kept = tuple(n for n, ok in zip(names, inliers, strict=True) if ok)
     return pts, kept, float(np.sqrt(np.mean(err[inliers] ** 2)))
@@ -510,8 +519,9 @@ def detect_markers(
     return place_markers(detections, cameras)
 
 
-def place_markers(detections: Mapping[str, Mapping[int, np.ndarray]],
-                  cameras: Mapping[str, CameraPose]) -> Markers:
+def place_markers(
+    detections: Mapping[str, Mapping[int, np.ndarray]], cameras: Mapping[str, CameraPose]
+) -> Markers:
     """Triangulate markers from their corner pixels in several photos.
 
     Each marker's corners are triangulated from the pair of photos most others agree with
@@ -533,7 +543,8 @@ def place_markers(detections: Mapping[str, Mapping[int, np.ndarray]],
     """
     detections = {
         name: {int(k): np.asarray(v, np.float64).reshape(4, 2) for k, v in per.items()}
-        for name, per in detections.items() if name in cameras
+        for name, per in detections.items()
+        if name in cameras
     }
     by_marker: dict[int, list[tuple[str, np.ndarray]]] = {}
     for name, per_image in detections.items():
@@ -579,8 +590,9 @@ def marker_scale(markers: Markers, marker_size_mm: float) -> tuple[float, float]
     return marker_size_mm * 1e-3 / median, 100.0 * spread / math.sqrt(n)
 
 
-def _marker_floor(markers: Markers, cameras: Sequence[CameraPose], up: np.ndarray
-                  ) -> tuple[np.ndarray, float] | None:
+def _marker_floor(
+    markers: Markers, cameras: Sequence[CameraPose], up: np.ndarray
+) -> tuple[np.ndarray, float] | None:
     """The floor's unit normal (towards the cameras) and height along it from the markers."""
     if not markers.corners:
         return None
@@ -635,8 +647,8 @@ def robust_extent(x: np.ndarray) -> tuple[float, float]:
     x = np.asarray(x, np.float64)
     p_lo, p_hi = TRIM_PCT
     lo, hi, lo_in, hi_in = (
-        float(v) for v in np.percentile(x, [p_lo, p_hi, p_lo + EXTRAPOLATE_PCT,
-                                            p_hi - EXTRAPOLATE_PCT])
+        float(v)
+        for v in np.percentile(x, [p_lo, p_hi, p_lo + EXTRAPOLATE_PCT, p_hi - EXTRAPOLATE_PCT])
     )
     band = FACE_BAND * (hi - lo)
     out = []
@@ -644,8 +656,10 @@ def robust_extent(x: np.ndarray) -> tuple[float, float]:
         depth = inward * (x - edge)
         sel = x[(depth >= 0) & (depth <= band)]
         med = float(np.median(sel)) if len(sel) else edge
-        if band > 0 and len(sel) >= 20 and (
-            1.4826 * float(np.median(np.abs(sel - med))) < FACE_SPREAD * band
+        if (
+            band > 0
+            and len(sel) >= 20
+            and (1.4826 * float(np.median(np.abs(sel - med))) < FACE_SPREAD * band)
         ):
             out.append(med)
         else:
@@ -688,8 +702,9 @@ def footprint_rectangle(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return centre, np.stack([u, v]), size
 
 
-def oriented_box(points: np.ndarray, up: np.ndarray, *, floor: float | None = None
-                 ) -> OrientedBox | None:
+def oriented_box(
+    points: np.ndarray, up: np.ndarray, *, floor: float | None = None
+) -> OrientedBox | None:
     """The product's upright box: base centre, axes and width x depth x height.
 
     Parameters
@@ -768,8 +783,9 @@ def refine_up(points: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, bool]:
     pts = pts - np.median(pts, axis=0)
     basis = _horizontal_basis(up)
     ang = np.radians(np.arange(0.0, 90.0, 2.0))
-    dirs = np.concatenate([np.stack([np.cos(ang), np.sin(ang)]),
-                           np.stack([-np.sin(ang), np.cos(ang)])], axis=1)
+    dirs = np.concatenate(
+        [np.stack([np.cos(ang), np.sin(ang)]), np.stack([-np.sin(ang), np.cos(ang)])], axis=1
+    )
 
     def tilted(a: float, b: float) -> np.ndarray:
         v = up + math.tan(math.radians(a)) * basis[0] + math.tan(math.radians(b)) * basis[1]
@@ -816,8 +832,9 @@ def _known_dimension(cfg: ScaleConfig, box: OrientedBox | None) -> tuple[float |
     if which not in DIMENSIONS or not (
         cfg.known_dimension_mm > 0 and math.isfinite(cfg.known_dimension_mm)
     ):
-        return None, ("known dimension ignored: give width, depth or height and a size in "
-                      "millimetres")
+        return None, (
+            "known dimension ignored: give width, depth or height and a size in millimetres"
+        )
     if box is None:
         return None, "known dimension ignored: no product points to measure"
     units = float(box.size[DIMENSIONS.index(which)])
@@ -866,8 +883,9 @@ def run(
     searched = False
     if cfg.marker_size_mm > 0:
         try:
-            markers = detect_markers(images, cameras, cfg.marker_dictionary, progress=progress,
-                                     cancel=cancel)
+            markers = detect_markers(
+                images, cameras, cfg.marker_dictionary, progress=progress, cancel=cancel
+            )
             searched = True
         except ValueError as exc:
             notes.append(str(exc))
@@ -899,8 +917,9 @@ def run(
             scales["aruco"], errors["aruco"] = found
         notes.extend(_marker_notes(markers, cfg, found is not None))
 
-    source = next((s for s in ("known_distance", "known_dimension", "aruco") if s in scales),
-                  "none")
+    source = next(
+        (s for s in ("known_distance", "known_dimension", "aruco") if s in scales), "none"
+    )
     mpu = scales.get(source)
     if source == "none":
         notes.insert(0, NO_SCALE_NOTE)
@@ -908,8 +927,10 @@ def run(
         for other, value in scales.items():
             diff = value / scales[source] - 1.0
             if other != source and abs(diff) > DISAGREEMENT:
-                notes.append(f"the scale from the {_SOURCE_WORDS[other]} differs by "
-                             f"{100 * diff:+.1f}% from the one used ({_SOURCE_WORDS[source]})")
+                notes.append(
+                    f"the scale from the {_SOURCE_WORDS[other]} differs by "
+                    f"{100 * diff:+.1f}% from the one used ({_SOURCE_WORDS[source]})"
+                )
     if box is None:
         if len(np.asarray(points).reshape(-1, 3)) == 0 or source != "none":
             notes.append("no product points to measure")
@@ -938,8 +959,11 @@ def run(
         scales=scales,
         up_source=up_source,
     )
-    summary = (f"{dimensions_text(dims_mm)} ({source})" if dims_mm is not None
-               else (result.note or "no dimensions"))
+    summary = (
+        f"{dimensions_text(dims_mm)} ({source})"
+        if dims_mm is not None
+        else (result.note or "no dimensions")
+    )
     progress(ProgressEvent(STAGE, 1, 1, summary))
     logger.info("Scale: %s%s", source, f", {summary}" if dims_mm is not None else "")
     return result
@@ -958,11 +982,15 @@ def _marker_notes(markers: Markers, cfg: ScaleConfig, placed: bool) -> list[str]
     seen = sorted({m for per in markers.detections.values() for m in per})
     size = f"{cfg.marker_size_mm:g} mm {cfg.marker_dictionary}"
     if not seen:
-        notes.append(f"no printed marker ({size}) found in the photos: check that it is in "
-                     "view, flat, printed at that size and from that dictionary")
+        notes.append(
+            f"no printed marker ({size}) found in the photos: check that it is in "
+            "view, flat, printed at that size and from that dictionary"
+        )
     elif not placed:
-        notes.append(f"markers {', '.join(map(str, seen))} were found but none could be placed "
-                     "in 3D: each must be seen, unmoved, in two or more photos")
+        notes.append(
+            f"markers {', '.join(map(str, seen))} were found but none could be placed "
+            "in 3D: each must be seen, unmoved, in two or more photos"
+        )
     for mid, why in sorted(markers.ignored.items()):
         notes.append(f"marker {mid} ignored: {why}")
     return notes

@@ -199,16 +199,18 @@ def test_no_cameras_is_a_gap_not_an_error():
 @pytest.fixture(scope="module")
 def shoot(tmp_path_factory):
     """Eight distinct 320x240 views of the bottle, and a copy with faults added."""
-    scene = render_scene(tmp_path_factory.mktemp("pf_scene"), "bottle", n_azimuth=8,
-                         elevations_deg=(25.0,), **SMALL)
+    scene = render_scene(
+        tmp_path_factory.mktemp("pf_scene"), "bottle", n_azimuth=8, elevations_deg=(25.0,), **SMALL
+    )
     photos = tmp_path_factory.mktemp("pf_photos")
     for p in scene.image_paths:
         shutil.copy(p, photos / p.name)
     names = [p.name for p in scene.image_paths]
     blurred, dark, bright, near, exact = names[1], names[3], names[5], names[6], names[7]
     img = cv2.imread(str(photos / blurred))
-    cv2.imwrite(str(photos / blurred), cv2.GaussianBlur(img, (0, 0), 2.0),
-                [cv2.IMWRITE_JPEG_QUALITY, 92])
+    cv2.imwrite(
+        str(photos / blurred), cv2.GaussianBlur(img, (0, 0), 2.0), [cv2.IMWRITE_JPEG_QUALITY, 92]
+    )
     img = cv2.imread(str(photos / dark))
     cv2.imwrite(str(photos / dark), (img * 0.3).astype(np.uint8))
     img = cv2.imread(str(photos / bright)).astype(np.float32)
@@ -253,7 +255,10 @@ def test_preflight_names_each_fault(shoot):
     assert [e.current for e in events] == list(range(10))
     assert {e.stage for e in events} == {"preflight"}
     assert json.loads(json.dumps([a.to_dict() for a in advice]))[0].keys() == {
-        "kind", "images", "message"}
+        "kind",
+        "images",
+        "message",
+    }
 
 
 def test_preflight_is_quiet_on_a_clean_shoot(shoot):
@@ -270,8 +275,9 @@ def test_exact_duplicates_among_images_by_hash(shoot):
     clean = ingest.run([scene.image_dir], IngestConfig(), scene.root / "work_hash")
     images = list(clean.images)
     images[4] = dataclasses.replace(images[4], sha256=images[2].sha256)
-    advice = coverage.preflight(dataclasses.replace(clean, images=tuple(images)),
-                                dataclasses.replace(CFG, min_photos=8))
+    advice = coverage.preflight(
+        dataclasses.replace(clean, images=tuple(images)), dataclasses.replace(CFG, min_photos=8)
+    )
     (dup,) = advice[:1]
     assert dup.kind == "duplicate" and dup.images == (images[2].name, images[4].name)
     assert "same file" in dup.message
@@ -280,8 +286,14 @@ def test_exact_duplicates_among_images_by_hash(shoot):
 
 def test_turntable_views_are_not_duplicates(tmp_path):
     """A busy backdrop identical in every photo and a plain bottle: distinct views all the same."""
-    scene = render_scene(tmp_path / "tt", "lowtex", n_azimuth=12, elevations_deg=(20.0,),
-                         backdrop="turntable", **SMALL)
+    scene = render_scene(
+        tmp_path / "tt",
+        "lowtex",
+        n_azimuth=12,
+        elevations_deg=(20.0,),
+        backdrop="turntable",
+        **SMALL,
+    )
     result = ingest.run([scene.image_dir], IngestConfig(), tmp_path / "work")
     advice = coverage.preflight(result, dataclasses.replace(CFG, min_photos=12))
     assert advice == []
@@ -297,15 +309,19 @@ def test_set_wide_conditions_are_not_flagged_photo_by_photo(shoot):
     scene, _, _ = shoot
     clean = ingest.run([scene.image_dir], IngestConfig(), scene.root / "work_set")
     cfg = dataclasses.replace(CFG, min_photos=8)
-    plain = [dataclasses.replace(r, sharpness=8.0 + i, bright_fraction=0.45 + 0.01 * i)
-             for i, r in enumerate(clean.images)]
+    plain = [
+        dataclasses.replace(r, sharpness=8.0 + i, bright_fraction=0.45 + 0.01 * i)
+        for i, r in enumerate(clean.images)
+    ]
     assert coverage.preflight(dataclasses.replace(clean, images=tuple(plain)), cfg) == []
     # ... while one photo far more clipped than the rest, or one without any detail, is
     odd = list(plain)
     odd[2] = dataclasses.replace(odd[2], bright_fraction=0.8)
     odd[5] = dataclasses.replace(odd[5], sharpness=2.0)
-    kinds = {a.kind: a.images for a in coverage.preflight(
-        dataclasses.replace(clean, images=tuple(odd)), cfg)}
+    kinds = {
+        a.kind: a.images
+        for a in coverage.preflight(dataclasses.replace(clean, images=tuple(odd)), cfg)
+    }
     assert kinds == {"overexposed": (odd[2].name,), "blurry": (odd[5].name,)}
 
 
@@ -329,7 +345,9 @@ def test_real_gantry_ring_duplicate_and_height(tmp_path):
     advice = coverage.preflight(result, CFG)
     # the documented repeat (same pose, two exposures), and nothing about the black cloth
     assert [(a.kind, a.images) for a in advice] == [
-        ("duplicate", ("templeSR0001.png", "templeSR0011.png")), ("too_few", ())]
+        ("duplicate", ("templeSR0001.png", "templeSR0011.png")),
+        ("too_few", ()),
+    ]
     assert "Only 15 different views" in advice[1].message
     cams = read_ground_truth(root / "cameras.json")
     bbox = json.loads((root / "cameras.json").read_text())["bbox"]

@@ -424,8 +424,14 @@ def test_viewer_escapes_title_and_strips_paths(tmp_path: Path) -> None:
 
 def test_viewer_with_mesh_and_dimensions(tmp_path: Path) -> None:
     mesh = _two_tone_sphere()
-    info = write_viewer(tmp_path / "v.html", _blue_cloud(3000), _ring_cameras(6), title="Ball",
-                        mesh=mesh, dimensions_mm=(90.4, 90.0, 90.2))
+    info = write_viewer(
+        tmp_path / "v.html",
+        _blue_cloud(3000),
+        _ring_cameras(6),
+        title="Ball",
+        mesh=mesh,
+        dimensions_mm=(90.4, 90.0, 90.2),
+    )
     assert info["mesh_triangles"] == mesh.num_triangles
     page = (tmp_path / "v.html").read_text(encoding="utf-8")
     assert not re.search(r"""src\s*=\s*["']?https?:""", page, flags=re.IGNORECASE)
@@ -692,8 +698,14 @@ def test_viewer_mesh_renders_and_toggles_in_headless_chromium(tmp_path: Path) ->
     from PIL import Image
 
     path = tmp_path / "viewer.html"
-    write_viewer(path, _blue_cloud(20_000), _ring_cameras(8, radius=2.0, height=0.8),
-                 title="Ball", mesh=_two_tone_sphere(), show_cameras=False)
+    write_viewer(
+        path,
+        _blue_cloud(20_000),
+        _ring_cameras(8, radius=2.0, height=0.8),
+        title="Ball",
+        mesh=_two_tone_sphere(),
+        show_cameras=False,
+    )
     assert CHROMIUM is not None
     chrome = _Chromium(CHROMIUM)
     state_js = """(() => {

@@ -32,8 +32,9 @@ from engine.export.glb import (
 from engine.types import Mesh
 
 #: One colour per cube face: +x, -x, +y, -y, +z, -z.
-FACE_COLOURS = np.array([[220, 40, 40], [40, 180, 60], [40, 70, 220], [230, 200, 40],
-                         [200, 60, 200], [40, 200, 210]])
+FACE_COLOURS = np.array(
+    [[220, 40, 40], [40, 180, 60], [40, 70, 220], [230, 200, 40], [200, 60, 200], [40, 200, 210]]
+)
 CELL = 64
 
 
@@ -62,22 +63,29 @@ def _cube(size: float = 0.1, textured: bool = True) -> Mesh:
         cx, cy = k % 3, k // 3
         inset = 16
         uvs.extend(
-            [(cx * CELL + inset + (du + 1) / 2 * (CELL - 2 * inset)) / (3 * CELL),
-             1.0 - (cy * CELL + inset + (dv + 1) / 2 * (CELL - 2 * inset)) / (2 * CELL)]
-            for du, dv in ((-1, -1), (1, -1), (1, 1), (-1, 1)))
+            [
+                (cx * CELL + inset + (du + 1) / 2 * (CELL - 2 * inset)) / (3 * CELL),
+                1.0 - (cy * CELL + inset + (dv + 1) / 2 * (CELL - 2 * inset)) / (2 * CELL),
+            ]
+            for du, dv in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+        )
         colours.extend([FACE_COLOURS[k]] * 4)
     texture = np.zeros((2 * CELL, 3 * CELL, 3), np.uint8)
     for k in range(6):
         cx, cy = k % 3, k // 3
-        texture[cy * CELL:(cy + 1) * CELL, cx * CELL:(cx + 1) * CELL] = FACE_COLOURS[k]
-    return Mesh(np.concatenate(corners), np.array(faces, np.int32),
-                np.array(colours, np.uint8),
-                np.array(uvs, np.float32) if textured else None,
-                texture if textured else None)
+        texture[cy * CELL : (cy + 1) * CELL, cx * CELL : (cx + 1) * CELL] = FACE_COLOURS[k]
+    return Mesh(
+        np.concatenate(corners),
+        np.array(faces, np.int32),
+        np.array(colours, np.uint8),
+        np.array(uvs, np.float32) if textured else None,
+        texture if textured else None,
+    )
 
 
-def _similarity(scale: float = 2.0, degrees: float = 30.0, shift=(0.5, -0.2, 0.1),
-                mirror: bool = False) -> np.ndarray:
+def _similarity(
+    scale: float = 2.0, degrees: float = 30.0, shift=(0.5, -0.2, 0.1), mirror: bool = False
+) -> np.ndarray:
     a = np.radians(degrees)
     rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1.0]])
     if mirror:
@@ -108,7 +116,7 @@ def _glb_json(path: Path) -> dict:
     data = path.read_bytes()
     assert data[:4] == b"glTF" and struct.unpack_from("<I", data, 8)[0] == len(data)
     size = struct.unpack_from("<I", data, 12)[0]
-    return json.loads(data[20:20 + size])
+    return json.loads(data[20 : 20 + size])
 
 
 @pytest.mark.parametrize("mirror", [False, True])
@@ -126,8 +134,12 @@ def test_glb_geometry_texture_and_frame(tmp_path: Path, mirror: bool) -> None:
     assert (_outward(np.asarray(geom.vertices), np.asarray(geom.faces)) > 0.5).all()
     image = geom.visual.material.baseColorTexture
     assert image.size == (3 * CELL, 2 * CELL)
-    tex = Mesh(geom.vertices, geom.faces, uv=np.asarray(geom.visual.uv, np.float32),
-               texture=np.asarray(image.convert("RGB")))
+    tex = Mesh(
+        geom.vertices,
+        geom.faces,
+        uv=np.asarray(geom.visual.uv, np.float32),
+        texture=np.asarray(image.convert("RGB")),
+    )
     got = texture_colours(tex, tex.uv)
     # every vertex's texture colour is its face's colour (JPEG: within a few levels)
     assert np.abs(got - np.repeat(FACE_COLOURS, 4, axis=0)).max() <= 8
@@ -146,8 +158,10 @@ def test_glb_geometry_texture_and_frame(tmp_path: Path, mirror: bool) -> None:
     assert back.texture.shape == cube.texture.shape
     for cy in range(2):
         for cx in range(3):  # cell interiors (JPEG blurs the colour edges between cells)
-            inner = (slice(cy * CELL + 8, (cy + 1) * CELL - 8), slice(cx * CELL + 8,
-                                                                      (cx + 1) * CELL - 8))
+            inner = (
+                slice(cy * CELL + 8, (cy + 1) * CELL - 8),
+                slice(cx * CELL + 8, (cx + 1) * CELL - 8),
+            )
             diff = back.texture[inner].astype(int) - cube.texture[inner]
             assert np.abs(diff).max() <= 8
     assert (_outward(back.vertices, back.faces) > 0.5).all()
@@ -200,21 +214,28 @@ def test_obj_mtl_and_texture(tmp_path: Path) -> None:
     for p in files:
         assert str(tmp_path).encode() not in p.read_bytes()
     loaded = trimesh.load(tmp_path / "mesh.obj", process=False, maintain_order=True)
-    np.testing.assert_allclose(loaded.vertices, _y_up(_apply(transform, cube.vertices)),
-                               atol=1e-5)
+    np.testing.assert_allclose(loaded.vertices, _y_up(_apply(transform, cube.vertices)), atol=1e-5)
     assert len(loaded.faces) == 12
     img = loaded.visual.material.image
     assert img is not None and img.size == (3 * CELL, 2 * CELL)
-    got = texture_colours(Mesh(loaded.vertices, loaded.faces, uv=loaded.visual.uv,
-                               texture=np.asarray(img.convert("RGB"))), loaded.visual.uv)
+    got = texture_colours(
+        Mesh(
+            loaded.vertices,
+            loaded.faces,
+            uv=loaded.visual.uv,
+            texture=np.asarray(img.convert("RGB")),
+        ),
+        loaded.visual.uv,
+    )
     assert np.abs(got - np.repeat(FACE_COLOURS, 4, axis=0)).max() <= 1  # PNG: exact
 
     (tmp_path / "plain_texture.png").write_bytes(b"stale")  # from an earlier textured export
     files = write_obj(tmp_path / "plain.obj", _cube(textured=False))
     assert [p.name for p in files] == ["plain.obj", "plain.mtl"]
     assert not (tmp_path / "plain_texture.png").exists()
-    first = next(line for line in (tmp_path / "plain.obj").read_text().splitlines()
-                 if line.startswith("v "))
+    first = next(
+        line for line in (tmp_path / "plain.obj").read_text().splitlines() if line.startswith("v ")
+    )
     assert np.allclose([float(x) for x in first.split()[4:]], FACE_COLOURS[0] / 255, atol=1e-3)
 
 
@@ -262,8 +283,12 @@ def test_usdz_for_ar_quick_look(tmp_path: Path) -> None:
 
 
 def test_embed_page(tmp_path: Path) -> None:
-    path = write_embed_html(tmp_path / "embed.html", str(tmp_path / "out" / "mesh.glb"),
-                            title='Blue "Vase" <3>', usdz_name="mesh.usdz")
+    path = write_embed_html(
+        tmp_path / "embed.html",
+        str(tmp_path / "out" / "mesh.glb"),
+        title='Blue "Vase" <3>',
+        usdz_name="mesh.usdz",
+    )
     page = path.read_text(encoding="utf-8")
     tag = re.search(r"<model-viewer\b[^>]*>", page).group(0)
     assert 'src="mesh.glb"' in tag and 'ios-src="mesh.usdz"' in tag

@@ -37,8 +37,17 @@ RED, BLUE, GREY = (200, 40, 40), (40, 60, 200), (90, 90, 90)
 
 def _records(scene, masks: bool = True) -> list[ImageRecord]:
     return [
-        ImageRecord(c.name, p, p, c.width, c.height, c.width, c.height, "synthetic",
-                    mask_path=m if masks else None)
+        ImageRecord(
+            c.name,
+            p,
+            p,
+            c.width,
+            c.height,
+            c.width,
+            c.height,
+            "synthetic",
+            mask_path=m if masks else None,
+        )
         for c, p, m in zip(scene.cameras, scene.image_paths, scene.mask_paths, strict=True)
     ]
 
@@ -51,15 +60,23 @@ def _gt_cloud(scene, seed: int = 0, n: int = 60_000) -> PointCloud:
     truth, truth_normals = scene.surface_points[pick], scene.surface_normals[pick]
     pts = truth + rng.normal(0, 0.0005, truth.shape)
     col = np.where(truth[:, :1] > 0, RED, BLUE)
-    floor = np.column_stack([rng.uniform(-0.25, 0.25, (25_000, 2)),
-                             rng.normal(0, 0.0005, 25_000)])
+    floor = np.column_stack([rng.uniform(-0.25, 0.25, (25_000, 2)), rng.normal(0, 0.0005, 25_000)])
     lo, hi = scene.bbox_min, scene.bbox_max
-    under = ((floor[:, 0] > lo[0]) & (floor[:, 0] < hi[0]) & (floor[:, 1] > lo[1])
-             & (floor[:, 1] < hi[1]))
+    under = (
+        (floor[:, 0] > lo[0])
+        & (floor[:, 0] < hi[0])
+        & (floor[:, 1] > lo[1])
+        & (floor[:, 1] < hi[1])
+    )
     floor = floor[~under]
     blob = np.array([0.2, 0.0, 0.1]) + rng.normal(0, 0.004, (400, 3))
-    normals = np.concatenate([truth_normals, np.tile([0.0, 0.0, 1.0], (len(floor), 1)),
-                              np.tile([1.0, 0.0, 0.0], (len(blob), 1))])
+    normals = np.concatenate(
+        [
+            truth_normals,
+            np.tile([0.0, 0.0, 1.0], (len(floor), 1)),
+            np.tile([1.0, 0.0, 0.0], (len(blob), 1)),
+        ]
+    )
     return PointCloud(
         np.concatenate([pts, floor, blob]).astype(np.float32),
         np.concatenate([col, np.tile(GREY, (len(floor) + len(blob), 1))]).astype(np.uint8),
@@ -67,8 +84,9 @@ def _gt_cloud(scene, seed: int = 0, n: int = 60_000) -> PointCloud:
     )
 
 
-def _surface_errors(vertices: np.ndarray, faces: np.ndarray, scene,
-                    n: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+def _surface_errors(
+    vertices: np.ndarray, faces: np.ndarray, scene, n: int = 200_000
+) -> tuple[np.ndarray, np.ndarray]:
     """Distances mesh -> true surface (area samples) and true surface -> mesh."""
     tm = trimesh.Trimesh(vertices, faces, process=False)
     samples, _ = trimesh.sample.sample_surface(tm, n, seed=0)
@@ -77,14 +95,16 @@ def _surface_errors(vertices: np.ndarray, faces: np.ndarray, scene,
     return to_truth, to_mesh
 
 
-def _components_outside(vertices: np.ndarray, faces: np.ndarray, scene,
-                        margin: float) -> list[np.ndarray]:
+def _components_outside(
+    vertices: np.ndarray, faces: np.ndarray, scene, margin: float
+) -> list[np.ndarray]:
     """Bounding boxes (min, max) of the connected components reaching outside the true box."""
     n = len(vertices)
     a = faces.ravel()
     b = faces[:, [1, 2, 0]].ravel()
-    _, labels = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)),
-                                     directed=False)
+    _, labels = connected_components(
+        coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False
+    )
     lo = scene.bbox_min - margin
     hi = scene.bbox_max + margin
     out = []
@@ -95,9 +115,15 @@ def _components_outside(vertices: np.ndarray, faces: np.ndarray, scene,
     return out
 
 
-def _texture_vs_photos(mesh: Mesh, scene, to_world, n: int = 3000, seed: int = 0,
-                       uv: np.ndarray | None = None,
-                       texture: np.ndarray | None = None) -> np.ndarray:
+def _texture_vs_photos(
+    mesh: Mesh,
+    scene,
+    to_world,
+    n: int = 3000,
+    seed: int = 0,
+    uv: np.ndarray | None = None,
+    texture: np.ndarray | None = None,
+) -> np.ndarray:
     """Per sample point on the mesh: mean |texture colour - photo colour| over RGB.
 
     Points are drawn uniformly on the surface; each is compared in the most frontal of a
@@ -107,8 +133,7 @@ def _texture_vs_photos(mesh: Mesh, scene, to_world, n: int = 3000, seed: int = 0
     v = np.asarray(mesh.vertices, np.float64)
     f = np.asarray(mesh.faces, np.int64)
     uv = np.asarray(mesh.uv if uv is None else uv, np.float64)
-    tex_mesh = Mesh(v, f, None, uv.astype(np.float32),
-                    mesh.texture if texture is None else texture)
+    tex_mesh = Mesh(v, f, None, uv.astype(np.float32), mesh.texture if texture is None else texture)
     p = to_world(v)
     cross = np.cross(p[f[:, 1]] - p[f[:, 0]], p[f[:, 2]] - p[f[:, 0]])
     area = np.linalg.norm(cross, axis=1)
@@ -129,8 +154,9 @@ def _texture_vs_photos(mesh: Mesh, scene, to_world, n: int = 3000, seed: int = 0
         truth = depth_map(scene.name, cam)
         vis = ok.copy()
         vis[ok] = np.abs(truth[row[ok], col[ok]] - pc[ok, 2]) < 0.002
-        cos = np.sum(normals * (cam.center - pts), axis=1) / np.linalg.norm(cam.center - pts,
-                                                                           axis=1)
+        cos = np.sum(normals * (cam.center - pts), axis=1) / np.linalg.norm(
+            cam.center - pts, axis=1
+        )
         better = vis & (np.abs(cos) > best)
         if better.any():
             img = np.asarray(Image.open(path).convert("RGB"), np.float64)
@@ -153,8 +179,9 @@ def meshed(box, tmp_path_factory):
     """The box meshed from ground-truth samples, with masks, and its progress events."""
     events: list[ProgressEvent] = []
     work = tmp_path_factory.mktemp("mesh_work")
-    result = mesh_stage.run(_gt_cloud(box), box.camera_dict(), _records(box), FAST, work,
-                            progress=events.append)
+    result = mesh_stage.run(
+        _gt_cloud(box), box.camera_dict(), _records(box), FAST, work, progress=events.append
+    )
     return result, events, work
 
 
@@ -264,8 +291,15 @@ def test_too_few_points_and_cancel(box, tmp_path):
         token.cancel()
 
     with pytest.raises(Cancelled):
-        mesh_stage.run(cloud, box.camera_dict(), _records(box), FAST, tmp_path,
-                       progress=cancel_on_first, cancel=token)
+        mesh_stage.run(
+            cloud,
+            box.camera_dict(),
+            _records(box),
+            FAST,
+            tmp_path,
+            progress=cancel_on_first,
+            cancel=token,
+        )
 
 
 @pytest.mark.slow
@@ -273,12 +307,19 @@ def test_mesh_from_real_dense_output(solved, tmp_path):
     """SfM -> dense -> fuse -> mesh -> GLB on the box, scored in the true frame."""
     scene, images, model, _ = solved("box")
     masks = {Path(p).stem: p for p in sorted((scene.root / MASK_DIR).glob("*.png"))}
-    images = dataclasses.replace(images, images=tuple(
-        dataclasses.replace(r, mask_path=masks[Path(r.name).stem]) for r in images.images))
+    images = dataclasses.replace(
+        images,
+        images=tuple(
+            dataclasses.replace(r, mask_path=masks[Path(r.name).stem]) for r in images.images
+        ),
+    )
     cfg = preset("standard")
     # depth maps at 400 px and Poisson depth 8: 5x faster than the preset, as accurate here
-    cfg = dataclasses.replace(cfg, dense=dataclasses.replace(cfg.dense, max_image_size=400),
-                              mesh=dataclasses.replace(cfg.mesh, poisson_depth=8))
+    cfg = dataclasses.replace(
+        cfg,
+        dense=dataclasses.replace(cfg.dense, max_image_size=400),
+        mesh=dataclasses.replace(cfg.mesh, poisson_depth=8),
+    )
     depth = dense.run(images, model, cfg.dense, tmp_path / "dense")
     fused = fuse.run(list(depth.paths), cfg.fuse, tmp_path / "dense.ply")
     result = mesh_stage.run(fused.cloud, model.cameras, images, cfg.mesh, tmp_path / "work")
@@ -309,9 +350,13 @@ def test_mesh_from_real_dense_output(solved, tmp_path):
     yup = np.asarray(geom.vertices, np.float64)
     zup = np.stack([yup[:, 0], -yup[:, 2], yup[:, 1]], axis=1)
     np.testing.assert_allclose(zup, to_world(m.vertices), atol=1e-5)
-    err = _texture_vs_photos(Mesh(zup, np.asarray(geom.faces)), scene, lambda v: v,
-                             uv=np.asarray(geom.visual.uv),
-                             texture=np.asarray(image.convert("RGB")))
+    err = _texture_vs_photos(
+        Mesh(zup, np.asarray(geom.faces)),
+        scene,
+        lambda v: v,
+        uv=np.asarray(geom.visual.uv),
+        texture=np.asarray(image.convert("RGB")),
+    )
     # measured: median 6 levels (the texture was JPEG-compressed on the way)
     assert np.median(err) <= 15, np.percentile(err, [50, 90])
 

@@ -116,8 +116,9 @@ def test_resume_skips_finished_stages_and_gives_the_same_model(small_scene, tmp_
     sized = reconstruct(
         [small_scene.image_dir],
         out,
-        cfg.replace(scale=dataclasses.replace(cfg.scale, known_dimension="height",
-                                              known_dimension_mm=220.0)),
+        cfg.replace(
+            scale=dataclasses.replace(cfg.scale, known_dimension="height", known_dimension_mm=220.0)
+        ),
     )
     assert set(sized.report.stage_seconds) == cheap
     assert sized.report.stages["scale"]["source"] == "known_dimension"

@@ -92,8 +92,9 @@ def _move_cameras(cams, s, rot, t):
     out = {}
     for c in cams:
         r_new = c.R @ rot.T
-        out[c.name] = CameraPose(c.name, r_new, s * c.t - r_new @ t, c.K, c.width, c.height,
-                                 c.model, c.params)
+        out[c.name] = CameraPose(
+            c.name, r_new, s * c.t - r_new @ t, c.K, c.width, c.height, c.model, c.params
+        )
     return out
 
 
@@ -104,8 +105,13 @@ def _move_cameras(cams, s, rot, t):
 def test_markers_give_true_scale_and_dimensions(marker_solved):
     scene, images, model, (s, rot, t), product = marker_solved
     events = []
-    result = scale.run(model.cameras, images.images, product,
-                       ScaleConfig(marker_size_mm=MARKER_MM), progress=events.append)
+    result = scale.run(
+        model.cameras,
+        images.images,
+        product,
+        ScaleConfig(marker_size_mm=MARKER_MM),
+        progress=events.append,
+    )
     summary = (result.metres_per_unit, s, result.dimensions_mm, result.note, result.to_report())
     assert result.source == "aruco", summary
     assert result.markers == 4, summary
@@ -164,8 +170,12 @@ def test_marker_settings_that_find_nothing_leave_a_note(marker_solved):
     result = scale.run(model.cameras, images.images, product, cfg)
     assert result.source == "none" and result.metres_per_unit is None
     assert "no printed marker (40 mm DICT_6X6_50) found" in result.note
-    bad = scale.run(model.cameras, images.images, product,
-                    ScaleConfig(marker_size_mm=MARKER_MM, marker_dictionary="DICT_9X9_1"))
+    bad = scale.run(
+        model.cameras,
+        images.images,
+        product,
+        ScaleConfig(marker_size_mm=MARKER_MM, marker_dictionary="DICT_9X9_1"),
+    )
     assert bad.source == "none" and "unknown ArUco dictionary 'DICT_9X9_1'" in bad.note
 
 
@@ -178,13 +188,17 @@ def test_markers_entered_distance_disagreeing_is_reported(marker_solved):
     true_mm = 1000 * float(np.linalg.norm(a - b))
     found = scale.detect_markers(images.images, model.cameras)
     pa, pb = found.corners[0][0], found.corners[0][2]
-    cfg = ScaleConfig(marker_size_mm=MARKER_MM, known_distance_mm=1.03 * true_mm,
-                      known_points=(tuple(pa), tuple(pb)))
+    cfg = ScaleConfig(
+        marker_size_mm=MARKER_MM,
+        known_distance_mm=1.03 * true_mm,
+        known_points=(tuple(pa), tuple(pb)),
+    )
     result = scale.run(model.cameras, images.images, product, cfg)
     assert result.source == "known_distance"
     assert abs(result.metres_per_unit / s - 1.03) < 0.005
     assert "scale from the markers differs by -2.9% from the one used (known distance)" in (
-        result.note)
+        result.note
+    )
     assert set(result.scales) == {"known_distance", "aruco"}
 
 
@@ -227,7 +241,8 @@ def test_scene_records_its_markers(marker_scene):
     # markers lie outside the product's footprint
     for quad in corners:
         assert np.all(np.abs(quad[:, 0]) > BOX_SIZE[0] / 2 + 0.01) or np.all(
-            np.abs(quad[:, 1]) > BOX_SIZE[1] / 2 + 0.01)
+            np.abs(quad[:, 1]) > BOX_SIZE[1] / 2 + 0.01
+        )
 
 
 @pytest.mark.slow
@@ -256,8 +271,10 @@ def moved_box():
 def test_known_distance_is_exact(moved_box):
     s, rot, t, pts, cams = moved_box
     a, b = np.array([0.0, 0.0, 0.0]), np.array([0.3, -0.1, 0.2])
-    cfg = ScaleConfig(known_distance_mm=1000 * float(np.linalg.norm(b - a)),
-                      known_points=(tuple(s * rot @ a + t), tuple(s * rot @ b + t)))
+    cfg = ScaleConfig(
+        known_distance_mm=1000 * float(np.linalg.norm(b - a)),
+        known_points=(tuple(s * rot @ a + t), tuple(s * rot @ b + t)),
+    )
     result = scale.run(cams, [], pts, cfg)
     assert result.source == "known_distance" and result.note == ""
     assert result.metres_per_unit == pytest.approx(1 / s, rel=1e-9)
@@ -289,16 +306,26 @@ def test_known_dimension_is_exact(moved_box, which, index):
 @pytest.mark.parametrize(
     ("cfg", "words"),
     [
-        (ScaleConfig(known_distance_mm=50.0, known_points=((1.0, 2.0, 3.0), (1.0, 2.0, 3.0))),
-         "the two points picked are the same point"),
-        (ScaleConfig(known_distance_mm=50.0, known_points=((1.0, 2.0, 3.0),)),
-         "pick exactly two points"),
-        (ScaleConfig(known_distance_mm=0.0, known_points=((0, 0, 0), (1, 0, 0))),
-         "enter the distance in millimetres"),
-        (ScaleConfig(known_dimension="length", known_dimension_mm=100.0),
-         "give width, depth or height"),
-        (ScaleConfig(known_dimension="height", known_dimension_mm=-3.0),
-         "give width, depth or height"),
+        (
+            ScaleConfig(known_distance_mm=50.0, known_points=((1.0, 2.0, 3.0), (1.0, 2.0, 3.0))),
+            "the two points picked are the same point",
+        ),
+        (
+            ScaleConfig(known_distance_mm=50.0, known_points=((1.0, 2.0, 3.0),)),
+            "pick exactly two points",
+        ),
+        (
+            ScaleConfig(known_distance_mm=0.0, known_points=((0, 0, 0), (1, 0, 0))),
+            "enter the distance in millimetres",
+        ),
+        (
+            ScaleConfig(known_dimension="length", known_dimension_mm=100.0),
+            "give width, depth or height",
+        ),
+        (
+            ScaleConfig(known_dimension="height", known_dimension_mm=-3.0),
+            "give width, depth or height",
+        ),
     ],
 )
 def test_bad_settings_leave_a_note(moved_box, cfg, words):
@@ -391,8 +418,9 @@ def test_oriented_box_with_a_tilted_up():
     assert box.origin == pytest.approx(t, abs=2e-4 * s)
 
 
-@pytest.mark.parametrize(("tilt", "yaw"), [(0.0, 20.0), (1.5, 20.0), (3.5, 20.0), (1.5, 31.0),
-                                           (2.5, 65.0)])
+@pytest.mark.parametrize(
+    ("tilt", "yaw"), [(0.0, 20.0), (1.5, 20.0), (3.5, 20.0), (1.5, 31.0), (2.5, 65.0)]
+)
 def test_refine_up_finds_the_product_axis(tilt, yaw):
     pts = _box_points(BOX_SIZE, seed=2, noise=0.0003) @ _rot_z(yaw).T
     a = math.radians(tilt)
@@ -426,8 +454,9 @@ def test_place_markers_rejects_bad_views_and_lone_markers():
     cams = {c.name: c for c in ring_cameras("box", n_azimuth=8, elevations_deg=(20.0, 45.0))}
     ids, corners = marker_layout("box", MARKER_MM)
     names = sorted(cams)
-    detections = {n: {int(i): _project(cams[n], q) for i, q in zip(ids, corners, strict=True)}
-                  for n in names}
+    detections = {
+        n: {int(i): _project(cams[n], q) for i, q in zip(ids, corners, strict=True)} for n in names
+    }
     detections[names[3]][0] = detections[names[3]][0] + [25.0, -10.0]  # a misread
     detections[names[0]][9] = _project(cams[names[0]], corners[0] + [0.3, 0.0, 0.0])
     warped = corners[1] * [1.0, 1.0, 0.0] + [[0, 0, 0], [0, 0, 0], [0, 0, 0.02], [0, 0, 0]]
