@@ -292,6 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(prog="vitrine", description="Product photos to a 3D model.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument(
+        "--selftest",
+        action="store_true",
+        help="reconstruct a tiny synthetic scene, check it against its truth, exit 0 or 1",
+    )
+    app = parser.add_argument_group("desktop app (no command)")
+    app.add_argument("--project", metavar="FOLDER", help="open this project folder")
+    app.add_argument("--sample", action="store_true", help="open the built-in sample")
+    app.add_argument(
+        "--no-sample", action="store_true", help="start empty, even on the first start"
+    )
     sub = parser.add_subparsers(dest="command")
 
     rec = sub.add_parser("reconstruct", help="reconstruct photos into a run folder")
@@ -366,11 +377,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
+    if args.selftest:  # also what a packaged app is checked with (bench/build_bundle.sh)
+        from engine.selftest import run_selftest
+
+        return run_selftest()
     if args.command is None:
         if importlib.util.find_spec("gui.app") is not None:
             from gui.app import run_app
 
-            return run_app()
+            app_argv = ["--project", args.project] if args.project else []
+            app_argv += ["--sample"] if args.sample else []
+            app_argv += ["--no-sample"] if args.no_sample else []
+            return run_app(app_argv)
         # Until the desktop window lands, the no-argument start shows the sample reconstruction.
         print("The desktop window is not part of this version yet: showing the sample instead.")
         return cmd_demo(argparse.Namespace(dir=str(Path.home() / "Vitrine"), no_browser=False))

@@ -17,6 +17,11 @@ PRESETS = ("preview", "standard", "high")
 Device = Literal["auto", "cpu", "cuda"]
 
 
+#: Longest side in pixels below which a photo is too small to reconstruct from: SIFT finds too
+#: few features in it and SfM would grind through hundreds of thumbnails for nothing.
+MIN_PHOTO_SIDE = 160
+
+
 @dataclass(frozen=True)
 class IngestConfig:
     """How photos are read and prepared."""
@@ -29,6 +34,9 @@ class IngestConfig:
     """Fewer usable photos than this is an error."""
     max_pixels: int = 250_000_000
     """Refuse to decode images larger than this (decompression-bomb guard)."""
+    min_side: int = 0
+    """Photos whose longest side is below this many pixels are skipped as too small to
+    reconstruct (thumbnails); 0: no limit. A run uses at least ``MIN_PHOTO_SIDE``."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,10 @@ class DenseConfig:
     """Pixels whose NCC window varies less than this (grey levels, std) get no MVS depth."""
     max_batch_pixels: int = 0
     """Pixels x hypotheses x sources per batch; 0 sizes it to the device's free memory."""
+    memory_budget_mb: float = 0.0
+    """Memory the depth sweep may use at once, in MB (0: half the GPU's free memory, or about
+    330 MB on the CPU). A batch that still runs out of memory is halved and the view goes on
+    with the same result; ``max_batch_pixels`` wins when set."""
 
 
 @dataclass(frozen=True)

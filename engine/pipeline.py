@@ -9,6 +9,7 @@ cancelled run resumes from its last finished stage.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -21,9 +22,16 @@ from typing import Any, TypeVar
 import numpy as np
 
 import engine
-from engine.config import PipelineConfig
+from engine.config import MIN_PHOTO_SIDE, PipelineConfig
 from engine.device import resolve_device
-from engine.errors import InputError, OutputError, ReconstructionError, VitrineError
+from engine.errors import (
+    InputError,
+    OutputError,
+    ReconstructionError,
+    VitrineError,
+    disk_full_error,
+    is_disk_full,
+)
 from engine.export.plotly_html import write_viewer
 from engine.export.ply import read_ply, write_ply
 from engine.export.report import write_json_atomic, write_report
@@ -45,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 STATE_FILE = "state.json"
+#: Where a failed or cancelled run's report goes when the folder holds a finished run: the
+#: finished run's report.json (and its viewer, cloud and mesh) stay as they were.
+ATTEMPT_REPORT = "report-last-attempt.json"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -87,6 +98,29 @@ def _folder_listing(folder: str) -> list[Any]:
     except OSError:
         return []
     return listing
+
+
+def _finished_before(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds the report.json of a finished run."""
+    try:
+        saved = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and saved.get("status") == "finished"
+
+
+def _output_error(exc: BaseException, out_dir: Path) -> OutputError | None:
+    """A readable error for an OSError that escaped a stage while writing the run folder."""
+    if is_disk_full(exc):
+        return disk_full_error(out_dir)
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        where = Path(exc.filename).name if exc.filename else out_dir.name
+        return OutputError(
+            f"Cannot write {where} in the output folder '{out_dir}' ({exc.strerror or exc}). "
+            "Make the folder writable or choose another one, then run again: finished stages "
+            "are kept."
+        )
+    return None
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -259,6 +293,9 @@ class Pipeline:
         device = resolve_device(self.config.device)
         self.device = device
         report = RunReport(engine.__version__, self.config.preset, device)
+        # A finished run already in this folder keeps its report, viewer, cloud and mesh when
+        # this run fails or is cancelled before its own export.
+        self._finished_before = _finished_before(self.out_dir)
         try:
             return self._run(report)
         except Cancelled:
@@ -272,14 +309,29 @@ class Pipeline:
             raise
         except Exception as exc:
             report.status = "failed"
+            error = _output_error(exc, self.out_dir)
+            if error is not None:  # disk full, folder made read-only: not a bug, say what to do
+                report.warnings.append(str(error))
+                logger.error("Run failed: %s", error)
+                raise error from exc
             report.warnings.append(f"internal error: {type(exc).__name__}: {exc}")
             logger.exception("Run failed with an internal error")
             raise
         finally:
+            name = "report.json"
+            if report.status != "finished" and self._finished_before:
+                name = ATTEMPT_REPORT
+                logger.info(
+                    "The finished run already in %s is kept; this attempt's report is %s.",
+                    self.out_dir,
+                    ATTEMPT_REPORT,
+                )
             try:
-                write_report(self.out_dir / "report.json", report, [self.out_dir, *self.inputs])
-            except OSError as exc:  # disk full or folder gone: say so, keep the first error
-                logger.error("Could not write report.json: %s", exc)
+                write_report(self.out_dir / name, report, [self.out_dir, *self.inputs])
+                if name == "report.json":
+                    (self.out_dir / ATTEMPT_REPORT).unlink(missing_ok=True)
+            except (OSError, OutputError) as exc:  # disk full or folder gone: keep 1st error
+                logger.error("Could not write %s: %s", name, exc)
             engine_logger.removeHandler(handler)
             engine_logger.setLevel(old_level)
             handler.close()
@@ -287,7 +339,8 @@ class Pipeline:
     def _run(self, report: RunReport) -> RunResult:
         cfg = self.config
         out = self.out_dir
-        write_json_atomic(out / "config.json", cfg.to_dict())
+        if not self._finished_before:  # else written when this run finishes, with its report
+            write_json_atomic(out / "config.json", cfg.to_dict())
         work = out / "work"
         work.mkdir(exist_ok=True)
         key = {"inputs": self._input_key(), "engine": engine.__version__}
@@ -304,7 +357,10 @@ class Pipeline:
         else:
             state.forget_from("ingest", self.STAGES)
             # One usable photo is not an error: it makes a single-photo relief (below).
-            ingest_cfg = dataclasses.replace(cfg.ingest, min_images=1)
+            # Thumbnails are skipped at once: SfM on hundreds of them would run for nothing.
+            ingest_cfg = dataclasses.replace(
+                cfg.ingest, min_images=1, min_side=max(cfg.ingest.min_side, MIN_PHOTO_SIDE)
+            )
             ingest = self._timed(
                 report,
                 "ingest",
@@ -413,6 +469,7 @@ class Pipeline:
             ),
         )
         state.finish("export", {})
+        write_json_atomic(out / "config.json", cfg.to_dict())
         report.status = "finished"
         return RunResult(out, report, ingest, sparse, dense_cloud, mesh, scale, coverage)
 
@@ -627,6 +684,9 @@ class Pipeline:
             "median_valid_fraction": round(float(np.median(fractions)), 4) if fractions else 0,
             "skipped": dense.skipped,
         }
+        if dense.memory_note:
+            report.stages["dense"]["memory"] = dense.memory_note
+            report.warnings.append(dense.memory_note)
         maps = list(dense.paths)
         prior_key: Any = None
         estimator = self._depth_model(report)
@@ -656,7 +716,11 @@ class Pipeline:
         # Upstream changes (ingest, SfM) already cleared this stage from the state.
         fuse_key = _fingerprint(
             [
-                dataclasses.asdict(cfg.dense),
+                {
+                    k: v
+                    for k, v in dataclasses.asdict(cfg.dense).items()
+                    if k not in dense_stage.SPEED_ONLY_SETTINGS  # same depths, only faster
+                },
                 dataclasses.asdict(cfg.depth_prior) if prior_key else None,
                 dataclasses.asdict(cfg.fuse),
                 prior_key,
@@ -734,10 +798,11 @@ class Pipeline:
         try:
             estimator = self._load_depth_model()
         except ModelUnavailable as exc:
+            skipped = "".join(f" {s.path} was skipped: {s.reason}." for s in ingest.skipped[:5])
             raise ModelUnavailable(
                 f"Only one usable photo ({rec.name}): a 3D model needs at least two overlapping "
                 "photos, and a single-photo relief needs the depth network, which is not "
-                f"available. {exc}"
+                f"available.{skipped} {exc}"
             ) from exc
         info = estimator.info
         report.model = {"depth_prior": info.to_dict()}
@@ -765,6 +830,7 @@ class Pipeline:
         }
         self.progress(ProgressEvent("fuse", 1, 1, "relief", result.cloud))
         write_ply(self.out_dir / "dense.ply", result.cloud)
+        write_json_atomic(self.out_dir / "config.json", self.config.to_dict())
         self._timed(
             report,
             "export",
@@ -790,6 +856,7 @@ class Pipeline:
         title = cfg.product_name or _product_name(self.inputs)
         steps = 4 if mesh is not None else 2
         self.progress(ProgressEvent("export", 0, steps, "writing sparse.ply"))
+        self.cancel.raise_if_cancelled()  # before each file: none is half-written
         if len(sparse_points):
             write_ply(out / "sparse.ply", sparse_points)
         info: dict[str, Any] = {"title": title}
@@ -799,6 +866,7 @@ class Pipeline:
             for stale in MESH_OUTPUTS:  # a mesh of an earlier run must not pass for this one's
                 (out / stale).unlink(missing_ok=True)
         self.progress(ProgressEvent("export", steps - 1, steps, "writing viewer.html"))
+        self.cancel.raise_if_cancelled()  # before each file: none is half-written
         shown = dense if dense is not None and len(dense) else sparse_points
         stats = write_viewer(
             out / "viewer.html",
@@ -827,12 +895,14 @@ class Pipeline:
         out = self.out_dir
         transform = getattr(scale, "transform", None)
         self.progress(ProgressEvent("export", 1, steps, "writing mesh.glb"))
+        self.cancel.raise_if_cancelled()  # before each file: none is half-written
         info: dict[str, Any] = {
             "glb": glb.write_glb(
                 out / "mesh.glb", mesh, transform=transform, max_mb=self.config.mesh.max_glb_mb
             )
         }
         self.progress(ProgressEvent("export", 2, steps, "writing mesh.obj"))
+        self.cancel.raise_if_cancelled()  # before each file: none is half-written
         glb.write_obj(out / "mesh.obj", mesh, transform=transform)
         usdz_name = None
         try:

@@ -42,7 +42,7 @@ class ErrorSink(QObject):
     """
 
     reported = Signal(str, str, str)
-    _requested = Signal(str, str, str)
+    _requested = Signal(str, str, str, bool)
 
     def __init__(self, parent_window: QWidget | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -56,7 +56,7 @@ class ErrorSink(QObject):
         """Window the message boxes belong to (centred on it, closed with it)."""
         self._window = window
 
-    def report(self, title: str, message: str, details: str = "") -> None:
+    def report(self, title: str, message: str, details: str = "", *, warning: bool = False) -> None:
         """Log an error and show it in a non-modal message box (callable from any thread).
 
         Parameters
@@ -66,26 +66,34 @@ class ErrorSink(QObject):
         message
             What happened and what to do, in plain words.
         details
-            Technical details (a traceback), behind "Show Details...".
+            Technical details (a traceback, a long list), behind "Show Details...".
+        warning
+            Something the user should know that did not stop anything (files left out, a
+            setting not used): logged as a warning, shown with the warning icon.
         """
+        level = logging.WARNING if warning else logging.ERROR
         if details:
-            logger.error("%s: %s\n%s", title, message, details)
+            logger.log(level, "%s: %s\n%s", title, message, details)
         else:
-            logger.error("%s: %s", title, message)
+            logger.log(level, "%s: %s", title, message)
         if QThread.currentThread() == self.thread():
-            self._show(title, message, details)
+            self._show(title, message, details, warning)
         else:
-            self._requested.emit(title, message, details)  # queued to the GUI thread
+            self._requested.emit(title, message, details, warning)  # queued to the GUI thread
 
-    @Slot(str, str, str)
-    def _show(self, title: str, message: str, details: str) -> None:
+    def warn(self, title: str, message: str, details: str = "") -> None:
+        """:meth:`report` with ``warning=True``."""
+        self.report(title, message, details, warning=True)
+
+    @Slot(str, str, str, bool)
+    def _show(self, title: str, message: str, details: str, warning: bool = False) -> None:
         self.reported.emit(title, message, details)
         self._open = self.open_dialogs
         if len(self._open) >= MAX_OPEN_DIALOGS:
             self.last_dialog = None
             return
         box = QMessageBox(self._window)
-        box.setIcon(QMessageBox.Icon.Critical)
+        box.setIcon(QMessageBox.Icon.Warning if warning else QMessageBox.Icon.Critical)
         box.setWindowTitle(title)
         box.setText(message)
         if details:

@@ -76,7 +76,7 @@ from gui.log_panel import LogPanel, PanelFormatter
 from gui.mask_inspector import MaskInspector, load_photo_and_mask
 from gui.models import CloudModel, ProgressModel
 from gui.progress_panel import ProgressPanel
-from gui.project import MANIFEST, Project
+from gui.project import MANIFEST, READABLE_FORMATS, Project, Screening, screen_paths
 from gui.results import ResultModel, mask_failures, metres_per_unit
 from gui.scale_dialog import SetScaleDialog
 from gui.settings_panel import SettingsPanel, detect_gpu
@@ -94,6 +94,10 @@ SAMPLE_SET = "Sample bottle"
 LOGGERS = ("engine", "gui", "vitrine")
 #: Longest the window waits for a cancelled run to stop when it closes (seconds).
 CLOSE_WAIT_S = 120.0
+#: Files named in the message about files that cannot be used (the rest are in its details).
+MAX_LISTED = 10
+#: Fraction of a run's photos left unplaced from which a message names them (not just badges).
+UNPLACED_WARNING = 0.25
 
 
 def vitrine_home() -> Path:
@@ -241,6 +245,7 @@ class MainWindow(QMainWindow):
         self.scale_dialog: SetScaleDialog | None = None
         self.sample_writer: SampleWriter | None = None
         self.snapshot_counts: Counter[str] = Counter()
+        self.last_screening: Screening | None = None
         self._run_set: str | None = None
         self._run_outcome = ""
         self._partial_kind: str | None = None
@@ -659,16 +664,7 @@ class MainWindow(QMainWindow):
 
     def show_last_result(self, name: str) -> None:
         """Show what the set's last run left in its run folder (nothing is computed)."""
-        cloud, cameras, kind, report = self.project.last_result(name)
-        if cloud is not None:
-            self.cloud_model.set_cloud(cloud, cameras, kind or "cloud")
-        else:
-            self.cloud_model.set_cloud(PointCloud.empty(), cameras, "none")
-        self.result_model.set_report(report)
-        mesh = self.project.last_mesh(name)
-        self.result_model.set_mesh(mesh)
-        if mesh is not None:
-            self.view.set_display("mesh")
+        self._show_run_folder(name)
         image_set = self.project.image_set(name)
         self.progress_model.reset()
         if image_set.last_status != "new":
@@ -679,6 +675,26 @@ class MainWindow(QMainWindow):
         else:
             self.progress_panel.set_status("")
         self._update_set_info()
+
+    def _show_run_folder(self, name: str) -> bool:
+        """Put the cloud, cameras, report and mesh of the set's run folder on show.
+
+        Returns
+        -------
+        bool
+            Whether there was a cloud or a mesh to show.
+        """
+        cloud, cameras, kind, report = self.project.last_result(name)
+        if cloud is not None:
+            self.cloud_model.set_cloud(cloud, cameras, kind or "cloud")
+        else:
+            self.cloud_model.set_cloud(PointCloud.empty(), cameras, "none")
+        self.result_model.set_report(report)
+        mesh = self.project.last_mesh(name)
+        self.result_model.set_mesh(mesh)
+        if mesh is not None:
+            self.view.set_display("mesh")
+        return (cloud is not None and len(cloud) > 0) or mesh is not None
 
     def _on_settings_changed(self) -> None:
         name = self.current_set
@@ -744,7 +760,18 @@ class MainWindow(QMainWindow):
         try:
             manifest = self.project.save(folder)
         except (OutputError, ValueError) as exc:
-            self.errors.report("Cannot save the project", str(exc))
+            message = str(exc)
+            current = self.project.folder
+            if isinstance(exc, OutputError) and current is not None:
+                target = Path(folder).resolve() if folder is not None else current
+                if (current / MANIFEST).is_file():
+                    message += f"\n\nThe project file '{current / MANIFEST}' was left as it was."
+                message += (
+                    " Your changes are still open in this window: make "
+                    f"'{target}' writable (or free some disk space) and save again, or use "
+                    "File ▸ Save project as… to save them in another folder."
+                )
+            self.errors.report("Cannot save the project", message)
             return False
         remember_project(manifest.parent)
         self._update_title()
@@ -761,6 +788,11 @@ class MainWindow(QMainWindow):
     def add_paths(self, paths: list[Path | str], set_name: str | None = None) -> list[str]:
         """Add photo files and/or folders to a set (a new set named after them if none).
 
+        Each path is screened first (:func:`gui.project.screen_paths`): missing paths, files
+        that are not photos, damaged photos and folders without photos are not added, and a
+        non-modal message lists them with the reason and what to do; so are damaged files
+        inside the folders added (a run skips them). No set is made when nothing is added.
+
         Returns
         -------
         list of str
@@ -769,27 +801,67 @@ class MainWindow(QMainWindow):
         paths = [Path(p) for p in paths]
         if not paths:
             return []
+        screening = screen_paths(paths)
+        self.last_screening = screening
         name = set_name or self.current_set
-        if name is None:
-            first = paths[0]
-            base = first.name if first.is_dir() else first.parent.name
-            if base.lower() in {"images", "photos", "jpg", "raw"} and first.parent.name:
-                base = (first if first.is_dir() else first.parent).parent.name
-            name = self.new_set(base.replace("_", " ") or "Product")
-        try:
-            added = self.project.add_paths(name, paths)
-        except InputError as exc:
-            self.errors.report("Cannot add these photos", str(exc))
-            return []
-        self.select_set(name)
-        n = len(self.project.image_files(name))
-        self.statusBar().showMessage(
-            f"Added {len(added)} item(s) to '{name}': {n} photos in the set."
-            if added
-            else "These photos are already in the set.",
-            6000,
-        )
+        added: list[str] = []
+        if screening.sources:
+            if name is None:
+                first = Path(screening.sources[0])
+                base = first.name if first.is_dir() else first.parent.name
+                if base.lower() in {"images", "photos", "jpg", "raw"} and first.parent.name:
+                    base = (first if first.is_dir() else first.parent).parent.name
+                name = self.new_set(base.replace("_", " ") or "Product")
+            try:
+                added = self.project.add_paths(name, screening.sources)
+            except InputError as exc:  # a path vanished since it was screened
+                self.errors.report("Cannot add these photos", str(exc))
+                return []
+            self.select_set(name)
+            n = len(self.project.image_files(name))
+            self.statusBar().showMessage(
+                f"Added {len(added)} item(s) to '{name}': {n} photos in the set."
+                if added
+                else "These photos are already in the set.",
+                6000,
+            )
+        if screening.refused or screening.skipped:
+            self._report_screening(screening, name if screening.sources else None)
         return added
+
+    def _report_screening(self, screening: Screening, name: str | None) -> None:
+        """Tell which of the files just dropped or chosen cannot be used, why, and what to do."""
+        lines, details = [], []
+        listed = [*screening.refused, *screening.skipped]
+        for entry in listed[:MAX_LISTED]:
+            lines.append(f"• {Path(entry.path).name} — {entry.reason}")
+        if len(listed) > MAX_LISTED:
+            lines.append(f"• … and {len(listed) - MAX_LISTED} more (see the details).")
+        for entry in listed:
+            details.append(f"{entry.path}: {entry.reason}")
+        parts = []
+        if screening.refused:
+            n = len(screening.refused)
+            where = f" to '{name}'" if name else ""
+            parts.append(f"{n} of the {n + len(screening.sources)} item(s) were not added{where}.")
+        if screening.skipped:
+            parts.append(
+                f"{len(screening.skipped)} file(s) in the folder(s) added cannot be used: a run "
+                "skips them."
+            )
+        if not screening.sources:
+            parts.append("Nothing was added.")
+        advice = (
+            f"Vitrine reads {READABLE_FORMATS} photos. Replace damaged or incomplete files "
+            "with the originals from the camera (or export them again as JPEG), and leave out "
+            "files that are not photos."
+        )
+        if screening.sources:
+            advice += " The other photos were added."
+        message = " ".join(parts) + "\n\n" + "\n".join(lines) + "\n\n" + advice
+        for entry in listed:
+            logger.warning("Not used: %s: %s", entry.path, entry.reason)
+        self.errors.warn("Some files cannot be used", message, "\n".join(details))
 
     def add_folder_dialog(self) -> None:
         """File ▸ Add folder…."""
@@ -867,11 +939,20 @@ class MainWindow(QMainWindow):
             return False
         inputs = self.project.inputs_for_run(name)
         if not inputs:
-            self.errors.report(
-                "Nothing to reconstruct",
-                f"The image set '{name}' has no photos to use: add photos, or tick the ones "
-                "left out.",
-            )
+            missing = [s for s in self.project.image_set(name).sources if not Path(s).exists()]
+            if missing:
+                shown = ", ".join(f"'{m}'" for m in missing[:3])
+                message = (
+                    f"The photos of the image set '{name}' are not where they were: {shown} "
+                    "no longer exist(s) (moved, renamed or on a drive not connected). Connect "
+                    "the drive, or add the photos again from their new place."
+                )
+            else:
+                message = (
+                    f"The image set '{name}' has no photos to use: add photos, or tick the "
+                    "ones left out."
+                )
+            self.errors.report("Nothing to reconstruct", message)
             return False
         try:
             config = self.run_config(name)
@@ -1013,12 +1094,76 @@ class MainWindow(QMainWindow):
             message += f", {len(report.skipped)} file(s) skipped"
         self._end_run("finished", message)
         self.statusBar().showMessage(f"Finished: {message}.")
+        self._warn_unused_model(name, report)
+        self._warn_unplaced(name, report, used)
 
     def _on_failed(self, message: str, details: str) -> None:
         self._run_outcome = "failed"
+        name = self._run_set
         self._end_run("failed", message)
+        context = ""
+        if name is not None and self.project.has_set(name):
+            # The live view was cleared for the run: show again what the run folder holds.
+            kept = name == self.current_set and self._show_run_folder(name)
+            context = "\n\n" + self._set_summary(name)
+            if kept:
+                context += " The results already in its run folder are kept and shown."
         self.statusBar().showMessage("The run failed: see the message.")
-        self.errors.report("Reconstruction failed", message, details)
+        self.errors.report("Reconstruction failed", message + context, details)
+
+    def _set_summary(self, name: str) -> str:
+        """'Image set 'X': 12 photos from 'folder'.' — which photos a message is about."""
+        image_set = self.project.image_set(name)
+        n = len(self.project.inputs_for_run(name))
+        sources = [f"'{s}'" for s in image_set.sources[:2]]
+        if len(image_set.sources) > 2:
+            sources.append(f"{len(image_set.sources) - 2} more")
+        where = f" from {', '.join(sources)}" if sources else ""
+        return f"Image set '{name}': {n} photo{'' if n == 1 else 's'}{where}."
+
+    def _warn_unplaced(self, name: str | None, report, used: int) -> None:  # noqa: ANN001
+        """Name the photos SfM could not place when they are many (another object, no overlap).
+
+        A few unplaced photos are usual and only badged; from :data:`UNPLACED_WARNING` of the
+        photos up, the run probably mixes products or has gaps, and a message says so.
+        """
+        unplaced = dict(getattr(report, "unregistered", {}) or {})
+        if name is None or not unplaced or len(unplaced) < UNPLACED_WARNING * max(used, 1):
+            return
+        names = sorted(unplaced)
+        lines = [f"• {n} — {unplaced[n]}" for n in names[:MAX_LISTED]]
+        if len(names) > MAX_LISTED:
+            lines.append(f"• … and {len(names) - MAX_LISTED} more (see the details).")
+        self.errors.warn(
+            "Photos not placed",
+            f"{len(unplaced)} of the {used} photos of '{name}' could not be placed in the model:"
+            "\n\n" + "\n".join(lines) + "\n\nPhotos of another object, or photos that do not "
+            "overlap the others, cannot be placed. Untick the photos of other objects, or take "
+            "photos in between (about 70% overlap with their neighbours) and run again; the "
+            "model of the placed photos is kept until then.",
+            "\n".join(f"{n}: {unplaced[n]}" for n in names),
+        )
+
+    def _warn_unused_model(self, name: str | None, report) -> None:  # noqa: ANN001 - RunReport
+        """Say so when the depth network the user chose could not be used (the run went on)."""
+        worker = self.worker
+        if name is None or worker is None or not self.project.has_set(name):
+            return
+        chosen = self.project.image_set(name).depth_model
+        used = getattr(report, "model", {}) or {}
+        status = used.get("depth_prior") if isinstance(used, dict) else None
+        config = worker.config
+        if not chosen or not config.depth_prior.enabled or config.stop_after != "dense":
+            return  # no network asked for, or a preset that never uses one
+        if isinstance(status, str) and status.startswith("not used"):
+            reason = status.removeprefix("not used:").strip()
+            self.errors.warn(
+                "Depth network not used",
+                f"The depth network chosen for '{name}' ({chosen}) could not be used: {reason}"
+                "\n\nThe model was built without it, so plain or shiny surfaces may have holes. "
+                "Choose a folder holding a complete Depth-Anything-V2 model (config.json and "
+                "model.safetensors) in the settings, or switch the depth network off.",
+            )
 
     def _on_cancelled(self) -> None:
         self._run_outcome = "cancelled"

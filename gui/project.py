@@ -31,11 +31,20 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from engine.config import PRESETS, PipelineConfig, ScaleConfig, preset
+from engine.config import PRESETS, IngestConfig, PipelineConfig, ScaleConfig, preset
 from engine.errors import InputError, OutputError
 from engine.export import write_bytes_atomic
 from engine.export.ply import read_ply
-from engine.io import IMAGE_EXTENSIONS, RAW_EXTENSIONS, write_png
+from engine.io import (
+    IMAGE_EXTENSIONS,
+    RAW_EXTENSIONS,
+    ImageReadError,
+    classify,
+    probe,
+    read_image,
+    write_png,
+)
+from engine.io.decode import read_head
 from engine.stages.ingest import IGNORED_NAMES, MASKS_FOLDER, is_mask_file, natural_key
 from engine.types import CameraPose, Mesh, PointCloud
 from gui.results import mask_failures, preflight_status
@@ -292,6 +301,178 @@ def _list_folder(folder: Path) -> list[Path]:
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and d.lower() != MASKS_FOLDER]
         found.extend(Path(dirpath) / f for f in filenames if _is_photo_name(Path(dirpath) / f))
     return found
+
+
+# ---------------------------------------------------------------------- screening new photos
+
+#: Photo formats named when a file is refused.
+READABLE_FORMATS = "JPEG, PNG, TIFF, WebP, HEIC and camera RAW"
+#: Trailer of a complete PNG file (the IEND chunk with its CRC).
+_PNG_END = b"IEND\xaeB`\x82"
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A file or folder that was not added, or a file in an added folder a run will skip.
+
+    Attributes
+    ----------
+    path
+        Absolute path (as given when it does not exist).
+    reason
+        Why, in plain words (the engine's reasons where it has one).
+    """
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Screening:
+    """What :func:`screen_paths` made of files and folders about to be added.
+
+    Attributes
+    ----------
+    sources
+        Absolute paths to add: photos that look usable, and folders holding photo files.
+    refused
+        Paths given that are not added (missing, not photos, damaged, folders without photos).
+    skipped
+        Files inside the folders added that cannot be used: a run skips them.
+    """
+
+    sources: list[str] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+    skipped: list[Refused] = field(default_factory=list)
+
+
+def _ends_early(path: Path, kind: str) -> bool:
+    """Whether a JPEG or PNG lacks its end marker (a hint of a truncated copy; cheap)."""
+    if kind not in ("jpeg", "png"):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 64))
+            tail = fh.read().rstrip(b"\x00")  # some cameras pad after the end marker
+    except OSError:
+        return True
+    return not tail.endswith(b"\xff\xd9" if kind == "jpeg" else _PNG_END)
+
+
+def photo_problem(path: Path | str, max_pixels: int = IngestConfig().max_pixels) -> str:
+    """Why a photo file cannot be used, or ``""`` when it looks usable.
+
+    Fast enough for the GUI thread: the first bytes, the header and the last bytes are read;
+    only a JPEG or PNG without its end marker is decoded (small, to tell a truncated copy from
+    one with data after the image). RAW files are checked by their first bytes only.
+
+    Parameters
+    ----------
+    path
+        The file.
+    max_pixels
+        Photos with more pixels are refused (ingest's decompression-bomb limit).
+
+    Returns
+    -------
+    str
+        The reason (ingest's wording), or ``""``.
+    """
+    path = Path(path)
+    try:
+        kind = classify(path, read_head(path))
+        if not kind.decoder:
+            return kind.reason
+        if kind.decoder == "raw":
+            return ""
+        info = probe(path)
+        width, height = info.original_width or 0, info.original_height or 0
+        if width * height > max_pixels:
+            return (
+                f"too large ({width} x {height} = {width * height / 1e6:.0f} megapixels, "
+                f"the limit is {max_pixels / 1e6:.0f}): downscale it first"
+            )
+        if _ends_early(path, kind.kind):
+            read_image(path, max_size=64, max_pixels=max_pixels)
+    except ImageReadError as exc:
+        return exc.reason
+    except MemoryError:
+        return "too large to decode in the memory available"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    return ""
+
+
+def _other_files(folder: Path, limit: int = 3) -> tuple[int, list[str]]:
+    """Number of visible files under ``folder`` and the names of the first ``limit``."""
+    count, names = 0, []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in sorted(filenames):
+            if name.startswith(".") or name.lower() in IGNORED_NAMES:
+                continue
+            count += 1
+            if len(names) < limit:
+                names.append(os.path.relpath(os.path.join(dirpath, name), folder))
+    return count, names
+
+
+def screen_paths(
+    paths: list[str | os.PathLike[str]], max_pixels: int = IngestConfig().max_pixels
+) -> Screening:
+    """Sort files and folders about to be added into what to add and what to refuse.
+
+    A file is added when it is a photo that looks usable (:func:`photo_problem`); a folder
+    when it holds photo files, even if some are damaged (they are listed in ``skipped``: the
+    photos stay the user's, and a run skips them with the same reason). Missing paths,
+    non-photo files, damaged photos and folders without photos are refused with a reason.
+
+    Parameters
+    ----------
+    paths
+        Files and folders (dropped, pasted or chosen).
+    max_pixels
+        Ingest's pixel limit.
+
+    Returns
+    -------
+    Screening
+        In the order given; nothing is raised.
+    """
+    result = Screening()
+    for given in paths:
+        path = Path(_abs(given))
+        if not path.exists():
+            result.refused.append(Refused(str(given), "does not exist (moved or renamed?)"))
+        elif path.is_dir():
+            files = _list_folder(path)
+            if not files:
+                count, names = _other_files(path)
+                reason = f"holds no photos ({READABLE_FORMATS} files)"
+                if count:
+                    shown = ", ".join(names) + (", …" if count > len(names) else "")
+                    reason += f"; it holds {count} other file(s): {shown}"
+                result.refused.append(Refused(str(path), reason))
+                continue
+            result.sources.append(str(path))
+            for file in sorted(files, key=lambda p: natural_key(str(p))):
+                problem = photo_problem(file, max_pixels)
+                if problem:
+                    result.skipped.append(Refused(str(file), problem))
+        elif path.suffix.lower() not in PHOTO_EXTENSIONS:
+            label = path.suffix.lower() or "no extension"
+            reason = f"not a photo file ({label})"
+            problem = photo_problem(path, max_pixels)
+            if problem.startswith("not an image") or problem.startswith("empty"):
+                reason = f"{problem} — {reason}"
+            result.refused.append(Refused(str(path), reason))
+        else:
+            problem = photo_problem(path, max_pixels)
+            if problem:
+                result.refused.append(Refused(str(path), problem))
+            else:
+                result.sources.append(str(path))
+    return result
 
 
 def _run_names(files: list[Path]) -> dict[str, Path]:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from engine.errors import OutputError
+from engine.errors import OutputError, disk_full_error, is_disk_full
 
 #: Mode of the files written (tempfile creates 0600; exports are meant to be shared).
 FILE_MODE = 0o644
@@ -48,6 +48,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(path.parent, path.name) from exc
         raise OutputError(
             f"Cannot write {path.name} in {path.parent}: {exc.strerror or exc}. "
             "Choose a folder you can write to."
@@ -63,6 +65,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            raise disk_full_error(path.parent, path.name) from exc
         if isinstance(exc, OSError):
             raise OutputError(
                 f"Cannot write {path.name} in {path.parent}: "

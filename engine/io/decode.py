@@ -25,7 +25,7 @@ import pillow_heif
 from PIL import Image, ImageFile, ImageOps
 
 from engine.config import IngestConfig
-from engine.errors import InputError, OutputError
+from engine.errors import InputError, OutputError, disk_full_error, is_disk_full
 from engine.io.exif import ExifInfo, exif_from_bytes, exif_from_pillow
 from engine.io.formats import HEAD_BYTES, classify
 
@@ -208,7 +208,7 @@ def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
 
 def _damaged(path: Path, exc: BaseException) -> ImageReadError:
     text = str(exc).replace(str(path), path.name)
-    if "truncated" in text or isinstance(exc, EOFError):
+    if "truncated" in text.lower() or isinstance(exc, EOFError):
         return ImageReadError(path, "damaged or incomplete file (the image data ends early)")
     if "cannot identify image file" in text:
         return ImageReadError(path, "not a readable image (damaged file or unsupported variant)")
@@ -535,6 +535,8 @@ def write_png(path: Path | str, image: np.ndarray, *, compress_level: int = 3) -
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if is_disk_full(exc):
+            raise disk_full_error(path.parent, path.name) from exc
         raise OutputError(
             f"Cannot write {path.name} in {path.parent}: "
             f"{exc.strerror or exc}. Check free disk space and permissions."

@@ -317,6 +317,11 @@ def load_depth_model(
     label = f"'{resolved.repo_id or folder.name}'"
     safe_files = check_model_folder(folder, label)
     config = read_json(folder / "config.json", label)
+    if config.get("auto_map"):
+        raise ModelUnavailable(
+            f"Depth model {label} in '{folder}' needs its own Python code (remote code), which "
+            f"Vitrine never runs. {HOW_TO_PROVIDE}"
+        )
     if config.get("model_type") != "depth_anything":
         raise ModelUnavailable(
             f"The model in '{folder}' is not a Depth-Anything depth model (its config.json says "

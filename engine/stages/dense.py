@@ -18,8 +18,16 @@ For every registered view (the *reference*):
    neighbours' scores; its NCC is the pixel's confidence.
 
 Depth maps are written to ``work/dense/`` (one ``.npz`` per view, see engine/io/depthmaps.py)
-so a run resumes view by view. Batches are sized to the device's memory; on a CUDA
-out-of-memory error the batch is halved and the view continues.
+so a run resumes view by view. Batches are sized to the device's memory (or
+``DenseConfig.memory_budget_mb``); on an out-of-memory error the batch is halved and the view
+continues with the same result. When not even one hypothesis fits, a CUDA view is computed on
+the CPU instead, and on the CPU the stage stops with a :class:`ReconstructionError` saying what
+to do.
+
+Testing without a GPU: the environment variable ``VITRINE_SIMULATE_MEMORY_CAP_MB`` makes every
+batch whose estimated memory exceeds that many MB raise ``torch.OutOfMemoryError``, on any
+device, as a GPU with that little free memory would. It is read by this module only and is
+meant for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -65,6 +74,13 @@ STAGE = "dense"
 PREVIEW_POINTS = 20_000
 #: Bump when the algorithm changes so cached depth maps are recomputed.
 ALGORITHM_VERSION = 1
+#: Bytes of memory one evaluated element (pixel x hypothesis x source) needs in the sweep:
+#: about 14 float32 temporaries.
+BYTES_PER_ELEMENT = 4 * 14
+#: Environment variable simulating a memory cap in MB (tests; see the module docstring).
+SIMULATE_CAP_ENV = "VITRINE_SIMULATE_MEMORY_CAP_MB"
+#: Settings that change how fast depths are computed, never the depths themselves.
+SPEED_ONLY_SETTINGS = ("max_batch_pixels", "memory_budget_mb")
 
 
 # --------------------------------------------------------------------------- results
@@ -86,6 +102,8 @@ class DenseResult:
         Device the depth maps were computed on.
     skipped
         Image name -> why no depth map was computed for it.
+    memory_note
+        What was done when memory ran short ("" when it did not).
     """
 
     folder: Path
@@ -93,6 +111,8 @@ class DenseResult:
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "cpu"
     skipped: dict[str, str] = field(default_factory=dict)
+    memory_note: str = ""
+    """Empty, or what the stage did when memory ran short (smaller batches, CPU fallback)."""
 
     @property
     def seconds_per_view(self) -> float:
@@ -328,6 +348,8 @@ class _Sweeper:
         self.window = window
         self.top_k = min(top_k, len(srcs))
         self.batch_elems = batch_elems
+        self.reductions = 0
+        self.cap_bytes = _simulated_cap_bytes()
         r = ref_gray[None, None]
         self.ref = r
         self.ref_mean = _box(r, window)
@@ -376,6 +398,7 @@ class _Sweeper:
                     raise
                 step = max(1, step // 2)
                 self.batch_elems = max(per_hyp, self.batch_elems // 2)
+                self.reductions += 1
                 if depths.is_cuda:
                     torch.cuda.empty_cache()
                 logger.warning("Out of GPU memory: continuing with %d hypotheses per batch.", step)
@@ -387,6 +410,11 @@ class _Sweeper:
         b_n = depths.shape[0]
         s_n = self.src.shape[0]
         h, w = self.h, self.w
+        if self.cap_bytes and b_n * s_n * h * w * BYTES_PER_ELEMENT > self.cap_bytes:
+            raise torch.OutOfMemoryError(
+                f"simulated memory cap: {b_n * s_n * h * w * BYTES_PER_ELEMENT / 2**20:.1f} MB "
+                f"asked, {self.cap_bytes / 2**20:.1f} MB allowed ({SIMULATE_CAP_ENV})"
+            )
         d = depths.reshape(1, b_n, 1, h * w)
         xyz = d * self.ap[:, None] + self.b[:, None, :, None]  # (S, B, 3, HW)
         z = xyz[:, :, 2]
@@ -448,6 +476,7 @@ def estimate_depth(
     roi: tuple[int, int, int, int] | None = None,
     batch_elems: int = 8_000_000,
     cancel: CancelToken | None = None,
+    memory: dict[str, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Depth and confidence (each float32 (H, W), 0 where unknown) of ``ref``.
 
@@ -467,6 +496,14 @@ def estimate_depth(
         Pixels x hypotheses x sources evaluated at once (memory bound).
     cancel
         Checked between batches of hypotheses.
+    memory
+        Optional, updated in place: ``batch_elems`` (the batch size that fitted, for the next
+        view) and ``reductions`` (how many times a batch was halved for lack of memory).
+
+    Raises
+    ------
+    torch.OutOfMemoryError
+        When not even one depth hypothesis at a time fits in memory.
     """
     dev = torch.device(device)
     h_full, w_full = ref.gray.shape
@@ -525,7 +562,13 @@ def estimate_depth(
             hyps = (inv[None] + offs[:, None, None]).clamp(inv_far * 0.5, inv_near * 2.0)
             step = new_step
         hyps = hyps.contiguous()
-        cost = sweeper.score(1.0 / hyps)
+        try:
+            cost = sweeper.score(1.0 / hyps)
+        finally:
+            batch_elems = sweeper.batch_elems  # what fitted: the finer levels start there
+            if memory is not None:
+                memory["batch_elems"] = batch_elems
+                memory["reductions"] = memory.get("reductions", 0) + sweeper.reductions
         inv, score = _refine_parabola(cost, hyps, step)
         if level > 0:
             inv = _median3(inv)
@@ -552,9 +595,21 @@ def estimate_depth(
 # --------------------------------------------------------------------------- the stage
 
 
+def _simulated_cap_bytes() -> int:
+    """The simulated memory cap in bytes (0: none); see the module docstring."""
+    text = os.environ.get(SIMULATE_CAP_ENV, "").strip()
+    try:
+        return int(float(text) * 2**20) if text else 0
+    except ValueError:
+        logger.warning("Ignoring %s=%r: not a number of MB.", SIMULATE_CAP_ENV, text)
+        return 0
+
+
 def _batch_elems(cfg: DenseConfig, device: torch.device) -> int:
     if cfg.max_batch_pixels > 0:
         return cfg.max_batch_pixels
+    if cfg.memory_budget_mb > 0:
+        return max(1, int(cfg.memory_budget_mb * 2**20 / BYTES_PER_ELEMENT))
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         # about 14 float32 temporaries per evaluated element; keep half the free memory spare
@@ -579,9 +634,12 @@ def _fingerprint(
     srcs: list[str],
     d_range: tuple[float, float],
 ) -> str:
+    settings = dataclasses.asdict(cfg)
+    for name in SPEED_ONLY_SETTINGS:  # a smaller batch gives the same depths
+        settings.pop(name, None)
     data = {
         "v": ALGORITHM_VERSION,
-        "cfg": dataclasses.asdict(cfg),
+        "cfg": settings,
         "image": rec.sha256 or str(rec.working_path),
         "mask": _file_digest(rec.mask_path),
         "pose": [np.round(cam.R, 9).tolist(), np.round(cam.t, 9).tolist(), list(cam.params)],
@@ -637,7 +695,8 @@ def run(
             f"{len(names)} could be placed. Add photos taken from nearby angles."
         )
     sources = select_sources(sparse, cfg)
-    batch = _batch_elems(cfg, dev)
+    memory = {"batch_elems": _batch_elems(cfg, dev), "reductions": 0}
+    cpu_views: list[str] = []
     cache: OrderedDict[str, View] = OrderedDict()
     cache_size = max(8, 2 * cfg.num_sources + 2)
 
@@ -690,8 +749,22 @@ def run(
         ref = view(name)
         src_views = [view(s) for s in srcs]
         roi = region_of_interest(ref, pts)
-        with torch.inference_mode():
-            depth, conf = estimate_depth(ref, src_views, d_range, cfg, dev, roi, batch, cancel)
+        try:
+            with torch.inference_mode():
+                depth, conf = estimate_depth(
+                    ref, src_views, d_range, cfg, dev, roi, memory["batch_elems"], cancel, memory
+                )
+        except torch.OutOfMemoryError as exc:
+            if dev.type != "cuda":
+                raise _not_enough_memory(name, ref, len(srcs), roi) from exc
+            # Not even one hypothesis fits on the GPU: this view goes to the CPU (slower).
+            torch.cuda.empty_cache()
+            logger.warning("Out of GPU memory for %s: computing this depth map on the CPU.", name)
+            cpu_views.append(name)
+            with torch.inference_mode():
+                depth, conf = estimate_depth(
+                    ref, src_views, d_range, cfg, "cpu", roi, _batch_elems(cfg, _CPU), cancel
+                )
         origin = np.where(depth > 0, ORIGIN_MVS, ORIGIN_NONE).astype(np.uint8)
         dm = DepthMap(name, ref.camera, depth, conf, ref.rgb, ref.mask, origin)
         secs = time.perf_counter() - t0
@@ -720,4 +793,34 @@ def run(
             "No depth map could be computed: no two placed photos see the product from angles "
             "that differ enough. Add photos taken while walking around the product."
         )
-    return DenseResult(out_dir, tuple(paths), stats, dev.type, skipped)
+    notes = []
+    if memory["reductions"]:
+        notes.append(
+            f"Memory ran short during the depth maps: continued with smaller batches "
+            f"({memory['reductions']} times halved; same result, only slower)."
+        )
+    if cpu_views:
+        notes.append(
+            f"{len(cpu_views)} depth maps did not fit in GPU memory and were computed on the "
+            f"CPU ({', '.join(cpu_views[:5])}{' ...' if len(cpu_views) > 5 else ''})."
+        )
+    for note in notes:
+        logger.warning("%s", note)
+    return DenseResult(out_dir, tuple(paths), stats, dev.type, skipped, " ".join(notes))
+
+
+_CPU = torch.device("cpu")
+
+
+def _not_enough_memory(
+    name: str, ref: View, n_sources: int, roi: tuple[int, int, int, int]
+) -> ReconstructionError:
+    """The error when not even one depth hypothesis of view ``name`` fits in memory."""
+    x0, y0, x1, y1 = roi
+    need = (x1 - x0) * (y1 - y0) * max(1, n_sources) * BYTES_PER_ELEMENT / 2**20
+    width, height = ref.camera.width, ref.camera.height
+    return ReconstructionError(
+        f"Not enough memory for the depth map of {name} ({width} x {height} px): even one depth "
+        f"hypothesis at a time needs about {need:.0f} MB. Close other programs or use the preview "
+        "preset (smaller depth maps); finished stages are kept."
+    )

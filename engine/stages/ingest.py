@@ -289,6 +289,14 @@ def _ingest_one(
         raise ImageReadError(path, f"identical to {first_by_hash[digest]}")
     rgb, info = read_image(path, cfg.max_image_size, max_pixels=cfg.max_pixels)
     height, width = rgb.shape[:2]
+    longest = max(info.original_width or width, info.original_height or height)
+    if cfg.min_side and longest < cfg.min_side:
+        raise ImageReadError(
+            path,
+            f"too small ({info.original_width or width} x {info.original_height or height} "
+            f"pixels): a photo needs at least {cfg.min_side} pixels on its longest side; use the "
+            "camera's full-size photos, not thumbnails",
+        )
     working = write_png(work_dir / "images" / name, rgb)
     sharp = sharpness(rgb)
     dark, bright = clipped_fractions(rgb)

@@ -30,6 +30,8 @@ from engine.progress import Cancelled, CancelToken, ProgressCallback, ProgressEv
 from engine.types import CameraPose, ImageRecord, IngestResult, PointCloud, SparseModel
 
 logger = logging.getLogger(__name__)
+#: Photos named in an error message before "and N more".
+MAX_NAMED = 10
 
 STAGE = "sfm"
 #: Images per feature-extraction call: the granularity of progress and cancellation.
@@ -461,7 +463,8 @@ def _explain_unregistered(
         else:
             reasons[name] = (
                 f"matched {links[name]} photos (at most {best_link[name]} matches with placed "
-                "cameras) but its position could not be solved reliably"
+                "cameras) but its position could not be solved reliably; if it shows another "
+                "object leave it out, otherwise add photos between it and its placed neighbours"
             )
     return reasons
 
@@ -647,10 +650,14 @@ def run(
                 "Only %d of %d photos placed; retrying with stronger settings.", got, len(names)
             )
     if best is None or best[0].num_reg_images() < 2:
+        listed = ", ".join(names[:MAX_NAMED])
+        if len(names) > MAX_NAMED:
+            listed += f" and {len(names) - MAX_NAMED} more"
         raise ReconstructionError(
-            f"Could not place the cameras of any two of the {len(names)} photos: they do not "
-            "overlap enough or show too little texture. Shoot the product with about 70% overlap "
-            "between neighbouring photos, in sharp focus, against a plain background."
+            f"Could not place the cameras of any two of the {len(names)} photos ({listed}): "
+            "they do not overlap enough or show too little texture. Shoot the product with "
+            "about 70% overlap between neighbouring photos, in sharp focus, against a plain "
+            "background, and leave out photos of other objects."
         )
     rec, others, db_path = best
     cancel.raise_if_cancelled()
