@@ -82,14 +82,22 @@ class DenseConfig:
 
     max_image_size: int = 800
     """Longest side of the depth maps in pixels (photos are downscaled, never upscaled)."""
+    cpu_max_image_size: int = 560
+    """Longest side of the depth maps when they are computed on the CPU (0: no CPU cap, use
+    ``max_image_size``). 560 px is half the pixels of 800 px and about 0.6x the dense stage's
+    time; on the synthetic scenes the cloud keeps F@2mm >= 0.93 with under 1.1% floaters (400 px:
+    0.90 and 2.6%), and the web mesh is as close to the true surface (bench/BENCHMARKS.md,
+    "End to end")."""
     num_sources: int = 5
     """Source views compared with each reference view."""
     top_k: int = 2
     """Matching costs averaged over the best ``top_k`` sources per pixel (occlusion-robust)."""
     num_depths: int = 48
     """Depth hypotheses of the coarsest level."""
-    levels: int = 3
-    """Coarse-to-fine levels (each halves the resolution of the one above)."""
+    levels: int = 0
+    """Coarse-to-fine levels (each halves the resolution of the one above); 0: as many as
+    bring the coarsest level to about ``dense.COARSEST_SIDE`` pixels (3 at 800 px, 2 at 400
+    to 560 px, 4 at 1600 px)."""
     refine_depths: int = 6
     """Hypotheses per pixel at each finer level, around the coarser level's estimate."""
     window: int = 5
@@ -193,8 +201,11 @@ class MeshConfig:
 
     enabled: bool = True
     """Build a mesh after fusion."""
-    poisson_depth: int = 9
-    """Screened Poisson octree depth (higher: more detail, more time)."""
+    poisson_depth: int = 8
+    """Screened Poisson octree depth (higher: more detail, more time). At 8 the finest cells
+    are about 1/256 of the cloud's extent, about the edge length of a 100k-triangle web mesh of
+    a product; 9 took 3x longer (Poisson and decimation) for the same distance to the true
+    surface after decimation (bench/BENCHMARKS.md, "End to end")."""
     max_triangles: int = 100_000
     """Triangle budget of the web mesh (GLB/OBJ)."""
     texture_size: int = 2048
@@ -330,7 +341,8 @@ def preset(name: str, **overrides: Any) -> PipelineConfig:
             preset=name,
             ingest=IngestConfig(max_image_size=3200),
             sfm=SfMConfig(max_num_features=8192, exhaustive_max_images=100),
-            dense=DenseConfig(max_image_size=1600, levels=4),
+            dense=DenseConfig(max_image_size=1600, cpu_max_image_size=0),
+            mesh=MeshConfig(poisson_depth=9),
         )
     else:
         raise ValueError(f"Unknown preset {name!r}: choose one of {', '.join(PRESETS)}.")

@@ -662,13 +662,16 @@ class Pipeline:
 
         cfg = self.config
         out = self.out_dir
+        # the settings really used here (depth maps are smaller on the CPU): they key fusion, so
+        # a run resumed on another device does not reuse a cloud fused from other depth maps
+        dense_cfg = dense_stage.for_device(cfg.dense, self.device)
         dense = self._timed(
             report,
             "dense",
             lambda: dense_stage.run(
                 ingest,
                 sparse,
-                cfg.dense,
+                dense_cfg,
                 work / "dense",
                 device=self.device,
                 progress=self.progress,
@@ -679,6 +682,7 @@ class Pipeline:
         report.stages["dense"] = {
             "views": len(dense.paths),
             "device": dense.device,
+            "depth_map_size": dense_cfg.max_image_size,
             "seconds_per_view": round(dense.seconds_per_view, 3),
             "resumed_views": sum(1 for v in dense.views.values() if v.get("resumed")),
             "median_valid_fraction": round(float(np.median(fractions)), 4) if fractions else 0,
@@ -718,7 +722,7 @@ class Pipeline:
             [
                 {
                     k: v
-                    for k, v in dataclasses.asdict(cfg.dense).items()
+                    for k, v in dataclasses.asdict(dense_cfg).items()
                     if k not in dense_stage.SPEED_ONLY_SETTINGS  # same depths, only faster
                 },
                 dataclasses.asdict(cfg.depth_prior) if prior_key else None,

@@ -82,6 +82,28 @@ SIMULATE_CAP_ENV = "VITRINE_SIMULATE_MEMORY_CAP_MB"
 #: Settings that change how fast depths are computed, never the depths themselves.
 SPEED_ONLY_SETTINGS = ("max_batch_pixels", "memory_budget_mb")
 
+#: ``DenseConfig.levels == 0`` picks as many levels as bring the coarsest one to about this
+#: longest side in pixels: coarse enough for 48 planes to cover the depth range cheaply, fine
+#: enough that thin parts of the product are still seen.
+COARSEST_SIDE = 200
+
+
+def auto_levels(side: int) -> int:
+    """Coarse-to-fine levels for depth maps whose longest side is ``side`` pixels."""
+    return max(1, 1 + round(math.log2(max(side, 1) / COARSEST_SIDE)))
+
+
+def for_device(cfg: DenseConfig, device: str | torch.device) -> DenseConfig:
+    """The settings the dense stage really uses on ``device``.
+
+    On the CPU the depth maps are capped at ``cfg.cpu_max_image_size``
+    (``DenseConfig.max_image_size`` applies on a GPU).
+    """
+    kind = torch.device(device).type
+    if kind == "cpu" and 0 < cfg.cpu_max_image_size < cfg.max_image_size:
+        return dataclasses.replace(cfg, max_image_size=cfg.cpu_max_image_size)
+    return cfg
+
 
 # --------------------------------------------------------------------------- results
 
@@ -508,7 +530,7 @@ def estimate_depth(
     dev = torch.device(device)
     h_full, w_full = ref.gray.shape
     x0, y0, x1, y1 = roi or (0, 0, w_full, h_full)
-    levels = max(1, cfg.levels)
+    levels = cfg.levels if cfg.levels > 0 else auto_levels(max(h_full, w_full))
     inv_far, inv_near = 1.0 / d_range[1], 1.0 / d_range[0]
     inv = None
     step = 0.0
@@ -686,6 +708,7 @@ def run(
     """
     cancel = cancel or CancelToken()
     dev = torch.device(device)
+    cfg = for_device(cfg, dev)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = {r.name: r for r in ingest.images}
     names = [n for n in sorted(sparse.cameras) if n in records]

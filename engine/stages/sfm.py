@@ -40,6 +40,15 @@ EXTRACT_CHUNK = 8
 MIN_PAIR_INLIERS = 15
 #: Scale (pixels) of the Cauchy loss of the final bundle adjustments.
 ROBUST_LOSS_PX = 0.5
+#: Relative cost change at which the final bundle adjustments stop. pycolmap's default (0)
+#: runs all 100 iterations even when the model converged after a few: 3.6 s against 1.7 s on
+#: the synthetic box (36 photos), with the same cameras to 1e-4 degrees.
+BA_FUNCTION_TOLERANCE = 1e-6
+#: Image pairs matched per pycolmap call. Every call sets up its matchers and reads the
+#: features again (about 0.4 s), so small blocks cost time: 630 pairs in blocks of 64 took
+#: 12.2 s against 8.8 s in one call. Blocks only pace the progress bar; Cancel reaches inside a
+#: call through pycolmap's cancellation token.
+MIN_MATCH_BLOCK = 256
 
 
 @contextmanager
@@ -309,7 +318,7 @@ class _AttemptRunner:
         mo.guided_matching = self.attempt.guided_matching
         vo = pycolmap.TwoViewGeometryOptions()
         vo.ransac.random_seed = self.cfg.seed
-        block = max(64, len(pairs) // 20)
+        block = max(MIN_MATCH_BLOCK, len(pairs) // 8)
         pair_file = self.folder / "pairs.txt"
         for start in range(0, len(pairs), block):
             self.cancel.raise_if_cancelled()
@@ -522,6 +531,7 @@ def _robust_ba_options(
     opts.refine_principal_point = refine_principal_point
     opts.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
     opts.ceres.loss_function_scale = loss_scale
+    opts.ceres.solver_options.function_tolerance = BA_FUNCTION_TOLERANCE
     return opts
 
 

@@ -10,7 +10,7 @@ import pycolmap
 import pytest
 import torch
 
-from engine.config import DenseConfig
+from engine.config import DenseConfig, preset
 from engine.io import write_png
 from engine.io.depthmaps import load_depth_map
 from engine.progress import Cancelled, CancelToken
@@ -185,6 +185,27 @@ def test_run_writes_resumes_and_reports_progress(scene_factory, tmp_path, monkey
     again = dense.run(ingest, model, cfg, tmp_path / "dense")
     assert again.paths == res.paths
     assert all(v["resumed"] for v in again.views.values())
+
+
+def test_the_cpu_caps_the_depth_map_size(scene_factory, tmp_path):
+    """On the CPU the maps are at most ``cpu_max_image_size`` (a GPU keeps ``max_image_size``),
+    ``levels=0`` picks the levels from the size, and another cap recomputes the cached maps."""
+    assert [dense.auto_levels(s) for s in (100, 400, 800, 1600)] == [1, 2, 3, 4]
+    standard = preset("standard").dense
+    assert dense.for_device(standard, "cpu").max_image_size == 560
+    assert dense.for_device(standard, "cuda").max_image_size == 800
+    assert dense.for_device(preset("high").dense, "cpu").max_image_size == 1600
+    scene = scene_factory("bottle")
+    ingest, model = _small_run_inputs(scene, n=4)
+    cfg = dataclasses.replace(
+        CFG, max_image_size=800, cpu_max_image_size=200, levels=0, num_sources=2
+    )
+    res = dense.run(ingest, model, cfg, tmp_path / "dense", device="cpu")
+    assert load_depth_map(res.paths[0])[0].depth.shape == (150, 200)
+    bigger = dataclasses.replace(cfg, cpu_max_image_size=400)
+    again = dense.run(ingest, model, bigger, tmp_path / "dense", device="cpu")
+    assert not any(v.get("resumed") for v in again.views.values())
+    assert load_depth_map(again.paths[0])[0].depth.shape == (300, 400)
 
 
 def test_cancel_between_views(scene_factory, tmp_path):

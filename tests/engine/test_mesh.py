@@ -313,14 +313,9 @@ def test_mesh_from_real_dense_output(solved, tmp_path):
             dataclasses.replace(r, mask_path=masks[Path(r.name).stem]) for r in images.images
         ),
     )
-    cfg = preset("standard")
-    # depth maps at 400 px and Poisson depth 8: 5x faster than the preset, as accurate here
-    cfg = dataclasses.replace(
-        cfg,
-        dense=dataclasses.replace(cfg.dense, max_image_size=400),
-        mesh=dataclasses.replace(cfg.mesh, poisson_depth=8),
-    )
-    depth = dense.run(images, model, cfg.dense, tmp_path / "dense")
+    cfg = preset("standard")  # on the CPU: 560 px depth maps, Poisson depth 8
+    assert dense.for_device(cfg.dense, "cpu").max_image_size == 560
+    depth = dense.run(images, model, cfg.dense, tmp_path / "dense", device="cpu")
     fused = fuse.run(list(depth.paths), cfg.fuse, tmp_path / "dense.ply")
     result = mesh_stage.run(fused.cloud, model.cameras, images, cfg.mesh, tmp_path / "work")
     m = result.mesh

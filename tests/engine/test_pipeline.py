@@ -283,6 +283,9 @@ def test_standard_run_with_the_depth_prior_writes_a_dense_cloud_and_resumes(
     assert prior["source"] == "local" and "fused_point_fraction" in prior
     assert 0.0 <= prior["fused_point_fraction"] <= 1.0
     assert report["stages"]["dense"]["views"] == len(report["registered"])
+    # the CPU makes smaller depth maps than a GPU would (DenseConfig.cpu_max_image_size)
+    side = 560 if report["device"] == "cpu" else 800
+    assert report["stages"]["dense"]["depth_map_size"] == side
     assert report["stages"]["fuse"]["points"] == len(result.dense) > 10_000
     assert report["outputs"]["dense.ply"] == (out / "dense.ply").stat().st_size
     assert report["stages"]["export"]["viewer"]["cloud"] == "dense"
