@@ -48,7 +48,7 @@ import torch  # noqa: E402
 import trimesh  # noqa: E402
 from _machine import cpu_model  # noqa: E402
 from bench_memory import OUTPUTS, output_sizes, tree_rss  # noqa: E402
-from bench_sfm import DATASETS, SYNTHETIC, run_defaults, scene_inputs, score  # noqa: E402
+from bench_sfm import DATASETS, SYNTHETIC, available, run_defaults, scene_inputs, score  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
 from engine.config import preset  # noqa: E402
@@ -293,8 +293,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for name in args.scenes:
-            if name not in SYNTHETIC and not (DATASETS / name / "images").is_dir():
-                print(f"skip {name}: not found in {DATASETS}", file=sys.stderr)
+            if not available(name):
                 continue
             images, truth, size, scene = load_inputs(name, tmp, wh)
             row = bench_scene(

@@ -36,6 +36,15 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 SYNTHETIC = ("bottle", "box", "lowtex")
 
 
+def available(name: str) -> bool:
+    """Whether scene ``name`` can run here (synthetic, or a dataset present in DATASETS); says
+    why not on stderr."""
+    if name in SYNTHETIC or (DATASETS / name / "images").is_dir():
+        return True
+    print(f"skip {name}: not found in {DATASETS}", file=sys.stderr)
+    return False
+
+
 def scene_inputs(name: str, tmp: Path, size: tuple[int, int]) -> tuple[Path, dict, float]:
     """(image folder, ground-truth cameras by name, object size) of a scene."""
     if name in SYNTHETIC:
@@ -104,8 +113,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for name in args.scenes:
-            if name not in SYNTHETIC and not (DATASETS / name / "images").is_dir():
-                print(f"skip {name}: not found in {DATASETS}", file=sys.stderr)
+            if not available(name):
                 continue
             wh = (int(args.size.split("x")[0]), int(args.size.split("x")[1]))
             images, truth, size = scene_inputs(name, tmp, wh)

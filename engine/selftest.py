@@ -230,36 +230,43 @@ def _check_files(out: Path, result: Any) -> list[Check]:
     return checks
 
 
-def _check_depth_network(folder: Path, image: Path) -> Check:
-    """Save a tiny random-weight Depth-Anything network, load it offline, predict one photo."""
-    import torch
-    from PIL import Image
-    from transformers import (
-        DepthAnythingConfig,
-        DepthAnythingForDepthEstimation,
-        Dinov2Config,
-    )
+def tiny_depth_anything_config(input_size: int) -> Any:
+    """A Depth-Anything config small enough to build in a second (random weights, no download).
 
-    from engine.models._hub import quiet_transformers
-    from engine.models.depth_anything import load_depth_model
+    The self-test and the test suite's tiny models (tests/tiny_models.py) both use it.
+    ``input_size`` is the network input side in pixels (a multiple of the 14 px patch).
+    """
+    from transformers import DepthAnythingConfig, Dinov2Config
 
     backbone = Dinov2Config(
         hidden_size=32,
         num_hidden_layers=4,
         num_attention_heads=2,
         intermediate_size=64,
-        image_size=56,
+        image_size=input_size,
         patch_size=14,
         out_features=["stage1", "stage2", "stage3", "stage4"],
         reshape_hidden_states=False,
     )
-    config = DepthAnythingConfig(
+    return DepthAnythingConfig(
         backbone_config=backbone,
         reassemble_hidden_size=32,
         neck_hidden_sizes=[8, 16, 32, 32],
         fusion_hidden_size=16,
         head_hidden_size=8,
     )
+
+
+def _check_depth_network(folder: Path, image: Path) -> Check:
+    """Save a tiny random-weight Depth-Anything network, load it offline, predict one photo."""
+    import torch
+    from PIL import Image
+    from transformers import DepthAnythingForDepthEstimation
+
+    from engine.models._hub import quiet_transformers
+    from engine.models.depth_anything import load_depth_model
+
+    config = tiny_depth_anything_config(56)
     torch.manual_seed(0)
     with quiet_transformers():
         DepthAnythingForDepthEstimation(config).save_pretrained(folder)

@@ -13,30 +13,11 @@ INPUT = 56  # network input size of the tiny depth model (4 patches of 14)
 def make_tiny_depth_model(folder: Path) -> Path:
     """Save a tiny random-weight DepthAnythingForDepthEstimation and its image processor."""
     import torch
-    from transformers import (
-        DepthAnythingConfig,
-        DepthAnythingForDepthEstimation,
-        Dinov2Config,
-        DPTImageProcessorPil,
-    )
+    from transformers import DepthAnythingForDepthEstimation, DPTImageProcessorPil
 
-    backbone = Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=INPUT,
-        patch_size=14,
-        out_features=["stage1", "stage2", "stage3", "stage4"],
-        reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone,
-        reassemble_hidden_size=32,
-        neck_hidden_sizes=[8, 16, 32, 32],
-        fusion_hidden_size=16,
-        head_hidden_size=8,
-    )
+    from engine.selftest import tiny_depth_anything_config
+
+    config = tiny_depth_anything_config(INPUT)
     torch.manual_seed(0)
     model = DepthAnythingForDepthEstimation(config).eval()
     with torch.no_grad():  # a visibly varying output (random init gives ~1e-7 everywhere)

@@ -31,7 +31,8 @@ VERTEX_DTYPE = np.dtype(
     ]
 )
 
-_PLY_TYPES = {
+#: PLY property type names -> numpy type codes (the mesh stage reads COLMAP's meshes with it).
+PLY_TYPES = {
     "char": "i1",
     "int8": "i1",
     "uchar": "u1",
@@ -192,8 +193,8 @@ def _parse_header(fh, path: Path) -> tuple[str, list[tuple[str, int, list[tuple[
         elif parts[0] == "property" and elements:
             if parts[1] == "list":
                 elements[-1][2].append((parts[-1], "list"))
-            elif len(parts) == 3 and parts[1] in _PLY_TYPES:
-                elements[-1][2].append((parts[2], _PLY_TYPES[parts[1]]))
+            elif len(parts) == 3 and parts[1] in PLY_TYPES:
+                elements[-1][2].append((parts[2], PLY_TYPES[parts[1]]))
             else:
                 raise PlyError(f"{path.name}: unsupported PLY property line {line!r}.")
     if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):

@@ -57,7 +57,7 @@ from scipy.spatial import cKDTree
 from engine.config import MeshConfig
 from engine.errors import InputError, ReconstructionError
 from engine.export._atomic import write_bytes_atomic
-from engine.export.ply import write_ply
+from engine.export.ply import PLY_TYPES, write_ply
 from engine.geometry import up_direction
 from engine.io import read_image, read_mask
 from engine.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
@@ -679,26 +679,6 @@ def _voxel_average(
     return mean(xyz), nrm, np.clip(np.rint(mean(rgb.astype(np.float64))), 0, 255).astype(np.uint8)
 
 
-_PLY_TYPES = {
-    "char": "i1",
-    "int8": "i1",
-    "uchar": "u1",
-    "uint8": "u1",
-    "short": "i2",
-    "int16": "i2",
-    "ushort": "u2",
-    "uint16": "u2",
-    "int": "i4",
-    "int32": "i4",
-    "uint": "u4",
-    "uint32": "u4",
-    "float": "f4",
-    "float32": "f4",
-    "double": "f8",
-    "float64": "f8",
-}
-
-
 def _read_ply_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Vertices and triangles of a binary little-endian PLY mesh (what COLMAP writes)."""
     data = path.read_bytes()
@@ -720,14 +700,14 @@ def _read_ply_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     faces = np.zeros((0, 3), np.int64)
     for name, count, props in elements:
         if name == "vertex":
-            dtype = np.dtype([(p[-1], "<" + _PLY_TYPES[p[0]]) for p in props])
+            dtype = np.dtype([(p[-1], "<" + PLY_TYPES[p[0]]) for p in props])
             arr = np.frombuffer(data, dtype, count, offset)
             offset += dtype.itemsize * count
             vertices = np.stack([arr["x"], arr["y"], arr["z"]], axis=1).astype(np.float64)
         elif name == "face":
             if len(props) != 1 or props[0][0] != "list":
                 raise ReconstructionError(f"The surface file {path.name} has odd faces.")
-            ctype, itype = _PLY_TYPES[props[0][1]], _PLY_TYPES[props[0][2]]
+            ctype, itype = PLY_TYPES[props[0][1]], PLY_TYPES[props[0][2]]
             dtype = np.dtype([("n", "<" + ctype), ("i", "<" + itype, (3,))])
             if count and int(np.frombuffer(data, "<" + ctype, 1, offset)[0]) != 3:
                 raise ReconstructionError(f"The surface file {path.name} is not triangles.")
