@@ -75,6 +75,9 @@ _FG = 5.0  # colour distance of foreground
 _TEX = 6.0  # texture of probable foreground
 _SMOOTH = 10.0  # colour distance up to which a smooth surface joined to the backdrop is backdrop
 _SURFACE = 0.005  # least share of the frame of such a surface
+#: Largest share of the frame of a pocket behind pinholes that is still backdrop (measured:
+#: gaps in a scale card's print 0.05%, the side of a grey cap 0.6%), see _plain_parts.
+_POCKET = 0.002
 #: How far (working pixels) texture evidence spreads past an outline; thinner shadow strips.
 _TEX_REACH, _THIN = 4, 3.0
 #: Deepest shadow, as log((L+16) ratio): 0.6 is a linear-light ratio of about 0.17.
@@ -371,6 +374,38 @@ def _backdrop_connected(candidate: np.ndarray, band: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
+def _backdrop_flood(passable: np.ndarray, band: np.ndarray) -> np.ndarray:
+    """Backdrop reached from the band through ``passable`` pixels, but not through pinholes.
+
+    An outline of a grey part against a grey backdrop can lose its step for a pixel or two
+    (anti-aliasing, JPEG, a glyph's rasterisation); a plain flood then pours through that gap
+    and takes the whole part. The flood runs on the passable pixels eroded by one pixel, so a
+    gap narrower than three pixels stops it, and is then grown back by that pixel inside the
+    passable set: the backdrop keeps its exact outline.
+    """
+    core = cv2.erode(passable.astype(np.uint8), _disk(1)).astype(bool)
+    reached = _backdrop_connected(core, band)
+    return cv2.dilate(reached.astype(np.uint8), _disk(1)).astype(bool) & passable
+
+
+def _plain_parts(candidate: np.ndarray, plain: np.ndarray) -> np.ndarray:
+    """Parts of ``candidate`` that are backdrop: mostly ``plain``, or too small to be a part.
+
+    ``candidate`` is what the backdrop reaches only through pinholes. Such a part is an
+    outlined piece of the product (a ridged grey cap's side) unless half of it is plain
+    backdrop-coloured surface (the white of a scale card inside its print) or it is smaller
+    than :data:`_POCKET` of the frame (a gap between printed marks).
+    """
+    n, labels = cv2.connectedComponents(candidate.astype(np.uint8), connectivity=4)
+    if n <= 1:
+        return np.zeros_like(candidate, bool)
+    area = np.bincount(labels.ravel(), minlength=n)
+    count = np.bincount(labels.ravel(), weights=plain.ravel().astype(np.float64), minlength=n)
+    keep = (count >= 0.5 * area) | (area < _POCKET * candidate.size)
+    keep[0] = False
+    return keep[labels]
+
+
 def _classify(feat: _Features, band: np.ndarray, edge_step: float) -> tuple[np.ndarray, np.ndarray]:
     """Initial foreground and sure foreground at working size.
 
@@ -382,11 +417,13 @@ def _classify(feat: _Features, band: np.ndarray, edge_step: float) -> tuple[np.n
     textured = feat.texture > _TEX
     fg = colour_fg | cv2.erode(textured.astype(np.uint8), _disk(_TEX_REACH)).astype(bool)
     passable = ~fg & ((feat.gradient < edge_step) | ~feat.shadow_like)
-    backdrop = _backdrop_connected(passable, band)
-    # a second plain surface (a pedestal, a sweep's floor in other light) joins the backdrop
-    # smoothly: no outline, no texture, and not the sure colour of a product
+    backdrop = _backdrop_flood(passable, band)
     rough = (textured | (feat.gradient >= edge_step)).astype(np.uint8)
     smooth = (feat.colour <= _SMOOTH) & ~cv2.dilate(rough, _disk(_TEX_REACH)).astype(bool)
+    # pockets behind pinholes: the backdrop when plain or tiny, else an outlined part
+    backdrop |= _plain_parts(_backdrop_connected(passable, band) & ~backdrop, smooth)
+    # a second plain surface (a pedestal, a sweep's floor in other light) joins the backdrop
+    # smoothly: no outline, no texture, and not the sure colour of a product
     added = (_backdrop_connected(backdrop | smooth, backdrop) & ~backdrop).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(added, connectivity=4)
     if n > 1:
