@@ -66,6 +66,9 @@ class SfMConfig:
     """Below this fraction of registered images, retry with stronger settings."""
     retry: bool = True
     """Allow automatic retries."""
+    global_mapper: bool = True
+    """When the incremental mapper places too few photos or its model fails its check, try
+    pycolmap's global mapper (GLOMAP) on the same matches before extracting features again."""
     refine_principal_point: bool = True
     """Refine the lens centre in a final bundle adjustment when the views are spread widely."""
     snapshot_every: int = 4

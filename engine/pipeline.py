@@ -406,7 +406,9 @@ class Pipeline:
         done = state.get("sfm")
         if done is not None and done.get("key") == sfm_key and (out / "sparse" / "0").is_dir():
             sparse = sfm_stage.load_sparse(out / "sparse" / "0", done["unregistered"])
-            sparse = dataclasses.replace(sparse, attempts=tuple(done["attempts"]))
+            sparse = dataclasses.replace(
+                sparse, attempts=tuple(done["attempts"]), check=done.get("check", {})
+            )
             logger.info("SfM already done: %d photos placed (resumed).", sparse.num_registered)
             self.progress(ProgressEvent("sfm", 1, 1, "resumed", sparse))
         else:
@@ -424,6 +426,7 @@ class Pipeline:
                     "key": sfm_key,
                     "unregistered": sparse.unregistered,
                     "attempts": list(sparse.attempts),
+                    "check": sparse.check,
                 },
             )
         report.registered = sorted(sparse.cameras)
@@ -433,6 +436,7 @@ class Pipeline:
             "images": len(ingest.images),
             "points": len(sparse.points),
             "attempts": list(sparse.attempts),
+            "check": sparse.check,
         }
         if sparse.unregistered:
             report.warnings.append(

@@ -942,6 +942,7 @@ def ring_cameras(
     height: int = 600,
     seed: int = 0,
     fill: float = 0.72,
+    roll_deg: float = 0.0,
 ) -> list[CameraPose]:
     """Ground-truth turntable cameras for a scene, in capture order.
 
@@ -961,6 +962,9 @@ def ring_cameras(
         Seed of the jitter.
     fill
         Fraction of the frame height (or 85% of the width if tighter) the object spans.
+    roll_deg
+        Roll of every camera about its optical axis (90: the camera held on its side, so the
+        product lies sideways in the photos).
 
     Returns
     -------
@@ -975,6 +979,16 @@ def ring_cameras(
     hull = shape.hull_points()
     centre = (shape.bbox_min + shape.bbox_max) / 2
     K = intrinsics(width, height)
+    roll = math.radians(roll_deg)
+    # the image turns by the roll: x_cam' = Rz(roll) x_cam
+    rz = np.array(
+        [[math.cos(roll), -math.sin(roll), 0.0], [math.sin(roll), math.cos(roll), 0.0], [0, 0, 1]]
+    )
+
+    def aim(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        R, t = look_at(c, centre)
+        return rz @ R, rz @ t
+
     rng = np.random.default_rng([seed, 11])
     cams = []
     for ring, elev in enumerate(elevations_deg):
@@ -986,7 +1000,7 @@ def ring_cameras(
             worst = 0.0
             for az in np.linspace(0, np.pi, 8, endpoint=False):
                 c = centre + dist * _direction(az, math.radians(elev))
-                R, t = look_at(c, centre)
+                R, t = aim(c)
                 uv = _project(K, R, t, hull)
                 ext = max(np.ptp(uv[:, 1]) / height, np.ptp(uv[:, 0]) / (width * 0.85 / fill))
                 worst = max(worst, ext)
@@ -998,7 +1012,7 @@ def ring_cameras(
             el = math.radians(float(elev) + rng.uniform(-1.0, 1.0))
             d = dist * (1.0 + rng.uniform(-0.02, 0.02))
             c = centre + d * _direction(az, el)
-            R, t = look_at(c, centre)
+            R, t = aim(c)
             name = f"{kind}_r{ring}_a{k:03d}.jpg"
             cams.append(
                 CameraPose(
@@ -1434,6 +1448,8 @@ def render_scene(
     n_surface_points: int = 150_000,
     markers_mm: float = 0.0,
     backdrop: str = "studio",
+    fill: float = 0.72,
+    roll_deg: float = 0.0,
     progress: Callable[[ProgressEvent], None] | None = None,
     cancel: CancelToken | None = None,
 ) -> SyntheticScene:
@@ -1472,6 +1488,11 @@ def render_scene(
         of a ring, before sensor noise) moves with the cameras in the object's frame, where the
         ground-truth cameras are. The lights turn with the product (its shading is as in the
         studio) and the masks are the object's coverage, as in the studio.
+    fill
+        Fraction of the frame the product spans (see :func:`ring_cameras`); 0.25 is a small
+        product far off in the frame.
+    roll_deg
+        Camera roll about the optical axis (90: held on its side, no EXIF says so).
     progress
         Called with a :class:`~engine.progress.ProgressEvent` after each view.
     cancel
@@ -1506,6 +1527,8 @@ def render_scene(
         width=width,
         height=height,
         seed=seed,
+        fill=fill,
+        roll_deg=roll_deg,
     )
     _remove_stale_views(root, {c.name for c in cams})
     markers = marker_layout(kind, markers_mm, seed=seed) if markers_mm > 0 else None

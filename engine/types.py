@@ -228,6 +228,10 @@ class SparseModel:
     visibility: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     """Image name -> int64 indices into ``points`` of the sparse points it observes (SfM tracks);
     empty when unknown (then stages fall back to projecting the points)."""
+    check: dict[str, Any] = field(default_factory=dict)
+    """The kept model's check against its verified photo pairs
+    (:meth:`engine.stages.sfm_check.ModelCheck.to_report`, plus the ``mapper``); empty when
+    unknown."""
 
     @property
     def num_registered(self) -> int:

@@ -27,6 +27,7 @@ import pycolmap
 from engine.config import SfMConfig
 from engine.errors import ReconstructionError
 from engine.progress import Cancelled, CancelToken, ProgressCallback, ProgressEvent, no_progress
+from engine.stages.sfm_check import ModelCheck, check_model, rotation_disagreement
 from engine.types import CameraPose, ImageRecord, IngestResult, PointCloud, SparseModel
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ BA_FUNCTION_TOLERANCE = 1e-6
 #: 12.2 s against 8.8 s in one call. Blocks only pace the progress bar; Cancel reaches inside a
 #: call through pycolmap's cancellation token.
 MIN_MATCH_BLOCK = 256
+#: Two models whose relative rotations on their shared photos differ by more than this median
+#: (degrees) cannot both be right: the global mapper's is refused (see _judge).
+MAX_MODEL_DISAGREEMENT_DEG = 2.0
 
 
 @contextmanager
@@ -398,6 +402,25 @@ class _AttemptRunner:
         self.cancel.raise_if_cancelled()
         return recs
 
+    def map_global(self) -> dict[int, pycolmap.Reconstruction]:
+        """All cameras at once from the same matches: pycolmap's global mapper (GLOMAP).
+
+        It takes no cancellation token; cancellation is checked before and after.
+        """
+        self.cancel.raise_if_cancelled()
+        opts = pycolmap.GlobalPipelineOptions()
+        opts.num_threads = self.cfg.num_threads
+        opts.random_seed = self.cfg.seed
+        opts.min_num_matches = MIN_PAIR_INLIERS
+        total = len(self.names)
+        self._emit(0, total, "placing all cameras at once (global mapper)")
+        out = self.folder / "global"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        recs = pycolmap.global_mapping(self.db_path, self.ingest.image_dir, out, opts)
+        self.cancel.raise_if_cancelled()
+        return recs
+
     def _newest_snapshot(self, seen: set[str]) -> SparseModel | None:
         snap = self.folder / "snapshots"
         if not snap.is_dir():
@@ -479,11 +502,19 @@ def _explain_unregistered(
 
 
 def _summarise(
-    attempt: Attempt, rec: pycolmap.Reconstruction | None, n: int, seconds: float, pairs: int
+    attempt: Attempt,
+    rec: pycolmap.Reconstruction | None,
+    n: int,
+    seconds: float,
+    pairs: int,
+    mapper: str = "incremental",
+    check: ModelCheck | None = None,
 ) -> dict:
     registered = rec.num_reg_images() if rec is not None else 0
     return {
         **dataclasses.asdict(attempt),
+        "mapper": mapper,
+        "check": check.to_report() if check is not None else None,
         "registered": registered,
         "images": n,
         "pairs": pairs,
@@ -508,6 +539,103 @@ def _needs_retry(
         for r in others
     )
     return split and n <= cfg.exhaustive_max_images
+
+
+@dataclass
+class _Candidate:
+    """A mapper's largest model, the rest, where it came from and its check."""
+
+    rec: pycolmap.Reconstruction
+    others: list[pycolmap.Reconstruction]
+    db_path: Path
+    check: ModelCheck
+    mapper: str
+
+    def better_than(self, other: _Candidate) -> bool:
+        mine, theirs = self.rec.num_reg_images(), other.rec.num_reg_images()
+        if mine != theirs:
+            return mine > theirs
+        return self.check.reprojection_error_px < other.check.reprojection_error_px
+
+
+def _mappers(cfg: SfMConfig) -> tuple[str, ...]:
+    return ("incremental", "global") if cfg.global_mapper else ("incremental",)
+
+
+def _judge(
+    recs: dict[int, pycolmap.Reconstruction], db_path: Path, mapper: str, best: _Candidate | None
+) -> _Candidate | None:
+    """The largest model of a mapping, checked against its database and the best model so far."""
+    models = sorted(recs.values(), key=lambda r: r.num_reg_images(), reverse=True)
+    if not models or models[0].num_reg_images() < 2:
+        return None
+    kept = models[0]
+    check = check_model(kept, db_path)
+    if check.ok and best is not None and mapper == "global":
+        # Two right models agree where they overlap. The global mapper places every camera at
+        # once from pairwise geometry, without the incremental mapper's per-photo checks;
+        # on a narrow lens with little texture it can bend a ring into a consistent but wrong
+        # shape (dino_sparse_ring: 15 photos placed, 19 deg off, every pair agreeing), so a
+        # disagreement with a checked incremental model refuses the global one.
+        disagreement, shared = rotation_disagreement(best.rec, kept)
+        if shared >= 3 and disagreement > MAX_MODEL_DISAGREEMENT_DEG:
+            check = dataclasses.replace(
+                check,
+                ok=False,
+                reason=(
+                    f"it turns the cameras by {disagreement:.1f} deg (median) against the "
+                    f"{best.mapper} mapper's checked model on the {shared} photos both placed"
+                ),
+            )
+    return _Candidate(kept, models[1:], db_path, check, mapper)
+
+
+def _no_model_message(names: Sequence[str], refused: list[_Candidate]) -> str:
+    listed = ", ".join(names[:MAX_NAMED])
+    if len(names) > MAX_NAMED:
+        listed += f" and {len(names) - MAX_NAMED} more"
+    if refused:
+        worst = max(refused, key=lambda c: c.rec.num_reg_images())
+        return (
+            f"The cameras of the {len(names)} photos ({listed}) could not be solved reliably: "
+            f"the best solution placed {worst.rec.num_reg_images()} photos, but "
+            f"{worst.check.reason}. A model like that gives a wrong shape, so nothing was "
+            "exported. Reshoot with more overlap (a photo every 10 to 15 deg), the product "
+            "larger in the frame, and a textured detail or a printed marker sheet that tells "
+            "its sides apart in every photo."
+        )
+    return (
+        f"Could not place the cameras of any two of the {len(names)} photos ({listed}): "
+        "they do not overlap enough or show too little texture. Shoot the product with "
+        "about 70% overlap between neighbouring photos, in sharp focus, against a plain "
+        "background, and leave out photos of other objects."
+    )
+
+
+def _drop_contradicted(rec: pycolmap.Reconstruction, check: ModelCheck) -> dict[str, str]:
+    """Take photos whose placement contradicts their own verified pairs out of ``rec``.
+
+    Only when the model as a whole is right and they are a minority: their reasons, by name.
+    """
+    if not check.ok or not check.contradicted:
+        return {}
+    if 2 * len(check.contradicted) >= rec.num_reg_images():
+        return {}
+    by_name = {im.name: im for im in rec.images.values() if im.has_pose}
+    reasons = {}
+    for name in check.contradicted:
+        image = by_name.get(name)
+        if image is None:
+            continue
+        rec.deregister_frame(image.frame_id)
+        share = check.per_photo.get(name, 0.0)
+        reasons[name] = (
+            f"it was placed, but only {share:.0%} of its verified matches with other photos "
+            "agree with that place (it probably matched a look-alike side of the product); "
+            "it was left out rather than bend the model. Add photos between it and its "
+            "neighbours"
+        )
+    return reasons
 
 
 def robust_bundle_adjustment(
@@ -619,7 +747,8 @@ def run(
     long_side = max(max(r.width, r.height) for r in ingest.images)
     attempts = plan_attempts(cfg, len(names), long_side)
     summaries: list[dict] = []
-    best: tuple[pycolmap.Reconstruction, list[pycolmap.Reconstruction], Path] | None = None
+    best: _Candidate | None = None
+    refused: list[_Candidate] = []
     for index, attempt in enumerate(attempts):
         folder = work / f"attempt{index + 1}_{attempt.name}"
         shutil.rmtree(folder, ignore_errors=True)
@@ -632,44 +761,56 @@ def run(
         t1 = time.perf_counter()
         n_pairs = runner.match()
         t2 = time.perf_counter()
-        recs = runner.map()
-        t3 = time.perf_counter()
-        models = sorted(recs.values(), key=lambda r: r.num_reg_images(), reverse=True)
-        kept = models[0] if models else None
-        summary = _summarise(attempt, kept, len(names), t3 - t0, n_pairs)
-        summary["phase_seconds"] = {
-            "features": round(t1 - t0, 2),
-            "matching": round(t2 - t1, 2),
-            "mapping": round(t3 - t2, 2),
-        }
-        summaries.append(summary)
-        logger.info(
-            "SfM %s: %d of %d photos placed in %.1f s",
-            attempt.name,
-            summaries[-1]["registered"],
-            len(names),
-            summaries[-1]["seconds"],
-        )
-        if kept is not None and (best is None or kept.num_reg_images() > best[0].num_reg_images()):
-            best = (kept, models[1:], runner.db_path)
-        if best is not None and not _needs_retry(best[0], best[1], cfg, len(names)):
+        phases = {"features": round(t1 - t0, 2), "matching": round(t2 - t1, 2)}
+        # the mappers share this attempt's features and matches
+        for mapper in _mappers(cfg):
+            t3 = time.perf_counter()
+            recs = runner.map() if mapper == "incremental" else runner.map_global()
+            t4 = time.perf_counter()
+            candidate = _judge(recs, runner.db_path, mapper, best)
+            kept = candidate.rec if candidate is not None else None
+            summary = _summarise(
+                attempt,
+                kept,
+                len(names),
+                (t2 - t0 if mapper == "incremental" else 0.0) + t4 - t3,
+                n_pairs,
+                mapper,
+                candidate.check if candidate is not None else None,
+            )
+            summary["phase_seconds"] = {**phases, "mapping": round(t4 - t3, 2)}
+            if mapper != "incremental":
+                summary["phase_seconds"].update(features=0.0, matching=0.0)
+            summaries.append(summary)
+            logger.info(
+                "SfM %s (%s mapper): %d of %d photos placed in %.1f s%s",
+                attempt.name,
+                mapper,
+                summary["registered"],
+                len(names),
+                summary["seconds"],
+                ""
+                if candidate is None or candidate.check.ok
+                else "; refused: " + candidate.check.reason,
+            )
+            if candidate is None:
+                continue
+            if not candidate.check.ok:
+                refused.append(candidate)
+            elif best is None or candidate.better_than(best):
+                best = candidate
+            if best is not None and not _needs_retry(best.rec, best.others, cfg, len(names)):
+                break
+        if best is not None and not _needs_retry(best.rec, best.others, cfg, len(names)):
             break
         if index + 1 < len(attempts):
-            got = best[0].num_reg_images() if best else 0
+            got = best.rec.num_reg_images() if best else 0
             logger.warning(
                 "Only %d of %d photos placed; retrying with stronger settings.", got, len(names)
             )
-    if best is None or best[0].num_reg_images() < 2:
-        listed = ", ".join(names[:MAX_NAMED])
-        if len(names) > MAX_NAMED:
-            listed += f" and {len(names) - MAX_NAMED} more"
-        raise ReconstructionError(
-            f"Could not place the cameras of any two of the {len(names)} photos ({listed}): "
-            "they do not overlap enough or show too little texture. Shoot the product with "
-            "about 70% overlap between neighbouring photos, in sharp focus, against a plain "
-            "background, and leave out photos of other objects."
-        )
-    rec, others, db_path = best
+    if best is None or best.rec.num_reg_images() < 2:
+        raise ReconstructionError(_no_model_message(names, refused))
+    rec, others, db_path = best.rec, best.others, best.db_path
     cancel.raise_if_cancelled()
     progress(ProgressEvent(STAGE, len(names), len(names), "refining all cameras together"))
     robust_bundle_adjustment(rec)
@@ -677,7 +818,17 @@ def run(
         refined = refine_principal_point(rec)
         if refined is not None:
             rec = refined
+    check = check_model(rec, db_path)
+    dropped = _drop_contradicted(rec, check)
+    if dropped:
+        logger.warning(
+            "%d photos left out: their placement contradicts their own matches (%s)",
+            len(dropped),
+            ", ".join(sorted(dropped)[:MAX_NAMED]),
+        )
+        check = check_model(rec, db_path)
     unregistered = _explain_unregistered(db_path, names, rec, others)
+    unregistered.update(dropped)
     out = run_dir / "sparse" / "0"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -689,6 +840,7 @@ def run(
         unregistered=unregistered,
         attempts=tuple(summaries),
         visibility=visibility_from_reconstruction(rec),
+        check={**check.to_report(), "mapper": best.mapper},
     )
     progress(
         ProgressEvent(

@@ -1,0 +1,242 @@
+"""Is a solved SfM model right? Independent evidence, checked before the model is used.
+
+A mapper can place photos wrongly and still report a low reprojection error: a symmetric product
+seen from the far side looks like the near side, and a wrong camera that explains its own
+matches passes every test COLMAP runs while it grows the model. What the mapper cannot hide is
+the rest of the matching evidence. Every image pair was verified on its own, before mapping, by
+RANSAC on its matches (a two-view geometry in the database); a right model agrees with nearly all
+of those pairs, a wrong one contradicts many. :func:`check_model` measures that agreement, pair by
+pair and photo by photo, with the reprojection error and the tracks as further evidence.
+
+The check reads only the model and its database, so it judges any mapper's model alike
+(incremental or global).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pycolmap
+
+#: A verified pair is checked when it has at least this many inlier matches.
+MIN_CHECK_INLIERS = 15
+#: A match fits the model when its Sampson distance is under this many pixels (RANSAC verified
+#: it at 4 px; bundle adjustment moves cameras by a fraction of a pixel).
+FIT_PX = 4.0
+#: A pair agrees with the model when at least this share of its verified matches fit.
+PAIR_FIT_SHARE = 0.5
+#: The model is right when at least this share of its checked pairs (weighted by inliers) agree.
+MIN_AGREEMENT = 0.85
+#: A placed photo is contradicted when under this share of its checked pairs' inliers agree.
+MIN_PHOTO_AGREEMENT = 0.5
+#: Mean reprojection error above which a model is not trusted, in pixels.
+MAX_REPROJECTION_PX = 2.0
+#: Fewer checked pairs than this give no verdict from agreement (too little evidence).
+MIN_CHECKED_PAIRS = 3
+_BAD_CONFIGS = {
+    int(getattr(pycolmap.TwoViewGeometryConfiguration, name))
+    for name in ("UNDEFINED", "DEGENERATE", "WATERMARK", "MULTIPLE")
+}
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """Verdict on one SfM model and the evidence behind it.
+
+    Attributes
+    ----------
+    ok
+        True when the model may be used.
+    reason
+        Why it may not be used ("" when ``ok``), in plain words.
+    pairs_checked, pairs_agreeing
+        Verified image pairs with both photos placed, and those the model agrees with.
+    agreement
+        Inlier-weighted share of checked pairs that agree (1.0 when nothing could be checked).
+    contradicted
+        Placed photos whose verified pairs the model mostly contradicts, by name.
+    reprojection_error_px, mean_track_length
+        The model's own statistics.
+    """
+
+    ok: bool
+    reason: str
+    pairs_checked: int
+    pairs_agreeing: int
+    agreement: float
+    contradicted: tuple[str, ...] = ()
+    reprojection_error_px: float = 0.0
+    mean_track_length: float = 0.0
+    per_photo: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def to_report(self) -> dict[str, Any]:
+        """JSON-ready summary for ``report.json``."""
+        return {
+            "ok": self.ok,
+            "reason": self.reason,
+            "pairs_checked": self.pairs_checked,
+            "pairs_agreeing": self.pairs_agreeing,
+            "agreement": round(self.agreement, 4),
+            "contradicted": list(self.contradicted),
+            "reprojection_error_px": round(self.reprojection_error_px, 4),
+            "mean_track_length": round(self.mean_track_length, 3),
+        }
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+
+
+def sampson_px(E: np.ndarray, x1: np.ndarray, x2: np.ndarray, focal: float) -> np.ndarray:
+    """Sampson distances, in pixels, of normalised correspondences under an essential matrix.
+
+    ``x1``, ``x2`` are ``(N, 2)`` normalised camera coordinates (distortion removed); the
+    distance in normalised units is scaled by ``focal`` (pixels).
+    """
+    h1 = np.c_[x1, np.ones(len(x1))]
+    h2 = np.c_[x2, np.ones(len(x2))]
+    ex1 = h1 @ E.T  # E x1
+    etx2 = h2 @ E  # E^T x2
+    num = np.sum(h2 * ex1, axis=1) ** 2
+    den = ex1[:, 0] ** 2 + ex1[:, 1] ** 2 + etx2[:, 0] ** 2 + etx2[:, 1] ** 2
+    return np.sqrt(num / np.maximum(den, 1e-300)) * focal
+
+
+def _focal(camera: pycolmap.Camera) -> float:
+    return float(np.mean([camera.focal_length_x, camera.focal_length_y]))
+
+
+def check_model(
+    rec: pycolmap.Reconstruction,
+    database: Path,
+    *,
+    min_agreement: float = MIN_AGREEMENT,
+) -> ModelCheck:
+    """Check a model against the verified two-view geometries of its database.
+
+    For every verified pair with both photos placed and at least :data:`MIN_CHECK_INLIERS`
+    inlier matches, the model's relative pose gives an essential matrix; the pair agrees when
+    at least :data:`PAIR_FIT_SHARE` of its inliers lie within :data:`FIT_PX` of their epipolar
+    lines. The model is right when the inlier-weighted share of agreeing pairs reaches
+    ``min_agreement`` and its mean reprojection error stays under :data:`MAX_REPROJECTION_PX`.
+
+    Parameters
+    ----------
+    rec
+        The model (image ids as in ``database``).
+    database
+        The COLMAP database the model was solved from.
+    min_agreement
+        Least inlier-weighted share of agreeing pairs.
+
+    Returns
+    -------
+    ModelCheck
+    """
+    placed = {iid: im for iid, im in rec.images.items() if im.has_pose}
+    poses = {iid: im.cam_from_world() for iid, im in placed.items()}
+    normalised: dict[int, np.ndarray] = {}
+    checked = agreeing = 0
+    weight_all = weight_ok = 0.0
+    photo_all: dict[int, float] = defaultdict(float)
+    photo_ok: dict[int, float] = defaultdict(float)
+    with pycolmap.Database.open(str(database)) as db:
+        pair_ids, geometries = db.read_two_view_geometries()
+        for pair_id, tvg in zip(pair_ids, geometries, strict=True):
+            a, b = pycolmap.pair_id_to_image_pair(pair_id)
+            if a not in placed or b not in placed or int(tvg.config) in _BAD_CONFIGS:
+                continue
+            matches = np.asarray(tvg.inlier_matches)
+            if len(matches) < MIN_CHECK_INLIERS:
+                continue
+            for iid in (a, b):
+                if iid not in normalised:
+                    kp = np.asarray(db.read_keypoints(iid))[:, :2].astype(np.float64)
+                    cam = rec.cameras[placed[iid].camera_id]
+                    normalised[iid] = np.asarray(cam.cam_from_img(kp), np.float64)
+            rel = poses[b] * poses[a].inverse()
+            R = np.asarray(rel.rotation.matrix(), np.float64)
+            t = np.asarray(rel.translation, np.float64)
+            if np.linalg.norm(t) < 1e-12:
+                continue
+            E = _skew(t / np.linalg.norm(t)) @ R
+            focal = 0.5 * (
+                _focal(rec.cameras[placed[a].camera_id]) + _focal(rec.cameras[placed[b].camera_id])
+            )
+            d = sampson_px(E, normalised[a][matches[:, 0]], normalised[b][matches[:, 1]], focal)
+            fits = float(np.mean(d < FIT_PX))
+            agrees = fits >= PAIR_FIT_SHARE
+            w = float(len(matches))
+            checked += 1
+            agreeing += int(agrees)
+            weight_all += w
+            weight_ok += w * agrees
+            for iid in (a, b):
+                photo_all[iid] += w
+                photo_ok[iid] += w * agrees
+    agreement = weight_ok / weight_all if weight_all > 0 else 1.0
+    per_photo = {placed[i].name: photo_ok[i] / photo_all[i] for i in photo_all}
+    contradicted = tuple(
+        sorted(name for name, share in per_photo.items() if share < MIN_PHOTO_AGREEMENT)
+    )
+    reproj = float(rec.compute_mean_reprojection_error()) if rec.num_points3D() else 0.0
+    track = float(rec.compute_mean_track_length()) if rec.num_points3D() else 0.0
+    reason = ""
+    if checked >= MIN_CHECKED_PAIRS and agreement < min_agreement:
+        reason = (
+            f"the solved cameras contradict {checked - agreeing} of {checked} photo pairs "
+            f"whose matches were verified on their own (agreement {agreement:.0%}, needs "
+            f"{min_agreement:.0%}): the product probably looks alike from different sides"
+        )
+    elif reproj > MAX_REPROJECTION_PX:
+        reason = f"the mean reprojection error is {reproj:.2f} px (at most {MAX_REPROJECTION_PX})"
+    return ModelCheck(
+        ok=not reason,
+        reason=reason,
+        pairs_checked=checked,
+        pairs_agreeing=agreeing,
+        agreement=agreement,
+        contradicted=contradicted,
+        reprojection_error_px=reproj,
+        mean_track_length=track,
+        per_photo=per_photo,
+    )
+
+
+def rotation_disagreement(
+    a: pycolmap.Reconstruction, b: pycolmap.Reconstruction
+) -> tuple[float, int]:
+    """Median disagreement (degrees) of two models' relative rotations, over shared photos.
+
+    Relative rotations between photos placed in both models do not depend on either model's
+    frame; two right models agree to a fraction of a degree.
+
+    Returns
+    -------
+    (median_deg, shared)
+        ``median_deg`` is 0.0 when fewer than two photos are shared.
+    """
+
+    def rotations(rec: pycolmap.Reconstruction) -> dict[str, np.ndarray]:
+        return {
+            im.name: np.asarray(im.cam_from_world().rotation.matrix(), np.float64)
+            for im in rec.images.values()
+            if im.has_pose
+        }
+
+    ra, rb = rotations(a), rotations(b)
+    shared = sorted(set(ra) & set(rb))
+    if len(shared) < 2:
+        return 0.0, len(shared)
+    angles = []
+    for i, first in enumerate(shared):
+        for second in shared[i + 1 :]:
+            rel_a = ra[second] @ ra[first].T
+            rel_b = rb[second] @ rb[first].T
+            cos = (np.trace(rel_a @ rel_b.T) - 1.0) / 2.0
+            angles.append(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    return float(np.median(angles)), len(shared)
