@@ -35,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+import zlib  # noqa: F401  (before pycolmap: see engine/__init__.py)
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib  # noqa: F401  (before pycolmap: see engine/__init__.py)
 from collections.abc import Iterator
 from pathlib import Path
 

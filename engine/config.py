@@ -67,8 +67,9 @@ class SfMConfig:
     retry: bool = True
     """Allow automatic retries."""
     global_mapper: bool = True
-    """When the incremental mapper places too few photos or its model fails its check, try
-    pycolmap's global mapper (GLOMAP) on the same matches before extracting features again."""
+    """When the incremental mapper leaves photos out or its model fails its check, try
+    pycolmap's global mapper (GLOMAP) on the same features and matches (seconds) before
+    extracting features again; the checked model with most photos placed is kept."""
     refine_principal_point: bool = True
     """Refine the lens centre in a final bundle adjustment when the views are spread widely."""
     snapshot_every: int = 4

@@ -63,6 +63,10 @@ class ImageRecord:
     bright_fraction: float = 0.0
     sha256: str = ""
     mask_path: Path | None = None
+    mask_source: str = ""
+    """Where ``mask_path`` came from: ``"file"`` (beside the photo), ``"painted"`` (by the
+    user), ``"automatic"`` (the border backdrop model), ``"turntable"`` (the still backdrop of a
+    turntable shoot), ``"model"`` (a segmentation network); ``""`` without a mask."""
 
     @property
     def scale(self) -> float:

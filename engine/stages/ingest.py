@@ -323,6 +323,7 @@ def _ingest_one(
         bright_fraction=bright,
         sha256=digest,
         mask_path=mask_path,
+        mask_source="file" if mask_path is not None else "",
     )
     # Blur and exposure are judged against the whole set by the pre-flight checks
     # (engine/stages/coverage.py), not photo by photo here.

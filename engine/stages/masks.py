@@ -1452,12 +1452,12 @@ def run(
         target = mask_path_for(work_dir, rec.name)
         if rec.name in switched_off:
             target.unlink(missing_ok=True)
-            images.append(dataclasses.replace(rec, mask_path=None))
+            images.append(dataclasses.replace(rec, mask_path=None, mask_source=""))
             disabled.append(rec.name)
             message = f"{rec.name}: mask switched off"
         elif rec.name in overrides:
             write_png(target, _read_override(overrides[rec.name], rec), compress_level=6)
-            images.append(dataclasses.replace(rec, mask_path=target))
+            images.append(dataclasses.replace(rec, mask_path=target, mask_source="painted"))
             user.append(rec.name)
             message = f"{rec.name}: painted mask"
         elif rec.mask_path is not None:
@@ -1473,7 +1473,8 @@ def run(
             stats[rec.name] = {**result.stats, "confidence": result.confidence}
             if result.confidence >= cfg.min_confidence and result.mask.any():
                 write_png(target, np.where(result.mask, 255, 0).astype(np.uint8), compress_level=6)
-                images.append(dataclasses.replace(rec, mask_path=target))
+                source = _source(rec.name, backdrops, segmenter)
+                images.append(dataclasses.replace(rec, mask_path=target, mask_source=source))
                 computed.append(rec.name)
                 if result.reason:
                     logger.info(
@@ -1539,6 +1540,13 @@ def _load_segmenter(
         logger.warning("Segmentation model not used (weight-free masks instead): %s", exc)
         return None, f"not used: {exc}"
     return segmenter, segmenter.info.to_dict()
+
+
+def _source(name: str, backdrops: dict[str, StaticBackdrop], segmenter: Callable | None) -> str:
+    """The ``ImageRecord.mask_source`` of an automatic mask (as :func:`_automatic` chose)."""
+    if segmenter is not None:
+        return "model"
+    return "turntable" if name in backdrops else "automatic"
 
 
 def _automatic(
