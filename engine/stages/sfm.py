@@ -54,6 +54,11 @@ BA_FUNCTION_TOLERANCE = 1e-6
 #: 12.2 s against 8.8 s in one call. Blocks only pace the progress bar; Cancel reaches inside a
 #: call through pycolmap's cancellation token.
 MIN_MATCH_BLOCK = 256
+#: A solved focal length further than this (relative) from the photos' own EXIF focal length
+#: means a wrong model: a small product far off in the frame lets the mapper trade focal length
+#: for distance (a synthetic bottle at a quarter of the frame: 535 px solved, 818 px true, the
+#: cameras 2.6 deg off). Zoom lenses and crops stay well within it.
+MAX_FOCAL_DRIFT = 0.2
 #: Two models whose relative rotations on their shared photos differ by more than this median
 #: (degrees) cannot both be right: the global mapper's is refused (see _judge).
 MAX_MODEL_DISAGREEMENT_DEG = 2.0
@@ -400,9 +405,12 @@ class _AttemptRunner:
             opts.snapshot_frames_freq = self.cfg.snapshot_every
         return opts
 
-    def map(self) -> dict[int, pycolmap.Reconstruction]:
+    def map(self, fixed_focal: bool = False) -> dict[int, pycolmap.Reconstruction]:
         self.cancel.raise_if_cancelled()
         opts = self.mapper_options()
+        if fixed_focal:  # trust the EXIF focal lengths the cameras were created with
+            opts.ba_refine_focal_length = False
+            opts.ba_refine_extra_params = False
         total = len(self.names)
         registered = [2]  # the initial pair registers two images before the first callback
         seen_snapshots: set[str] = set()
@@ -414,7 +422,7 @@ class _AttemptRunner:
             self._emit(min(registered[0], total), total, "placing cameras", partial)
 
         self._emit(0, total, "choosing the first pair of photos")
-        out = self.folder / "models"
+        out = self.folder / ("models_fixed_focal" if fixed_focal else "models")
         with _cancellable(self.cancel):
             recs = pycolmap.incremental_mapping(
                 self.db_path,
@@ -575,6 +583,7 @@ class _Candidate:
     db_path: Path
     check: ModelCheck
     mapper: str
+    fixed_focal: bool = False
 
     def better_than(self, other: _Candidate) -> bool:
         mine, theirs = self.rec.num_reg_images(), other.rec.num_reg_images()
@@ -584,18 +593,65 @@ class _Candidate:
 
 
 def _mappers(cfg: SfMConfig) -> tuple[str, ...]:
-    return ("incremental", "global") if cfg.global_mapper else ("incremental",)
+    """Mappers tried in turn on one attempt's matches.
+
+    ``fixed-focal`` runs only after a model was refused for a focal length far from the
+    photos' EXIF one (see :func:`_focal_drift`).
+    """
+    if cfg.global_mapper:
+        return ("incremental", "global", "fixed-focal")
+    return ("incremental", "fixed-focal")
+
+
+def _focal_drift(rec: pycolmap.Reconstruction, records: Sequence[ImageRecord]) -> tuple[float, str]:
+    """Largest relative distance of a solved focal length from its photos' EXIF focal length.
+
+    Returns the drift (0.0 when no placed photo has an EXIF focal) and the name of a photo of
+    the camera that drifted most.
+    """
+    by_name = {r.name: r for r in records}
+    worst, name = 0.0, ""
+    for image in rec.images.values():
+        prior = by_name.get(image.name)
+        if not image.has_pose or prior is None or prior.focal_px is None:
+            continue
+        if not prior.focal_source.startswith("exif"):
+            continue
+        cam = rec.cameras[image.camera_id]
+        solved = 0.5 * (cam.focal_length_x + cam.focal_length_y)
+        drift = abs(solved - prior.focal_px) / prior.focal_px
+        if drift > worst:
+            worst, name = drift, image.name
+    return worst, name
 
 
 def _judge(
-    recs: dict[int, pycolmap.Reconstruction], db_path: Path, mapper: str, best: _Candidate | None
+    recs: dict[int, pycolmap.Reconstruction],
+    db_path: Path,
+    mapper: str,
+    best: _Candidate | None,
+    records: Sequence[ImageRecord],
 ) -> _Candidate | None:
-    """The largest model of a mapping, checked against its database and the best model so far."""
+    """The largest model of a mapping, checked.
+
+    Against its database (:func:`check_model`), the photos' EXIF focal lengths, and, for the
+    global mapper, the best model so far.
+    """
     models = sorted(recs.values(), key=lambda r: r.num_reg_images(), reverse=True)
     if not models or models[0].num_reg_images() < 2:
         return None
     kept = models[0]
     check = check_model(kept, db_path)
+    drift, drifted = _focal_drift(kept, records)
+    if check.ok and drift > MAX_FOCAL_DRIFT:
+        check = dataclasses.replace(
+            check,
+            ok=False,
+            reason=(
+                f"its focal length is {drift:.0%} off the photos' own (EXIF) focal length "
+                f"({drifted}): a product small in the frame lets distance and zoom trade places"
+            ),
+        )
     if check.ok and best is not None and mapper == "global":
         # Two right models agree where they overlap. The global mapper places every camera at
         # once from pairwise geometry, without the incremental mapper's per-photo checks;
@@ -612,7 +668,7 @@ def _judge(
                     f"{best.mapper} mapper's checked model on the {shared} photos both placed"
                 ),
             )
-    return _Candidate(kept, models[1:], db_path, check, mapper)
+    return _Candidate(kept, models[1:], db_path, check, mapper, mapper == "fixed-focal")
 
 
 def _no_model_message(names: Sequence[str], refused: list[_Candidate]) -> str:
@@ -664,7 +720,10 @@ def _drop_contradicted(rec: pycolmap.Reconstruction, check: ModelCheck) -> dict[
 
 
 def robust_bundle_adjustment(
-    rec: pycolmap.Reconstruction, loss_scale: float = ROBUST_LOSS_PX
+    rec: pycolmap.Reconstruction,
+    loss_scale: float = ROBUST_LOSS_PX,
+    *,
+    refine_focal_length: bool = True,
 ) -> None:
     """Final global bundle adjustment with a Cauchy loss, in place.
 
@@ -673,7 +732,11 @@ def robust_bundle_adjustment(
     specular glints) then tilt the cameras slightly; a Cauchy loss of ``loss_scale`` pixels lets
     them weigh less. On the synthetic bottle this halves the median rotation error.
     """
-    pycolmap.bundle_adjustment(rec, _robust_ba_options(loss_scale, refine_principal_point=False))
+    opts = _robust_ba_options(loss_scale, refine_principal_point=False)
+    if not refine_focal_length:
+        opts.refine_focal_length = False
+        opts.refine_extra_params = False
+    pycolmap.bundle_adjustment(rec, opts)
 
 
 def _robust_ba_options(
@@ -788,11 +851,20 @@ def run(
         t2 = time.perf_counter()
         phases = {"features": round(t1 - t0, 2), "matching": round(t2 - t1, 2)}
         # the mappers share this attempt's features and matches
+        drifted = False
         for mapper in _mappers(cfg):
+            if mapper == "fixed-focal" and not drifted:
+                continue
             t3 = time.perf_counter()
-            recs = runner.map() if mapper == "incremental" else runner.map_global()
+            if mapper == "global":
+                recs = runner.map_global()
+            else:
+                recs = runner.map(fixed_focal=mapper == "fixed-focal")
             t4 = time.perf_counter()
-            candidate = _judge(recs, runner.db_path, mapper, best)
+            candidate = _judge(recs, runner.db_path, mapper, best, ingest.images)
+            drifted = drifted or (
+                candidate is not None and "focal length" in candidate.check.reason
+            )
             kept = candidate.rec if candidate is not None else None
             summary = _summarise(
                 attempt,
@@ -839,8 +911,8 @@ def run(
     rec, others, db_path = best.rec, best.others, best.db_path
     cancel.raise_if_cancelled()
     progress(ProgressEvent(STAGE, len(names), len(names), "refining all cameras together"))
-    robust_bundle_adjustment(rec)
-    if cfg.refine_principal_point:
+    robust_bundle_adjustment(rec, refine_focal_length=not best.fixed_focal)
+    if cfg.refine_principal_point and not best.fixed_focal:
         refined = refine_principal_point(rec)
         if refined is not None:
             rec = refined

@@ -659,6 +659,7 @@ def test_masks_beside_photos_and_in_masks_folders(tmp_path):
     assert result.skipped == ()
     work_masks = tmp_path / "work" / "masks"
     assert recs["a.jpg"].mask_path == work_masks / "a.jpg.png"
+    assert recs["a.jpg"].mask_source == "file" and recs["c.jpg"].mask_source == ""
     a = np.asarray(Image.open(recs["a.jpg"].mask_path))
     assert a.shape == (50, 100) and set(np.unique(a)) == {0, 255}
     assert (a[:, :50] == 0).all() and (a[:, 50:] == 255).all()  # 100 -> 0, 200 -> 255

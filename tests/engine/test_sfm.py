@@ -106,3 +106,51 @@ def test_cancel_stops_sfm(scene_factory, tmp_path):
     with pytest.raises(Cancelled):
         sfm.run(images, SfMConfig(), tmp_path, progress=on_progress, cancel=token)
     assert not (tmp_path / "sparse" / "0").exists()
+
+
+def test_sfm_uses_only_the_users_and_turntable_masks(tmp_path, monkeypatch):
+    """Automatic studio masks never decide which features SfM sees; user and turntable ones do."""
+    from PIL import Image
+
+    from engine.stages.masks import mask_path_for
+    from engine.types import ImageRecord, IngestResult
+
+    work = tmp_path / "work"
+    (work / "images").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    sources = {"a.png": "automatic", "b.png": "file", "c.png": "turntable", "d.png": ""}
+    sources |= {"e.png": "painted", "f.png": "model"}
+    records = []
+    for name, source in sources.items():
+        path = work / "images" / name
+        Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(path)
+        mask = None
+        if source:
+            mask = mask_path_for(work, name)
+            mask.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((96, 128), 255, np.uint8)).save(mask)
+        records.append(
+            ImageRecord(
+                name, path, path, 128, 96, 128, 96, "cam", mask_path=mask, mask_source=source
+            )
+        )
+    calls = []
+    real = sfm.pycolmap.extract_features
+
+    def recording(*args, image_names, reader_options, **kwargs):
+        calls.append((tuple(image_names), str(reader_options.mask_path)))
+        return real(*args, image_names=image_names, reader_options=reader_options, **kwargs)
+
+    monkeypatch.setattr(sfm.pycolmap, "extract_features", recording)
+    ingest_result = IngestResult(tuple(records), (), work / "images")
+    folder = tmp_path / "attempt"
+    folder.mkdir()
+    cfg = SfMConfig(max_num_features=256)
+    (attempt, *_) = sfm.plan_attempts(cfg, len(records), 128)
+    sfm._AttemptRunner(
+        ingest_result, cfg, attempt, folder, lambda e: None, CancelToken(), 1, 0
+    ).extract()
+    masked = {n for names, mask_dir in calls if mask_dir == str(work / "masks") for n in names}
+    unmasked = {n for names, mask_dir in calls if mask_dir != str(work / "masks") for n in names}
+    assert masked == {"b.png", "c.png", "e.png"}
+    assert unmasked == {"a.png", "d.png", "f.png"}

@@ -84,6 +84,25 @@ def test_cameras_are_rigid_level_and_aimed(scene):
     assert np.all(np.diff(np.unwrap(az)) > 0)  # azimuth increasing within a ring
 
 
+def test_small_product_and_rolled_camera(tmp_path):
+    """``fill`` shrinks the product in the frame; ``roll_deg=90`` lays it on its side."""
+    kw = {"n_azimuth": 2, "elevations_deg": (20.0,), "width": 160, "height": 120}
+    kw["supersample"] = 1
+    small = S.render_scene(tmp_path / "small", "bottle", fill=0.25, **kw)
+    rolled = S.render_scene(tmp_path / "rolled", "bottle", roll_deg=90.0, **kw)
+    for mp in small.mask_paths:
+        rows = np.nonzero(np.asarray(Image.open(mp)).any(axis=1))[0]
+        assert 0.18 <= (rows[-1] - rows[0] + 1) / 120 <= 0.32
+    for cam, mp in zip(rolled.cameras, rolled.mask_paths, strict=True):
+        assert abs(cam.R[1] @ [0, 0, 1]) < 1e-12  # image y is horizontal in the world
+        assert abs(cam.R[0] @ [0, 0, 1]) > 0.9  # image x runs along the world's up
+        m = np.asarray(Image.open(mp)) > 127
+        width = np.ptp(np.nonzero(m.any(axis=0))[0]) + 1
+        height = np.ptp(np.nonzero(m.any(axis=1))[0]) + 1
+        assert width > 1.5 * height  # the upright bottle lies sideways in the photo
+        assert width <= 160 - 2 and height <= 120 - 2
+
+
 def test_object_fills_the_frame(scene):
     for mp in scene.mask_paths:
         rows = np.nonzero(np.asarray(Image.open(mp)).any(axis=1))[0]
