@@ -584,6 +584,7 @@ class _Candidate:
     check: ModelCheck
     mapper: str
     fixed_focal: bool = False
+    focal_drift: float = 0.0
 
     def better_than(self, other: _Candidate) -> bool:
         mine, theirs = self.rec.num_reg_images(), other.rec.num_reg_images()
@@ -668,7 +669,7 @@ def _judge(
                     f"{best.mapper} mapper's checked model on the {shared} photos both placed"
                 ),
             )
-    return _Candidate(kept, models[1:], db_path, check, mapper, mapper == "fixed-focal")
+    return _Candidate(kept, models[1:], db_path, check, mapper, mapper == "fixed-focal", drift)
 
 
 def _no_model_message(names: Sequence[str], refused: list[_Candidate]) -> str:
@@ -709,12 +710,18 @@ def _drop_contradicted(rec: pycolmap.Reconstruction, check: ModelCheck) -> dict[
         if image is None:
             continue
         rec.deregister_frame(image.frame_id)
-        share = check.per_photo.get(name, 0.0)
+        if name in check.facing_away:
+            why = "it was placed facing away from the product"
+        else:
+            share = check.per_photo.get(name, 0.0)
+            why = (
+                f"it was placed, but only {share:.0%} of its verified matches with other "
+                "photos agree with that place (it probably matched a look-alike side of the "
+                "product)"
+            )
         reasons[name] = (
-            f"it was placed, but only {share:.0%} of its verified matches with other photos "
-            "agree with that place (it probably matched a look-alike side of the product); "
-            "it was left out rather than bend the model. Add photos between it and its "
-            "neighbours"
+            f"{why}; it was left out rather than bend the model. Add photos between it and "
+            "its neighbours"
         )
     return reasons
 
@@ -862,9 +869,7 @@ def run(
                 recs = runner.map(fixed_focal=mapper == "fixed-focal")
             t4 = time.perf_counter()
             candidate = _judge(recs, runner.db_path, mapper, best, ingest.images)
-            drifted = drifted or (
-                candidate is not None and "focal length" in candidate.check.reason
-            )
+            drifted = drifted or (candidate is not None and candidate.focal_drift > MAX_FOCAL_DRIFT)
             kept = candidate.rec if candidate is not None else None
             summary = _summarise(
                 attempt,

@@ -64,7 +64,10 @@ class ModelCheck:
     agreement
         Inlier-weighted share of checked pairs that agree (1.0 when nothing could be checked).
     contradicted
-        Placed photos whose verified pairs the model mostly contradicts, by name.
+        Placed photos whose verified pairs the model mostly contradicts, or that it placed
+        facing away from the product, by name.
+    facing_away
+        Those of ``contradicted`` placed facing away from the product.
     reprojection_error_px, mean_track_length
         The model's own statistics.
     """
@@ -75,6 +78,7 @@ class ModelCheck:
     pairs_agreeing: int
     agreement: float
     contradicted: tuple[str, ...] = ()
+    facing_away: tuple[str, ...] = ()
     reprojection_error_px: float = 0.0
     mean_track_length: float = 0.0
     per_photo: dict[str, float] = field(default_factory=dict, repr=False)
@@ -88,6 +92,7 @@ class ModelCheck:
             "pairs_agreeing": self.pairs_agreeing,
             "agreement": round(self.agreement, 4),
             "contradicted": list(self.contradicted),
+            "facing_away": list(self.facing_away),
             "reprojection_error_px": round(self.reprojection_error_px, 4),
             "mean_track_length": round(self.mean_track_length, 3),
         }
@@ -215,6 +220,7 @@ def check_model(
         pairs_agreeing=agreeing,
         agreement=agreement,
         contradicted=contradicted,
+        facing_away=tuple(sorted(away)),
         reprojection_error_px=reproj,
         mean_track_length=track,
         per_photo=per_photo,

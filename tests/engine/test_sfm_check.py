@@ -151,3 +151,16 @@ def test_no_model_that_passes_its_check_exits_3_and_exports_nothing(
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["status"] == "failed"
     assert any("could not be solved reliably" in w for w in report["warnings"])
+
+
+def test_a_camera_facing_away_from_the_product_is_named_and_left_out(solved):
+    """The global mapper's bent ring on dino_sparse_ring placed cameras facing away."""
+    _, _, model, _ = solved("box")
+    rec = pycolmap.Reconstruction(str(model.path))
+    name = sorted(im.name for im in rec.images.values())[7]
+    turn_cameras(rec, {name}, 180.0, about="own")
+    check = check_model(rec, _database(model))
+    assert check.facing_away == (name,) and name in check.contradicted
+    assert check.to_report()["facing_away"] == [name]
+    reasons = sfm_stage._drop_contradicted(rec, check)
+    assert "facing away from the product" in reasons[name]
