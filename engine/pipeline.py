@@ -394,6 +394,9 @@ class Pipeline:
         # The painted masks' contents count, not where the folder is (saving a project moves it).
         masks_key = _fingerprint(
             [
+                # 2: records say where each mask came from (ImageRecord.mask_source), which
+                # decides whether SfM uses it; masks resumed from older runs lack it
+                "masks-2",
                 dataclasses.asdict(cfg.ingest),
                 {**dataclasses.asdict(cfg.masks), "override_dir": None},
                 _folder_listing(cfg.masks.override_dir),

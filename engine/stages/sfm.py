@@ -59,8 +59,9 @@ MIN_MATCH_BLOCK = 256
 #: for distance (a synthetic bottle at a quarter of the frame: 535 px solved, 818 px true, the
 #: cameras 2.6 deg off). Zoom lenses and crops stay well within it.
 MAX_FOCAL_DRIFT = 0.2
-#: Two models whose relative rotations on their shared photos differ by more than this median
-#: (degrees) cannot both be right: the global mapper's is refused (see _judge).
+#: Two right models turn no shared photo by more than this (degrees; see
+#: :func:`engine.stages.sfm_check.rotation_disagreement`): when they do, the global mapper's
+#: model is refused (see _judge).
 MAX_MODEL_DISAGREEMENT_DEG = 2.0
 
 
@@ -655,18 +656,21 @@ def _judge(
         )
     if check.ok and best is not None and mapper == "global":
         # Two right models agree where they overlap. The global mapper places every camera at
-        # once from pairwise geometry, without the incremental mapper's per-photo checks;
-        # on a narrow lens with little texture it can bend a ring into a consistent but wrong
-        # shape (dino_sparse_ring: 15 photos placed, 19 deg off, every pair agreeing), so a
-        # disagreement with a checked incremental model refuses the global one.
-        disagreement, shared = rotation_disagreement(best.rec, kept)
-        if shared >= 3 and disagreement > MAX_MODEL_DISAGREEMENT_DEG:
+        # once from pairwise geometry, without the incremental mapper's per-photo checks; it
+        # can flip a look-alike cluster of views that agrees within itself (lego: 8 of 48
+        # photos 160 deg off, overall pair agreement still 95%) or bend a narrow-lens ring
+        # (dino_sparse_ring: 19 deg), so any photo it turns against a checked incremental
+        # model refuses it.
+        per_photo = rotation_disagreement(best.rec, kept)
+        off = [n for n, deg in per_photo.items() if deg > MAX_MODEL_DISAGREEMENT_DEG]
+        if len(per_photo) >= 3 and off:
             check = dataclasses.replace(
                 check,
                 ok=False,
                 reason=(
-                    f"it turns the cameras by {disagreement:.1f} deg (median) against the "
-                    f"{best.mapper} mapper's checked model on the {shared} photos both placed"
+                    f"it turns {len(off)} of the {len(per_photo)} photos both placed by more "
+                    f"than {MAX_MODEL_DISAGREEMENT_DEG:g} deg against the {best.mapper} "
+                    f"mapper's checked model (up to {max(per_photo.values()):.0f} deg)"
                 ),
             )
     return _Candidate(kept, models[1:], db_path, check, mapper, mapper == "fixed-focal", drift)

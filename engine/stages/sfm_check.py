@@ -252,16 +252,19 @@ def facing_away(rec: pycolmap.Reconstruction) -> list[str]:
 
 def rotation_disagreement(
     a: pycolmap.Reconstruction, b: pycolmap.Reconstruction
-) -> tuple[float, int]:
-    """Median disagreement (degrees) of two models' relative rotations, over shared photos.
+) -> dict[str, float]:
+    """Per photo placed in both models, how far the two models turn it (degrees).
 
-    Relative rotations between photos placed in both models do not depend on either model's
-    frame; two right models agree to a fraction of a degree.
+    For each shared photo, the median over the other shared photos of the angle between the
+    two models' relative rotations of the pair. Relative rotations do not depend on either
+    model's frame; where two right models overlap they agree to a fraction of a degree
+    (kitchen_lego: at most 0.26 deg), while a photo one of them misplaced stands out by its
+    whole error (lego: 8 photos at 160 deg, the rest at 0.2).
 
     Returns
     -------
-    (median_deg, shared)
-        ``median_deg`` is 0.0 when fewer than two photos are shared.
+    dict
+        Photo name -> degrees; empty when fewer than two photos are shared.
     """
 
     def rotations(rec: pycolmap.Reconstruction) -> dict[str, np.ndarray]:
@@ -274,12 +277,13 @@ def rotation_disagreement(
     ra, rb = rotations(a), rotations(b)
     shared = sorted(set(ra) & set(rb))
     if len(shared) < 2:
-        return 0.0, len(shared)
-    angles = []
-    for i, first in enumerate(shared):
-        for second in shared[i + 1 :]:
-            rel_a = ra[second] @ ra[first].T
-            rel_b = rb[second] @ rb[first].T
-            cos = (np.trace(rel_a @ rel_b.T) - 1.0) / 2.0
-            angles.append(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
-    return float(np.median(angles)), len(shared)
+        return {}
+    stack_a = np.stack([ra[n] for n in shared])
+    stack_b = np.stack([rb[n] for n in shared])
+    # relative rotations R_j R_i^T of every pair in each model, then their angle of difference
+    rel_a = np.einsum("jab,icb->ijac", stack_a, stack_a)
+    rel_b = np.einsum("jab,icb->ijac", stack_b, stack_b)
+    trace = np.einsum("ijab,ijab->ij", rel_a, rel_b)
+    angles = np.degrees(np.arccos(np.clip((trace - 1.0) / 2.0, -1.0, 1.0)))
+    np.fill_diagonal(angles, np.nan)
+    return {n: float(v) for n, v in zip(shared, np.nanmedian(angles, axis=1), strict=True)}
