@@ -54,6 +54,15 @@ def turn_cameras(rec: pycolmap.Reconstruction, names: set[str], angle_deg: float
     return rec
 
 
+def _one_camera_turned(solved, index: int, angle_deg: float):
+    """The solved box with its ``index``-th photo's camera turned in place, and its check."""
+    _, _, model, _ = solved("box")
+    rec = pycolmap.Reconstruction(str(model.path))
+    name = sorted(im.name for im in rec.images.values())[index]
+    turn_cameras(rec, {name}, angle_deg, about="own")
+    return rec, name, check_model(rec, _database(model)), model
+
+
 def test_a_right_model_agrees_with_its_verified_pairs(solved):
     _, _, model, _ = solved("bottle")
     check = model.check
@@ -97,11 +106,7 @@ def test_single_wrong_cameras_are_named(solved):
 
 
 def test_one_contradicted_photo_is_left_out_and_explained(solved):
-    _, _, model, _ = solved("box")
-    rec = pycolmap.Reconstruction(str(model.path))
-    name = sorted(im.name for im in rec.images.values())[5]
-    turn_cameras(rec, {name}, 30.0, about="own")
-    check = check_model(rec, _database(model))
+    rec, name, check, model = _one_camera_turned(solved, 5, 30.0)
     assert check.ok and check.contradicted == (name,)
     before = rec.num_reg_images()
     reasons = sfm_stage._drop_contradicted(rec, check)
@@ -153,11 +158,7 @@ def test_no_model_that_passes_its_check_exits_3_and_exports_nothing(
 
 def test_a_camera_facing_away_from_the_product_is_named_and_left_out(solved):
     """The global mapper's bent ring on dino_sparse_ring placed cameras facing away."""
-    _, _, model, _ = solved("box")
-    rec = pycolmap.Reconstruction(str(model.path))
-    name = sorted(im.name for im in rec.images.values())[7]
-    turn_cameras(rec, {name}, 180.0, about="own")
-    check = check_model(rec, _database(model))
+    rec, name, check, _ = _one_camera_turned(solved, 7, 180.0)
     assert check.facing_away == (name,) and name in check.contradicted
     assert check.to_report()["facing_away"] == [name]
     reasons = sfm_stage._drop_contradicted(rec, check)
