@@ -50,12 +50,19 @@ class SfMConfig:
     longest side is at most ``upsample_below`` pixels, else 0."""
     upsample_below: int = 1200
     """Longest side under which ``first_octave=None`` upsamples."""
-    matcher: Literal["auto", "exhaustive", "sequential"] = "auto"
-    """``auto``: exhaustive for small sets, sequential with loop closure for ordered sets."""
+    matcher: Literal["auto", "exhaustive", "sequential", "retrieval"] = "auto"
+    """``auto``: exhaustive for small sets, ``retrieval`` for larger ones. ``sequential``:
+    capture-order neighbours with ring links and loop closure; ``retrieval``: each photo with
+    the photos that look most like it, plus its capture-order neighbours
+    (:mod:`engine.stages.pairs`)."""
     exhaustive_max_images: int = 60
     """Sets up to this size are matched exhaustively under ``auto``."""
     sequential_overlap: int = 12
     """Neighbours each image is matched with under sequential matching."""
+    retrieval_neighbours: int = 20
+    """Most similar photos each photo is matched with under retrieval matching."""
+    retrieval_overlap: int = 5
+    """Capture-order neighbours each photo is also matched with under retrieval matching."""
     max_pairs: int = 20_000
     """Cap on image pairs matched for large sets."""
     camera_model: Literal["auto", "SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "OPENCV"] = "auto"
@@ -64,6 +71,10 @@ class SfMConfig:
     """Focal guess (x the longest side) when EXIF gives none."""
     min_registered_fraction: float = 0.8
     """Below this fraction of registered images, retry with stronger settings."""
+    min_placed_fraction: float = 0.5
+    """Below this fraction of photos placed by the kept model, the stage stops with a reason
+    (exit 3) rather than hand on a model of a small part of the set: on the hard synthetic
+    shoots such models were also wrong (a small bottle: 10 of 24 placed, 2.2 deg off)."""
     retry: bool = True
     """Allow automatic retries."""
     global_mapper: bool = True

@@ -1,0 +1,288 @@
+"""SIFT features for SfM: found once per photo, kept on disk, reused by every attempt.
+
+pycolmap's CPU SIFT took 0.15 s per 800 x 600 photo on two cores (upsampled, as pycolmap's
+defaults do) and 0.36 s per 1.6 MP photo; OpenCV's SIFT finds the same kind of features 3.5 to
+4 times faster (bench/BENCHMARKS.md, "SfM stage"). This module runs OpenCV's SIFT and writes the
+features in COLMAP's conventions, so pycolmap's matchers and mappers use them unchanged:
+
+- keypoints as COLMAP's affine shapes ``x, y, a11, a12, a21, a22`` with pixel centres at
+  ``+0.5`` (COLMAP's image origin is the corner of the first pixel; OpenCV's is its centre);
+- descriptors as COLMAP's ``L1_ROOT`` normalisation (RootSIFT) scaled by 512 into uint8, which
+  is what pycolmap's matcher expects.
+
+``first_octave`` follows COLMAP: -1 upsamples the photo (finer features, for small photos), 0
+works at the photo's own resolution. OpenCV's SIFT always upsamples, so octave 0 runs it on the
+photo halved and scales the keypoints back.
+
+Features are found on the whole photo. A mask (when SfM may use one) only filters the
+keypoints, so the same features serve an attempt with masks and one without. Each photo's
+features live in ``<cache>/<photo>.<octave>.npz`` with a key of the photo's size and time and
+of the settings; an attempt that needs them again reads them instead of extracting again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Bump when what is stored changes (the keys of the cache).
+CACHE_VERSION = 2
+#: OpenCV's contrast threshold is divided by the layers per octave (3): 0.02 gives COLMAP's
+#: default peak threshold of 0.02 / 3. OpenCV's default (0.04) found half the features on
+#: 1.6 MP photos (2,775 against pycolmap's 5,161).
+CONTRAST_THRESHOLD = 0.02
+#: Edge threshold, as COLMAP's default.
+EDGE_THRESHOLD = 10.0
+#: Photos up to this many pixels (after halving for octave 0) get descriptors for all their
+#: keypoints in one pass; larger ones are detected, cut to the budget and then described, as
+#: describing 22,000 keypoints of an upsampled 1.6 MP photo cost 1.08 s against 0.42 s.
+ONE_PASS_PIXELS = 1_000_000
+#: Grow masks by this many pixels before filtering keypoints: a feature on the product's rim
+#: has its centre just outside a tight mask.
+MASK_GROW_PX = 8
+
+
+@dataclass(frozen=True)
+class Features:
+    """Features of one photo in COLMAP's conventions.
+
+    Attributes
+    ----------
+    keypoints
+        (N, 6) float32: x, y (pixel centres at +0.5) and the affine shape a11, a12, a21, a22.
+    descriptors
+        (N, 128) uint8 RootSIFT descriptors scaled by 512.
+    response
+        (N,) float32 detector responses.
+
+    Rows are sorted by the keypoints' scale, largest first: where a photo has more features
+    than a budget, the budget keeps the largest, as COLMAP's extractor does. Keeping the
+    strongest responses instead placed 7 of kitchen_lego's 25 photos where the largest placed
+    19 (the same matcher and mapper): fine-scale features do not survive the change of
+    viewpoint between photos.
+    """
+
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+    response: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    def first(self, n: int) -> Features:
+        """The first ``n`` features, the largest (all when there are fewer)."""
+        return Features(self.keypoints[:n], self.descriptors[:n], self.response[:n])
+
+    def inside(self, mask: np.ndarray) -> Features:
+        """The features whose centres fall on non-zero pixels of ``mask`` (H, W)."""
+        h, w = mask.shape
+        x = np.clip(np.floor(self.keypoints[:, 0]).astype(int), 0, w - 1)
+        y = np.clip(np.floor(self.keypoints[:, 1]).astype(int), 0, h - 1)
+        keep = mask[y, x] > 0
+        return Features(self.keypoints[keep], self.descriptors[keep], self.response[keep])
+
+
+def root_sift_uint8(desc: np.ndarray) -> np.ndarray:
+    """OpenCV SIFT descriptors as COLMAP stores them: L1-root normalised, x512, uint8."""
+    d = desc.astype(np.float32)
+    d /= np.maximum(d.sum(axis=1, keepdims=True), 1e-12)
+    return np.minimum(255.0, np.round(512.0 * np.sqrt(d))).astype(np.uint8)
+
+
+def sift(
+    gray: np.ndarray,
+    first_octave: int,
+    max_features: int,
+    contrast_threshold: float = CONTRAST_THRESHOLD,
+) -> Features:
+    """SIFT features of a grey image (uint8, H x W) in COLMAP's conventions.
+
+    At most ``max_features``, the largest first. ``first_octave`` is -1 (upsampled) or 0.
+    """
+    if first_octave not in (-1, 0):
+        raise ValueError(f"first_octave must be -1 or 0, not {first_octave}")
+    scale = 1.0
+    img = gray
+    if first_octave == 0 and min(gray.shape) >= 32:
+        img = cv2.resize(
+            gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA
+        )
+        scale = gray.shape[1] / img.shape[1]
+    detector = cv2.SIFT_create(
+        contrastThreshold=contrast_threshold,
+        edgeThreshold=EDGE_THRESHOLD,
+        enable_precise_upscale=True,
+    )
+    if img.size <= ONE_PASS_PIXELS:
+        kps, desc = detector.detectAndCompute(img, None)
+    else:
+        kps = detector.detect(img, None)
+        if len(kps) > max_features:
+            kps = sorted(kps, key=lambda k: (-k.size, -k.response))[:max_features]
+        kps, desc = detector.compute(img, kps) if kps else ((), None)
+    if not kps or desc is None:
+        return Features(
+            np.zeros((0, 6), np.float32), np.zeros((0, 128), np.uint8), np.zeros(0, np.float32)
+        )
+    xy = np.array([k.pt for k in kps], np.float64)
+    size = np.array([k.size for k in kps], np.float64)
+    # OpenCV's angle is in degrees, counter-clockwise on screen (y down): COLMAP's orientation
+    # is the clockwise angle in radians.
+    theta = -np.deg2rad(np.array([k.angle for k in kps], np.float64))
+    response = np.array([k.response for k in kps], np.float32)
+    u = (xy + 0.5) * scale
+    s = size / 2.0 * scale  # OpenCV's size is twice the keypoint's sigma
+    c, sn = s * np.cos(theta), s * np.sin(theta)
+    keypoints = np.column_stack([u, c, -sn, sn, c]).astype(np.float32)
+    # the largest first; equal sizes by response (deterministic)
+    order = np.lexsort((-response, -size))[:max_features]
+    return Features(keypoints[order], root_sift_uint8(desc)[order], response[order])
+
+
+def colmap_sift(gray: np.ndarray, first_octave: int, max_features: int) -> Features:
+    """Pycolmap's own SIFT (COLMAP's extractor), largest features first.
+
+    Slower than :func:`sift` (0.18 s against 0.04 s per 640 x 480 photo) but its keypoints
+    placed a plain bottle's photos more precisely (0.5 deg against 1.1 to 1.5 deg,
+    bench/bench_sfm_hard.py): the strong attempt uses it.
+    """
+    import pycolmap  # here: pycolmap before zlib breaks PNG writing (engine/__init__.py)
+
+    opts = pycolmap.FeatureExtractionOptions()
+    opts.num_threads = 1
+    opts.sift.first_octave = first_octave
+    opts.sift.max_num_features = max_features
+    extractor = pycolmap.FeatureExtractor.create(opts, device=pycolmap.Device.cpu)
+    kps, desc = extractor.extract_from_uint8_array(np.ascontiguousarray(gray))
+    keypoints = np.array([(k.x, k.y, k.a11, k.a12, k.a21, k.a22) for k in kps], np.float32).reshape(
+        -1, 6
+    )
+    data = np.asarray(desc.data, np.uint8).reshape(-1, 128)
+    size = np.hypot(keypoints[:, 2], keypoints[:, 4])
+    order = np.argsort(-size, kind="stable")[:max_features]
+    return Features(keypoints[order], data[order], np.zeros(len(order), np.float32))
+
+
+#: Feature extractors by name (see :class:`FeatureStore`).
+EXTRACTORS = {"opencv": sift, "colmap": colmap_sift}
+
+
+def _cache_key(image: Path, first_octave: int, max_features: int, extractor: str) -> int:
+    st = image.stat()
+    text = (
+        f"v{CACHE_VERSION}|{st.st_size}|{st.st_mtime_ns}|{first_octave}|{max_features}|"
+        f"{extractor}|{CONTRAST_THRESHOLD}|{EDGE_THRESHOLD}|{cv2.__version__}"
+    )
+    return zlib.crc32(text.encode())
+
+
+class FeatureStore:
+    """Features of the photos of one run, found once and kept in ``folder``.
+
+    Parameters
+    ----------
+    folder
+        Cache folder (inside the run's work folder).
+    max_features
+        Features found per photo: the most any attempt asks for. An attempt that asks for
+        fewer gets the largest (see :meth:`Features.first`).
+    num_threads
+        Photos processed at once (-1: all cores).
+    """
+
+    def __init__(self, folder: Path, max_features: int, num_threads: int = -1) -> None:
+        self.folder = folder
+        self.max_features = max_features
+        self.num_threads = num_threads if num_threads > 0 else (os.cpu_count() or 1)
+        #: Photos whose features were extracted (not read from the cache) by this store.
+        self.extracted: list[str] = []
+
+    def path(self, name: str, first_octave: int, extractor: str = "opencv") -> Path:
+        """Cache file of one photo's features."""
+        return self.folder / f"{name}.{extractor}{first_octave}.npz"
+
+    def _load(self, image: Path, name: str, first_octave: int, extractor: str) -> Features | None:
+        path = self.path(name, first_octave, extractor)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as data:
+                if int(data["key"]) != _cache_key(
+                    image, first_octave, self.max_features, extractor
+                ):
+                    return None
+                return Features(data["keypoints"], data["descriptors"], data["response"])
+        except (OSError, ValueError, KeyError):
+            logger.debug("feature cache %s unreadable; extracting again", path)
+            return None
+
+    def _extract(self, image: Path, name: str, first_octave: int, extractor: str) -> Features:
+        gray = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE)
+        if gray is None:
+            raise OSError(f"{image}: could not be read for feature extraction")
+        feats = EXTRACTORS[extractor](gray, first_octave, self.max_features)
+        path = self.path(name, first_octave, extractor)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            key=np.int64(_cache_key(image, first_octave, self.max_features, extractor)),
+            keypoints=feats.keypoints,
+            descriptors=feats.descriptors,
+            response=feats.response,
+        )
+        os.replace(tmp, path)
+        return feats
+
+    def get(self, image: Path, name: str, first_octave: int, extractor: str = "opencv") -> Features:
+        """Features of one photo: from the cache, or extracted and cached."""
+        feats = self._load(image, name, first_octave, extractor)
+        if feats is None:
+            feats = self._extract(image, name, first_octave, extractor)
+            self.extracted.append(name)
+        return feats
+
+    def get_many(
+        self,
+        images: Sequence[tuple[Path, str]],
+        first_octave: int,
+        on_done: Callable[[str], None] | None = None,
+        extractor: str = "opencv",
+    ) -> dict[str, Features]:
+        """Features of several photos (image path, name), several at a time.
+
+        ``on_done(name)`` is called on the caller's thread after each photo, in order, so it
+        may report progress and raise to stop early (e.g. on cancellation).
+        """
+        threads = cv2.getNumThreads()
+        # One OpenCV thread per photo, photos in parallel: SIFT's own threading scales poorly.
+        cv2.setNumThreads(1)
+        out: dict[str, Features] = {}
+        try:
+            with ThreadPoolExecutor(self.num_threads) as pool:
+                futures = [
+                    pool.submit(self.get, path, name, first_octave, extractor)
+                    for path, name in images
+                ]
+                try:
+                    for (_, name), fut in zip(images, futures, strict=True):
+                        out[name] = fut.result()
+                        if on_done is not None:
+                            on_done(name)
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    raise
+        finally:
+            cv2.setNumThreads(threads)
+        return out
