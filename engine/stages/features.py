@@ -1,29 +1,29 @@
 """SIFT features for SfM: found once per photo, kept on disk, reused by every attempt.
 
-pycolmap's CPU SIFT took 0.15 s per 800 x 600 photo on two cores (upsampled, as pycolmap's
-defaults do) and 0.36 s per 1.6 MP photo; OpenCV's SIFT finds the same kind of features 3.5 to
-4 times faster (bench/BENCHMARKS.md, "SfM stage"). This module runs OpenCV's SIFT and writes the
-features in COLMAP's conventions, so pycolmap's matchers and mappers use them unchanged:
+Two extractors write COLMAP's conventions, so pycolmap's matchers and mappers use either:
 
-- keypoints as COLMAP's affine shapes ``x, y, a11, a12, a21, a22`` with pixel centres at
-  ``+0.5`` (COLMAP's image origin is the corner of the first pixel; OpenCV's is its centre);
-- descriptors as COLMAP's ``L1_ROOT`` normalisation (RootSIFT) scaled by 512 into uint8, which
-  is what pycolmap's matcher expects.
-
-``first_octave`` follows COLMAP: -1 upsamples the photo (finer features, for small photos), 0
-works at the photo's own resolution. OpenCV's SIFT always upsamples, so octave 0 runs it on the
-photo halved and scales the keypoints back.
+- ``colmap``: pycolmap's own SIFT (``extract_features`` on all cores, into a scratch
+  database). Used on upsampled small photos (``first_octave=-1``), where its precision shows:
+  on the synthetic box its points scattered 0.32 mm about the true faces where OpenCV's
+  scattered 0.56 mm, and a plain bottle's cameras came out 0.24 deg off against 0.41.
+- ``opencv``: OpenCV's SIFT, 4 times faster on larger photos (0.09 s against 0.36 s per
+  1.6 MP photo) with the same photos placed. Keypoints are written as COLMAP's affine shapes
+  ``x, y, a11, a12, a21, a22`` with pixel centres at ``+0.5`` (COLMAP's origin is the corner of
+  the first pixel, OpenCV's its centre), descriptors as COLMAP's ``L1_ROOT`` normalisation
+  (RootSIFT) scaled by 512 into uint8. OpenCV's SIFT always upsamples, so ``first_octave=0``
+  runs it on the photo halved and scales the keypoints back.
 
 Features are found on the whole photo. A mask (when SfM may use one) only filters the
 keypoints, so the same features serve an attempt with masks and one without. Each photo's
-features live in ``<cache>/<photo>.<octave>.npz`` with a key of the photo's size and time and
-of the settings; an attempt that needs them again reads them instead of extracting again.
+features live in ``<cache>/<photo>.<extractor><octave>.npz`` with a key of the photo's size and
+time and of the settings; an attempt that needs them again reads them instead of extracting.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +47,8 @@ EDGE_THRESHOLD = 10.0
 #: keypoints in one pass; larger ones are detected, cut to the budget and then described, as
 #: describing 22,000 keypoints of an upsampled 1.6 MP photo cost 1.08 s against 0.42 s.
 ONE_PASS_PIXELS = 1_000_000
+#: Photos per call of COLMAP's extractor (progress and cancellation between calls).
+COLMAP_BATCH = 8
 #: Grow masks by this many pixels before filtering keypoints: a feature on the product's rim
 #: has its centre just outside a tight mask.
 MASK_GROW_PX = 8
@@ -149,32 +151,54 @@ def sift(
     return Features(keypoints[order], root_sift_uint8(desc)[order], response[order])
 
 
-def colmap_sift(gray: np.ndarray, first_octave: int, max_features: int) -> Features:
-    """Pycolmap's own SIFT (COLMAP's extractor), largest features first.
+def _colmap_batch(
+    images: Sequence[tuple[Path, str]], first_octave: int, max_features: int, folder: Path
+) -> dict[str, Features]:
+    """Pycolmap's own SIFT (COLMAP's extractor, all cores) on several photos, largest first.
 
-    Slower than :func:`sift` (0.18 s against 0.04 s per 640 x 480 photo) but its keypoints
-    placed a plain bottle's photos more precisely (0.5 deg against 1.1 to 1.5 deg,
-    bench/bench_sfm_hard.py): the strong attempt uses it.
+    The photos must share one folder. Run through ``pycolmap.extract_features`` into a scratch
+    database (its threads run without Python's lock; pycolmap's per-image extractor holds it).
     """
     import pycolmap  # here: pycolmap before zlib breaks PNG writing (engine/__init__.py)
 
+    folder.mkdir(parents=True, exist_ok=True)
+    db_path = folder / f"colmap_sift_{os.getpid()}_{threading.get_ident()}.db"
+    db_path.unlink(missing_ok=True)
     opts = pycolmap.FeatureExtractionOptions()
-    opts.num_threads = 1
     opts.sift.first_octave = first_octave
     opts.sift.max_num_features = max_features
-    extractor = pycolmap.FeatureExtractor.create(opts, device=pycolmap.Device.cpu)
-    kps, desc = extractor.extract_from_uint8_array(np.ascontiguousarray(gray))
-    keypoints = np.array([(k.x, k.y, k.a11, k.a12, k.a21, k.a22) for k in kps], np.float32).reshape(
-        -1, 6
-    )
-    data = np.asarray(desc.data, np.uint8).reshape(-1, 128)
-    size = np.hypot(keypoints[:, 2], keypoints[:, 4])
-    order = np.argsort(-size, kind="stable")[:max_features]
-    return Features(keypoints[order], data[order], np.zeros(len(order), np.float32))
+    parents = {p.parent for p, _ in images}
+    if len(parents) != 1:
+        raise ValueError("COLMAP's extractor needs the photos in one folder")
+    try:
+        pycolmap.extract_features(
+            db_path,
+            parents.pop(),
+            image_names=[name for _, name in images],
+            camera_mode=pycolmap.CameraMode.PER_IMAGE,
+            extraction_options=opts,
+            device=pycolmap.Device.cpu,
+        )
+        out: dict[str, Features] = {}
+        with pycolmap.Database.open(str(db_path)) as db:
+            for image in db.read_all_images():
+                kp = np.asarray(db.read_keypoints(image.image_id), np.float32).reshape(-1, 6)
+                desc = np.asarray(db.read_descriptors(image.image_id).data, np.uint8)
+                size = np.hypot(kp[:, 2], kp[:, 4])
+                order = np.argsort(-size, kind="stable")[:max_features]
+                out[image.name] = Features(
+                    kp[order], desc.reshape(-1, 128)[order], np.zeros(len(order), np.float32)
+                )
+    finally:
+        db_path.unlink(missing_ok=True)
+    missing = [name for _, name in images if name not in out]
+    if missing:
+        raise OSError(f"{', '.join(missing[:5])}: could not be read for feature extraction")
+    return out
 
 
 #: Feature extractors by name (see :class:`FeatureStore`).
-EXTRACTORS = {"opencv": sift, "colmap": colmap_sift}
+EXTRACTORS = ("opencv", "colmap")
 
 
 def _cache_key(image: Path, first_octave: int, max_features: int, extractor: str) -> int:
@@ -230,7 +254,13 @@ class FeatureStore:
         gray = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE)
         if gray is None:
             raise OSError(f"{image}: could not be read for feature extraction")
-        feats = EXTRACTORS[extractor](gray, first_octave, self.max_features)
+        feats = sift(gray, first_octave, self.max_features)
+        self._save(image, name, first_octave, extractor, feats)
+        return feats
+
+    def _save(
+        self, image: Path, name: str, first_octave: int, extractor: str, feats: Features
+    ) -> None:
         path = self.path(name, first_octave, extractor)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
@@ -242,7 +272,6 @@ class FeatureStore:
             response=feats.response,
         )
         os.replace(tmp, path)
-        return feats
 
     def get(self, image: Path, name: str, first_octave: int, extractor: str = "opencv") -> Features:
         """Features of one photo: from the cache, or extracted and cached."""
@@ -264,6 +293,8 @@ class FeatureStore:
         ``on_done(name)`` is called on the caller's thread after each photo, in order, so it
         may report progress and raise to stop early (e.g. on cancellation).
         """
+        if extractor == "colmap":
+            return self._get_many_colmap(images, first_octave, on_done)
         threads = cv2.getNumThreads()
         # One OpenCV thread per photo, photos in parallel: SIFT's own threading scales poorly.
         cv2.setNumThreads(1)
@@ -286,3 +317,31 @@ class FeatureStore:
         finally:
             cv2.setNumThreads(threads)
         return out
+
+    def _get_many_colmap(
+        self,
+        images: Sequence[tuple[Path, str]],
+        first_octave: int,
+        on_done: Callable[[str], None] | None,
+    ) -> dict[str, Features]:
+        out: dict[str, Features] = {}
+        todo = []
+        for path, name in images:
+            feats = self._load(path, name, first_octave, "colmap")
+            if feats is None:
+                todo.append((path, name))
+            else:
+                out[name] = feats
+                if on_done is not None:
+                    on_done(name)
+        # batches: the granularity of progress and cancellation
+        for start in range(0, len(todo), COLMAP_BATCH):
+            batch = todo[start : start + COLMAP_BATCH]
+            found = _colmap_batch(batch, first_octave, self.max_features, self.folder)
+            for path, name in batch:
+                out[name] = found[name]
+                self._save(path, name, first_octave, "colmap", found[name])
+                self.extracted.append(name)
+                if on_done is not None:
+                    on_done(name)
+        return {name: out[name] for _, name in images}

@@ -78,8 +78,11 @@ def test_plan_attempts_retry_is_stronger():
     assert only.matcher == "retrieval" and only.first_octave == 0
 
 
-def test_retry_keeps_the_best_and_explains_every_missing_photo(scene_factory, tmp_path):
-    """A set with photos of two different scenes: the kept model explains the rest."""
+def test_retry_keeps_the_best_and_explains_every_missing_photo(
+    scene_factory, tmp_path, monkeypatch
+):
+    """A set with photos of two different scenes: the kept model explains the rest. The global
+    mapper, run for the photos left out, reuses the attempt's features and matches."""
     bottle = scene_factory("bottle")
     box = scene_factory("box")
     folder = tmp_path / "mixed"
@@ -87,7 +90,20 @@ def test_retry_keeps_the_best_and_explains_every_missing_photo(scene_factory, tm
     for p in list(bottle.image_paths[:12]) + list(box.image_paths[:3]):
         (folder / p.name).write_bytes(p.read_bytes())
     images = ingest.run([folder], IngestConfig(), tmp_path / "run" / "work")
+    calls = {"extract": 0, "match": 0}
+    for step in calls:
+        real = getattr(sfm._AttemptRunner, step)
+
+        def counted(self, _real=real, _step=step):
+            calls[_step] += 1
+            return _real(self)
+
+        monkeypatch.setattr(sfm._AttemptRunner, step, counted)
     model = sfm.run(images, SfMConfig(max_num_features=2048), tmp_path / "run")
+    mappers = [a["mapper"] for a in model.attempts]
+    assert mappers[:2] == ["incremental", "global"]
+    assert calls == {"extract": 1, "match": 1}  # one attempt's features and matches, two mappers
+    assert model.attempts[1]["phase_seconds"]["matching"] == 0.0
     assert model.num_registered == 12
     assert set(model.unregistered) == {p.name for p in box.image_paths[:3]}
     for reason in model.unregistered.values():
@@ -228,3 +244,28 @@ def test_retrieval_pairs_link_rings_whatever_the_photo_order(tmp_path):
         near = [p for p in partners[name] if view_dir(p) @ view_dir(name) > np.cos(np.radians(45))]
         assert any(ring(p) == ring(name) for p in near), name
         assert any(abs(ring(p) - ring(name)) == 1 for p in near), name
+
+
+def test_fewer_than_half_placed_stops_with_a_reason(scene_factory, tmp_path):
+    """A model of a small part of the set is not handed on: exit 3 names the photos left out."""
+    import cv2
+
+    from engine.errors import ReconstructionError
+
+    bottle = scene_factory("bottle")
+    folder = tmp_path / "mostly_unrelated"
+    folder.mkdir()
+    for p in bottle.image_paths[:5]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    rng = np.random.default_rng(5)
+    h, w = cv2.imread(str(bottle.image_paths[0])).shape[:2]
+    for i in range(7):  # photos of something else, each different
+        other = rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)
+        cv2.imwrite(str(folder / f"other_{i}.jpg"), cv2.resize(other, (w, h)))
+    images = ingest.run([folder], IngestConfig(), tmp_path / "run" / "work")
+    with pytest.raises(ReconstructionError) as err:
+        sfm.run(images, SfMConfig(max_num_features=2048, retry=False), tmp_path / "run")
+    message = str(err.value)
+    assert "of the 12 photos could be placed" in message
+    assert "other_0.jpg" in message and "nothing was exported" in message
+    assert not (tmp_path / "run" / "sparse" / "0").exists()
