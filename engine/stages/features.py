@@ -156,7 +156,8 @@ def _colmap_batch(
 ) -> dict[str, Features]:
     """Pycolmap's own SIFT (COLMAP's extractor, all cores) on several photos, largest first.
 
-    The photos must share one folder. Run through ``pycolmap.extract_features`` into a scratch
+    Each photo must be ``<one folder>/<its name>`` (names may hold sub-folders). Run through
+    ``pycolmap.extract_features`` into a scratch
     database (its threads run without Python's lock; pycolmap's per-image extractor holds it).
     """
     import pycolmap  # here: pycolmap before zlib breaks PNG writing (engine/__init__.py)
@@ -167,13 +168,14 @@ def _colmap_batch(
     opts = pycolmap.FeatureExtractionOptions()
     opts.sift.first_octave = first_octave
     opts.sift.max_num_features = max_features
-    parents = {p.parent for p, _ in images}
-    if len(parents) != 1:
-        raise ValueError("COLMAP's extractor needs the photos in one folder")
+    # names may hold sub-folders: COLMAP reads <root>/<name>
+    roots = {Path(str(path)[: -len(name)]) for path, name in images}
+    if len(roots) != 1 or any(Path(str(path)).name != Path(name).name for path, name in images):
+        raise ValueError("COLMAP's extractor needs every photo at <one folder>/<its name>")
     try:
         pycolmap.extract_features(
             db_path,
-            parents.pop(),
+            roots.pop(),
             image_names=[name for _, name in images],
             camera_mode=pycolmap.CameraMode.PER_IMAGE,
             extraction_options=opts,

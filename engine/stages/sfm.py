@@ -252,6 +252,8 @@ class _AttemptRunner:
         self.store = store
         #: The features this attempt wrote to its database, by photo (after extract()).
         self.features: dict[str, features.Features] = {}
+        #: Photo name -> its name in the matching database (no spaces; see extract()).
+        self.alias: dict[str, str] = {}
         self.cfg = cfg
         self.attempt = attempt
         self.folder = folder
@@ -312,6 +314,12 @@ class _AttemptRunner:
                                 pycolmap.FeatureExtractorType.SIFT, f.descriptors
                             ),
                         )
+                        # COLMAP's pair lists are "name1 name2" lines: a name with a space
+                        # (a folder "Fotos für den Tisch") would be cut. The matching database
+                        # knows the photos by their ids instead.
+                        self.alias[image.name] = f"photo{image.image_id}"
+                        image.name = self.alias[image.name]
+                        db.update_image(image)
         self.cancel.raise_if_cancelled()
         self._emit(total, total, "features found")
 
@@ -367,7 +375,9 @@ class _AttemptRunner:
             self.cancel.raise_if_cancelled()
             chunk = pairs[start : start + block]
             self._emit(start, len(pairs), f"matching photo pairs ({start}/{len(pairs)})")
-            pair_file.write_text("".join(f"{a} {b}\n" for a, b in chunk), encoding="utf-8")
+            pair_file.write_text(
+                "".join(f"{self.alias[a]} {self.alias[b]}\n" for a, b in chunk), encoding="utf-8"
+            )
             po = pycolmap.ImportedPairingOptions()
             po.match_list_path = str(pair_file)
             with _cancellable(self.cancel):
@@ -397,7 +407,8 @@ class _AttemptRunner:
             pycolmap.Database.open(str(self.db_path)) as dst,
         ):
             ids = {im.name: im.image_id for im in src.read_all_images()}
-            if ids != {im.name: im.image_id for im in dst.read_all_images()}:
+            aliased = {self.alias[im.name]: im.image_id for im in dst.read_all_images()}
+            if ids != aliased:
                 raise RuntimeError("the SfM databases number the photos differently")
             pair_ids, matches = src.read_all_matches()
             for pair_id, m in zip(pair_ids, matches, strict=True):

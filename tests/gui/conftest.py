@@ -18,6 +18,27 @@ def tiny_shoot(tmp_path_factory):
     return render_scene(tmp_path_factory.mktemp("tiny_shoot"), "box", **TINY_SHOOT)
 
 
+@pytest.fixture(autouse=True)
+def _partial_models_allowed(monkeypatch):
+    """Runs from the window keep a model of a few of the tiny shoot's photos.
+
+    The tiny box shoot (16 views at 320 x 240, 45 deg apart) places 5 photos: too few for a
+    real run (``SfMConfig.min_placed_fraction`` stops it, tested in tests/engine/test_sfm.py),
+    and what these tests need to show the window's handling of photos left out.
+    """
+    from gui import project as project_module
+    from gui import settings_panel
+
+    for module in (settings_panel, project_module):
+        real = module.preset
+
+        def allowing(name, _real=real, **overrides):  # noqa: ANN001, ANN202
+            cfg = _real(name, **overrides)
+            return cfg.replace(sfm=dataclasses.replace(cfg.sfm, min_placed_fraction=0.0))
+
+        monkeypatch.setattr(module, "preset", allowing)
+
+
 @pytest.fixture(scope="session")
 def fast_config():
     """The standard preset with the depth prior off (no weights here; no lookup warning)."""
@@ -25,6 +46,7 @@ def fast_config():
 
     cfg = preset("standard")
     return cfg.replace(
+        sfm=dataclasses.replace(cfg.sfm, min_placed_fraction=0.0),
         dense=dataclasses.replace(cfg.dense, max_image_size=320),
         depth_prior=dataclasses.replace(cfg.depth_prior, enabled=False),
     )
