@@ -269,3 +269,19 @@ def test_fewer_than_half_placed_stops_with_a_reason(scene_factory, tmp_path):
     assert "of the 12 photos could be placed" in message
     assert "other_0.jpg" in message and "nothing was exported" in message
     assert not (tmp_path / "run" / "sparse" / "0").exists()
+
+
+def test_photo_names_with_spaces_and_accents_are_matched(scene_factory, tmp_path):
+    """Photos in a sub-folder "Fotos für den Tisch – 2 é ☕" are named with it; COLMAP's pair
+    lists split names at spaces, so every pair was lost before the matching database named the
+    photos by id: "could not place any two" on a set that places all."""
+    bottle = scene_factory("bottle")
+    top = tmp_path / "shoot"
+    sub = top / "Fotos für den Tisch – 2 é ☕"
+    sub.mkdir(parents=True)
+    for p in bottle.image_paths[:12]:
+        (sub / p.name).write_bytes(p.read_bytes())
+    images = ingest.run([top], IngestConfig(), tmp_path / "run" / "work")
+    assert all(" " in r.name for r in images.images)
+    model = sfm.run(images, SfMConfig(max_num_features=2048, retry=False), tmp_path / "run")
+    assert model.num_registered == 12
