@@ -295,6 +295,8 @@ class FeatureStore:
         ``on_done(name)`` is called on the caller's thread after each photo, in order, so it
         may report progress and raise to stop early (e.g. on cancellation).
         """
+        if extractor not in EXTRACTORS:
+            raise ValueError(f"unknown feature extractor {extractor!r}; use one of {EXTRACTORS}")
         if extractor == "colmap":
             return self._get_many_colmap(images, first_octave, on_done)
         threads = cv2.getNumThreads()

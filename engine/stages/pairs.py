@@ -25,7 +25,7 @@ import numpy as np
 
 #: Visual words of the retrieval vocabulary.
 VOCABULARY_WORDS = 64
-#: Strongest descriptors per photo used to learn the vocabulary and to describe the photo.
+#: Descriptors per photo (its largest features) that learn the vocabulary and describe it.
 DESCRIPTORS_PER_PHOTO = 1000
 #: Descriptors sampled in all to learn the vocabulary.
 VOCABULARY_SAMPLE = 60_000
@@ -80,7 +80,7 @@ def _as_float(descriptors: np.ndarray) -> np.ndarray:
 def global_descriptors(
     descriptors: Sequence[np.ndarray], words: int = VOCABULARY_WORDS, seed: int = 0
 ) -> np.ndarray:
-    """One unit-length VLAD vector per photo from its SIFT descriptors (strongest first).
+    """One unit-length VLAD vector per photo from its SIFT descriptors (largest features first).
 
     The vocabulary is learnt by k-means on a sample of all photos' descriptors. Each photo's
     residuals to their nearest word are summed per word, normalised per word and power-law
@@ -125,7 +125,7 @@ def retrieval_pairs(
     names
         Photos in capture order.
     descriptors
-        SIFT descriptors of each photo (N x 128, strongest first).
+        SIFT descriptors of each photo (N x 128, largest features first).
     k
         Most similar photos paired with each photo.
     overlap
