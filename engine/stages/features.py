@@ -105,7 +105,6 @@ def sift(
     gray: np.ndarray,
     first_octave: int,
     max_features: int,
-    contrast_threshold: float = CONTRAST_THRESHOLD,
 ) -> Features:
     """SIFT features of a grey image (uint8, H x W) in COLMAP's conventions.
 
@@ -121,7 +120,7 @@ def sift(
         )
         scale = gray.shape[1] / img.shape[1]
     detector = cv2.SIFT_create(
-        contrastThreshold=contrast_threshold,
+        contrastThreshold=CONTRAST_THRESHOLD,
         edgeThreshold=EDGE_THRESHOLD,
         enable_precise_upscale=True,
     )
@@ -252,12 +251,12 @@ class FeatureStore:
             logger.debug("feature cache %s unreadable; extracting again", path)
             return None
 
-    def _extract(self, image: Path, name: str, first_octave: int, extractor: str) -> Features:
+    def _extract_opencv(self, image: Path, name: str, first_octave: int) -> Features:
         gray = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE)
         if gray is None:
             raise OSError(f"{image}: could not be read for feature extraction")
         feats = sift(gray, first_octave, self.max_features)
-        self._save(image, name, first_octave, extractor, feats)
+        self._save(image, name, first_octave, "opencv", feats)
         return feats
 
     def _save(
@@ -277,9 +276,13 @@ class FeatureStore:
 
     def get(self, image: Path, name: str, first_octave: int, extractor: str = "opencv") -> Features:
         """Features of one photo: from the cache, or extracted and cached."""
-        feats = self._load(image, name, first_octave, extractor)
+        if extractor not in EXTRACTORS:
+            raise ValueError(f"unknown feature extractor {extractor!r}; use one of {EXTRACTORS}")
+        if extractor == "colmap":
+            return self._get_many_colmap([(image, name)], first_octave, None)[name]
+        feats = self._load(image, name, first_octave, "opencv")
         if feats is None:
-            feats = self._extract(image, name, first_octave, extractor)
+            feats = self._extract_opencv(image, name, first_octave)
             self.extracted.append(name)
         return feats
 

@@ -84,6 +84,26 @@ def test_features_are_found_once_and_read_back(tmp_path):
     assert fresh.extracted == ["a.png"]
 
 
+def test_each_extractor_is_cached_under_its_own_name(tmp_path):
+    """Asking one photo for COLMAP's features runs COLMAP's extractor (not OpenCV's under
+    COLMAP's name), and the two extractors' features are kept apart."""
+    rng = np.random.default_rng(3)
+    photo = tmp_path / "photos" / "a.png"
+    photo.parent.mkdir()
+    cv2.imwrite(str(photo), cv2.resize(rng.integers(0, 255, (30, 40), np.uint8), (320, 240)))
+    store = features.FeatureStore(tmp_path / "cache", 400)
+    colmap = store.get(photo, "a.png", -1, "colmap")
+    direct = features._colmap_batch([(photo, "a.png")], -1, 400, tmp_path / "scratch")["a.png"]
+    assert np.array_equal(colmap.keypoints, direct.keypoints)
+    assert store.path("a.png", -1, "colmap").is_file()
+    assert not store.path("a.png", -1, "opencv").exists()
+    opencv = store.get(photo, "a.png", -1, "opencv")
+    assert not np.array_equal(opencv.keypoints[:50], colmap.keypoints[:50])
+    assert store.extracted == ["a.png", "a.png"]
+    with pytest.raises(ValueError, match="unknown feature extractor"):
+        store.get(photo, "a.png", -1, "orb")
+
+
 def test_mask_filters_keypoints_after_extraction():
     rng = np.random.default_rng(2)
     img = cv2.resize(rng.integers(0, 255, (30, 40), np.uint8), (320, 240))
