@@ -55,7 +55,7 @@ def run_case(name: str, tmp: Path) -> dict:
             "case": name,
             "verdict": "exit 3",
             "seconds": round(time.perf_counter() - t0, 1),
-            "reason": str(exc)[:300],
+            "reason": str(exc),
         }
     seconds = time.perf_counter() - t0
     err = pose_errors(model.cameras, {c.name: c for c in scene.cameras})

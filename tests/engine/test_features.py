@@ -20,7 +20,7 @@ def _blob_image(cx: float, cy: float, size=(120, 160), sigma=3.0) -> np.ndarray:
     return np.clip(200 - 150 * blob, 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("octave", [-1, 0])
+@pytest.mark.parametrize("octave", [-2, -1, 0])
 def test_keypoints_use_colmaps_pixel_centres(octave):
     """COLMAP's first pixel spans 0..1 (its centre is 0.5): a blob at OpenCV (70.3, 50.6) is a
     keypoint at (70.8, 51.1), whichever octave finds it."""
@@ -102,6 +102,37 @@ def test_each_extractor_is_cached_under_its_own_name(tmp_path):
     assert store.extracted == ["a.png", "a.png"]
     with pytest.raises(ValueError, match="unknown feature extractor"):
         store.get(photo, "a.png", -1, "orb")
+
+
+def test_the_finer_octave_finds_a_small_products_detail_where_it_is(tmp_path):
+    """``first_octave=-2`` (the strong retry on small photos) runs on a copy upsampled twice:
+    more keypoints on fine texture, at the same places in the photo's own pixels."""
+    rng = np.random.default_rng(4)
+    img = np.full((240, 320), 128, np.uint8)
+    img[90:150, 130:190] = rng.integers(0, 255, (60, 60), dtype=np.uint8)  # a small product
+    img = cv2.GaussianBlur(img, (3, 3), 0.8)
+    photo = tmp_path / "photos" / "a.png"
+    photo.parent.mkdir()
+    cv2.imwrite(str(photo), img)
+    for extract in (
+        lambda octave: features.sift(img, octave, 8192),
+        lambda octave: features._colmap_batch([(photo, "a.png")], octave, 8192, tmp_path)[
+            "a.png"
+        ],
+    ):
+        coarse, fine = extract(-1), extract(-2)
+        assert len(fine) > 1.5 * len(coarse)
+        # every keypoint on the product (grown by a few pixels), none beyond the photo
+        for f in (coarse, fine):
+            x, y = f.keypoints[:, 0], f.keypoints[:, 1]
+            assert x.min() > 125 and x.max() < 195 and y.min() > 85 and y.max() < 155
+        # the coarse octave's keypoints are found again by the fine one, at the same place
+        d = np.hypot(
+            coarse.keypoints[:, None, 0] - fine.keypoints[None, :, 0],
+            coarse.keypoints[:, None, 1] - fine.keypoints[None, :, 1],
+        ).min(axis=1)
+        assert np.median(d) < 0.3
+    assert not list(tmp_path.glob("upsampled_*")), "the upsampled copies are removed"
 
 
 def test_mask_filters_keypoints_after_extraction():

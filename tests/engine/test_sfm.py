@@ -74,6 +74,10 @@ def test_plan_attempts_retry_is_stronger():
     assert first.first_octave == -1  # small photos are upsampled
     assert strong.max_num_features > first.max_num_features
     assert strong.camera_model == "SIMPLE_PINHOLE" and strong.guided_matching
+    # the retry looks one octave finer, as far as SIFT's working image allows
+    assert strong.first_octave == -2 and strong.extractor == "colmap"
+    assert sfm.plan_attempts(SfMConfig(), 30, 1600)[1].first_octave == -1
+    assert sfm.plan_attempts(SfMConfig(), 30, 3000)[0].first_octave == 0
     (only,) = sfm.plan_attempts(SfMConfig(retry=False, matcher="auto"), 500, 3000)
     assert only.matcher == "retrieval" and only.first_octave == 0
 

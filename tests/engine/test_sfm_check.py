@@ -17,7 +17,7 @@ import pytest
 import engine.stages.sfm as sfm_stage
 import main
 from engine.errors import ReconstructionError
-from engine.stages.sfm_check import check_model, rotation_disagreement
+from engine.stages.sfm_check import check_model, near_side_shares, rotation_disagreement
 
 
 def _database(model) -> str:
@@ -163,3 +163,23 @@ def test_a_camera_facing_away_from_the_product_is_named_and_left_out(solved):
     assert check.to_report()["facing_away"] == [name]
     reasons = sfm_stage._drop_contradicted(rec, check)
     assert "facing away from the product" in reasons[name]
+
+
+def test_a_depth_reversed_model_is_refused(solved):
+    """Weak perspective lets a small product's model come out as its depth-reversed mirror
+    image (small_lowtex at 640 x 480: 110 deg off, every pair's matches still fitting). Its
+    cameras then see the far side of the product: the check refuses it."""
+    _, _, model, _ = solved("bottle")
+    rec = pycolmap.Reconstruction(str(model.path))
+    right = check_model(rec, _database(model))
+    assert right.ok and right.near_side > 0.8
+    shares = near_side_shares(rec)
+    assert len(shares) == model.num_registered and min(shares.values()) > 0.5
+    # the points mirrored through the product's centre, the cameras where they were
+    centre = np.median([p.xyz for p in rec.points3D.values()], axis=0)
+    for point in rec.points3D.values():
+        point.xyz = 2.0 * centre - point.xyz
+    reversed_ = check_model(rec, _database(model))
+    assert not reversed_.ok and "far side" in reversed_.reason
+    assert reversed_.near_side < 0.2
+    assert reversed_.to_report()["near_side"] == pytest.approx(reversed_.near_side, abs=1e-3)
