@@ -54,6 +54,7 @@ import numpy as np
 from engine.config import MaskConfig
 from engine.errors import InputError
 from engine.io import ImageReadError, binarize_mask, read_image, read_mask, write_png
+from engine.messages import grouped
 from engine.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from engine.types import ImageRecord, IngestResult
 
@@ -169,8 +170,8 @@ class MaskStageResult:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """One plain-words line per image left without a mask."""
-        return tuple(f"No automatic mask for {name}: {reason}" for name, reason in self.failed)
+        """One plain-words line per kind of reason for the images left without a mask."""
+        return tuple(f"No automatic mask for {line}" for line in grouped(dict(self.failed)))
 
     def to_report(self) -> dict[str, Any]:
         """The stage's entry in report.json (counts, failures with reasons, turntable).
@@ -1489,7 +1490,7 @@ def run(
                 images.append(rec)
                 reason = result.reason or f"confidence {result.confidence:.2f} is too low"
                 failed.append((rec.name, reason))
-                logger.warning("%s: no automatic mask: %s", rec.name, reason)
+                logger.info("%s: no automatic mask: %s", rec.name, reason)
                 message = f"{rec.name}: no mask"
         progress(ProgressEvent(STAGE, index + 1, total, message))
 
@@ -1500,6 +1501,8 @@ def run(
                 full = np.full((rec.height, rec.width), 255, np.uint8)
                 write_png(mask_path_for(work_dir, rec.name), full, compress_level=6)
                 whole.append(rec.name)
+    for line in grouped(dict(failed)):  # one line for many photos
+        logger.warning("No automatic mask for %s", line)
     logger.info(
         "masks: %d computed, %d from files, %d painted, %d switched off, %d without a mask",
         len(computed),

@@ -30,6 +30,7 @@ import pycolmap
 
 from engine.config import SfMConfig
 from engine.errors import ReconstructionError
+from engine.messages import grouped
 from engine.progress import Cancelled, CancelToken, ProgressCallback, ProgressEvent, no_progress
 from engine.stages import features
 from engine.stages.pairs import capped_pairs, exhaustive_pairs, retrieval_pairs, sequential_pairs
@@ -1007,12 +1008,8 @@ def run(
     unregistered.update(dropped)
     placed = len(names) - len(unregistered)
     if placed < cfg.min_placed_fraction * len(names):
-        by_reason: dict[str, list[str]] = defaultdict(list)
-        for name, reason in sorted(unregistered.items()):
-            by_reason[reason].append(name)
-        for reason, group in by_reason.items():  # one line for many photos
-            more = f" and {len(group) - MAX_NAMED} more" if len(group) > MAX_NAMED else ""
-            logger.warning("%s%s: %s", ", ".join(group[:MAX_NAMED]), more, reason)
+        for line in grouped(unregistered, MAX_NAMED):  # one line for many photos
+            logger.warning("%s", line)
         raise ReconstructionError(_too_few_message(names, placed, unregistered))
     out = run_dir / "sparse" / "0"
     shutil.rmtree(out, ignore_errors=True)

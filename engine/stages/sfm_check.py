@@ -294,9 +294,7 @@ def surround_deg(rec: pycolmap.Reconstruction) -> float:
     if rec.num_points3D() == 0:
         return 0.0
     centre = np.median(np.array([p.xyz for p in rec.points3D.values()]), axis=0)
-    dirs = np.array(
-        [im.projection_center() - centre for im in rec.images.values() if im.has_pose]
-    )
+    dirs = np.array([im.projection_center() - centre for im in rec.images.values() if im.has_pose])
     if len(dirs) < 2:
         return 0.0
     dirs /= np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-12)

@@ -116,9 +116,7 @@ def test_the_finer_octave_finds_a_small_products_detail_where_it_is(tmp_path):
     cv2.imwrite(str(photo), img)
     for extract in (
         lambda octave: features.sift(img, octave, 8192),
-        lambda octave: features._colmap_batch([(photo, "a.png")], octave, 8192, tmp_path)[
-            "a.png"
-        ],
+        lambda octave: features._colmap_batch([(photo, "a.png")], octave, 8192, tmp_path)["a.png"],
     ):
         coarse, fine = extract(-1), extract(-2)
         assert len(fine) > 1.5 * len(coarse)

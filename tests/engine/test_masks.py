@@ -444,3 +444,16 @@ def test_group_by_camera_splits_different_backdrops():
         [1],
         [2],
     ]
+
+
+def test_many_photos_without_a_mask_are_one_warning():
+    """48 photos failing for the same reason read as one line, not 48."""
+    from engine.stages.masks import MaskStageResult
+
+    edge = "the product touches the edge of the photo"
+    failed = tuple((f"IMG_{i:04d}.jpg", edge) for i in range(48)) + (("odd.jpg", "too dark"),)
+    warnings = MaskStageResult((), failed=failed).warnings
+    assert len(warnings) == 2
+    assert warnings[0].startswith("No automatic mask for IMG_0000.jpg, IMG_0001.jpg")
+    assert warnings[0].endswith(f"and 38 more: {edge}")
+    assert warnings[1] == "No automatic mask for odd.jpg: too dark"
