@@ -204,25 +204,119 @@ def outside_box_fraction(
     return float(1.0 - inside.mean())
 
 
-def up_direction(cameras: Sequence[CameraPose]) -> np.ndarray:
+#: A camera counts as held level (or on its side) when one of its image axes is within this
+#: many degrees of horizontal.
+LEVEL_TOLERANCE_DEG = 20.0
+#: Cameras this many degrees or more above (or below) the product tell up from down; a ring
+#: closer to the product's height than this leaves the sign to the image up of level cameras.
+MIN_SIGN_ELEVATION_DEG = 2.0
+
+
+def axes_meeting_point(cameras: Sequence[CameraPose]) -> np.ndarray:
+    """Least-squares point nearest every camera's optical axis (the centres' mean if none).
+
+    It is where the photographer aimed: the product.
+    """
+    centres = np.array([c.center for c in cameras], np.float64).reshape(-1, 3)
+    a = np.zeros((3, 3))
+    b = np.zeros(3)
+    for cam, centre in zip(cameras, centres, strict=True):
+        axis = np.asarray(cam.R, np.float64)[2]
+        proj = np.eye(3) - np.outer(axis, axis)
+        a += proj
+        b += proj @ centre
+    if len(cameras) >= 2 and np.linalg.cond(a) < 1e6:
+        return np.linalg.solve(a, b)
+    return centres.mean(0) if len(centres) else np.zeros(3)
+
+
+def _level_axes_up(cameras: Sequence[CameraPose]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Up as the direction square to one image axis of every camera, and which axis.
+
+    Photographers hold a camera level or on its side (a portrait photo without EXIF
+    rotation), so either its image x or its image y axis is horizontal. From a few starting
+    guesses (square to all x axes, to all y axes, the mean image up, the ring's axis), each
+    camera takes the axis nearer horizontal and up is refitted; the axes must spread over the
+    horizontal plane. Returns ``(up, uses_x)``, unsigned, or None when the cameras face too
+    few directions to tell.
+    """
+    if len(cameras) < 3:
+        return None
+    xs = np.array([np.asarray(c.R, np.float64)[0] for c in cameras])
+    ys = np.array([np.asarray(c.R, np.float64)[1] for c in cameras])
+    tol = np.sin(np.radians(LEVEL_TOLERANCE_DEG))
+    starts = [np.linalg.eigh(a.T @ a)[1][:, 0] for a in (xs, ys)]
+    starts.append(-ys.mean(axis=0))
+    centres = np.array([c.center for c in cameras], np.float64)
+    starts.append(np.linalg.svd(centres - centres.mean(0), full_matrices=False)[2][-1])
+    best: tuple[int, float, np.ndarray] | None = None
+    for up in starts:
+        if np.linalg.norm(up) < 1e-9:
+            continue
+        up = up / np.linalg.norm(up)
+        for _ in range(4):
+            off = np.minimum(np.abs(xs @ up), np.abs(ys @ up))
+            axes = np.where((np.abs(xs @ up) <= np.abs(ys @ up))[:, None], xs, ys)[off < tol]
+            if len(axes) < 3:
+                break
+            values, vectors = np.linalg.eigh(axes.T @ axes / len(axes))
+            if values[1] < 0.05 or values[0] > 0.25 * values[1]:
+                break
+            up = vectors[:, 0]
+        else:
+            off = np.minimum(np.abs(xs @ up), np.abs(ys @ up))
+            score = (int((off < tol).sum()), -float(np.mean(off**2)))
+            if best is None or score > best[:2]:
+                best = (*score, up)
+    if best is None:
+        return None
+    up = best[2]
+    return up, np.abs(xs @ up) <= np.abs(ys @ up)
+
+
+def up_direction(
+    cameras: Sequence[CameraPose], target: np.ndarray | None = None
+) -> np.ndarray:
     """The world's up direction (unit vector) seen from a set of cameras.
 
-    A ring of cameras around a product (a walk-around or a turntable) lies in a plane whose
-    normal is the turntable's axis; that normal, signed to agree with the cameras' mean "up"
-    (minus their image y axis), is returned when the centres spread in two directions but not
-    the third. Otherwise, the cameras' mean up (photographers rarely roll the camera), and
-    +z when there are no cameras.
+    Photographers hold a camera level or on its side (portrait photos without EXIF rotation,
+    a rig mounted rolled: temple_sparse_ring), so one image axis of every camera is
+    horizontal: up is the direction square to those axes (:func:`_level_axes_up`; exact where
+    part of the way round is missing, where a ring-plane fit tilts). Its sign comes from the
+    level cameras' image up or, when most are on their side, from the cameras standing above
+    the product (``target``; by default where their optical axes meet), since products are
+    photographed from above more than from below. When the cameras face too few directions to
+    tell, a ring of cameras gives its plane's normal (the turntable's axis), and otherwise the
+    cameras' mean image up is used; +z when there are no cameras.
     """
     if not cameras:
         return np.array([0.0, 0.0, 1.0])
     mean_up = -np.mean([np.asarray(c.R, np.float64)[1] for c in cameras], axis=0)
     norm = float(np.linalg.norm(mean_up))
     mean_up = mean_up / norm if norm > 1e-9 else np.array([0.0, 0.0, 1.0])
-    if len(cameras) >= 6:
+    found = _level_axes_up(cameras)
+    if found is not None:
+        up, uses_x = found
+    else:
+        if len(cameras) < 6:
+            return mean_up
         centres = np.array([c.center for c in cameras], np.float64)
         _, sv, vt = np.linalg.svd(centres - centres.mean(0), full_matrices=False)
-        normal = vt[2]
         # a flat ring (or a few rings at close elevations): the plane normal is the axis
-        if sv[1] > 1e-9 and sv[2] < 0.35 * sv[1] and abs(normal @ mean_up) > 0.5:
-            return normal * np.sign(normal @ mean_up)
-    return mean_up
+        if sv[1] <= 1e-9 or sv[2] >= 0.35 * sv[1]:
+            return mean_up
+        up, uses_x = vt[2], np.zeros(len(cameras), bool)
+        if abs(up @ mean_up) > 0.5:
+            return up * np.sign(up @ mean_up)
+    ys = np.array([np.asarray(c.R, np.float64)[1] for c in cameras])
+    if 2 * int(uses_x.sum()) >= len(cameras):  # mostly held level: their image up
+        return up * (1.0 if float(-ys[uses_x].sum(axis=0) @ up) >= 0 else -1.0)
+    centres = np.array([c.center for c in cameras], np.float64)
+    aim = axes_meeting_point(cameras) if target is None else np.asarray(target, np.float64)
+    rel = centres - aim
+    heights = rel @ up
+    dist = np.linalg.norm(rel, axis=1)
+    sin_min = np.sin(np.radians(MIN_SIGN_ELEVATION_DEG))
+    if abs(float(np.median(heights))) > sin_min * float(np.median(dist)):
+        return up * np.sign(float(np.median(heights)))
+    return up * (1.0 if float(mean_up @ up) >= 0 else -1.0)

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from engine.config import CoverageConfig
-from engine.geometry import up_direction
+from engine.geometry import axes_meeting_point, up_direction
 from engine.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from engine.stages.ingest import natural_key
 from engine.types import CameraPose, ImageRecord, IngestResult
@@ -503,21 +503,6 @@ class CoverageResult:
         }
 
 
-def _axes_meeting_point(cameras: Sequence[CameraPose]) -> np.ndarray:
-    """Least-squares point nearest every camera's optical axis (the centres' mean if none)."""
-    centres = np.array([c.center for c in cameras], np.float64)
-    a = np.zeros((3, 3))
-    b = np.zeros(3)
-    for cam, centre in zip(cameras, centres, strict=True):
-        axis = np.asarray(cam.R, np.float64)[2]
-        proj = np.eye(3) - np.outer(axis, axis)
-        a += proj
-        b += proj @ centre
-    if len(cameras) >= 2 and np.linalg.cond(a) < 1e6:
-        return np.linalg.solve(a, b)
-    return centres.mean(0) if len(centres) else np.zeros(3)
-
-
 def level_up(cameras: Sequence[CameraPose]) -> np.ndarray | None:
     """Up as the direction square to every camera's image x axis, or None when undetermined.
 
@@ -738,7 +723,7 @@ def run(
     target = (
         np.asarray(centre, np.float64)
         if centre is not None
-        else _axes_meeting_point(poses)
+        else axes_meeting_point(poses)
         if poses
         else np.zeros(3)
     )

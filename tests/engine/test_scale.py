@@ -282,8 +282,9 @@ def test_known_distance_is_exact(moved_box):
     result = scale.run(cams, [], pts, cfg)
     assert result.source == "known_distance" and result.note == ""
     assert result.metres_per_unit == pytest.approx(1 / s, rel=1e-9)
-    # the jittered ring's up is 0.8 degrees off; the box's own axis brings it to 0.03
-    assert result.up_source == "cameras, tilted to the product's axis"
+    # the cameras are held level: square to their image x axes is the true up (their jittered
+    # ring's plane is 0.8 degrees off), and the box's own axis does not tilt it
+    assert result.up_source == "cameras"
     assert math.degrees(math.acos(min(1.0, result.up @ rot[:, 2]))) < 0.1
     assert result.dimensions_mm == pytest.approx(BOX_MM, rel=1e-3)
     assert result.error_pct is None
