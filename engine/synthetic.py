@@ -1064,8 +1064,11 @@ def _shade(h: _Hit) -> np.ndarray:
     return h.albedo * light[:, None]
 
 
-def _backdrop(shape, cam: CameraPose) -> np.ndarray:
-    """Smooth light-grey studio sweep with a soft contact shadow, (H, W, 3) float in [0, 1]."""
+def _backdrop(shape, cam: CameraPose, tone: float = 1.0) -> np.ndarray:
+    """Smooth studio sweep with a soft contact shadow, (H, W, 3) float in [0, 1].
+
+    ``tone`` scales its brightness: 1.0 light grey, about 0.08 black cloth.
+    """
     w, h = cam.width, cam.height
     us, vs = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
     d = _camera_rays(cam, us.ravel(), vs.ravel())
@@ -1082,11 +1085,70 @@ def _backdrop(shape, cam: CameraPose) -> np.ndarray:
     r2 = ((us.ravel() - w / 2) ** 2 + (vs.ravel() - h / 2) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
     level *= 1.0 - 0.10 * r2
     tint = np.array([0.985, 0.99, 1.0])
-    return (level[:, None] * tint[None, :]).reshape(h, w, 3)
+    return (tone * level[:, None] * tint[None, :]).reshape(h, w, 3)
 
 
 #: Kinds of backdrop :func:`render_scene` can draw.
-BACKDROPS = ("studio", "turntable")
+BACKDROPS = ("studio", "turntable", "dark", "sheet")
+#: Brightness of the ``dark`` backdrop (black cloth) relative to the studio's.
+_DARK_TONE = 0.08
+#: Half the side of the ``sheet`` backdrop's printed sheet, as a multiple of the object's
+#: footprint radius.
+_SHEET_SCALE = 2.5
+#: Texels along a side of the printed sheet.
+_SHEET_TEXELS = 1536
+
+
+@lru_cache(maxsize=2)
+def _sheet_texture(seed: int) -> np.ndarray:
+    """A printed paper sheet (a turntable target, a catalogue page): (N, N, 3) in [0, 1]."""
+    rng = np.random.default_rng([seed, 43])
+    n = _SHEET_TEXELS
+    paper = rng.uniform(200, 235, 3)
+    canvas = _tint(_noise(rng, n, n, ((12.0, 0.08), (3.0, 0.04)), False), paper)
+    palette = rng.integers(20, 236, size=(7, 3)).astype(np.float64)
+    _print_design(_Painter(canvas, False), rng, 0, 0, n, n, palette, density=0.35)
+    out = _finish(canvas, False).astype(np.float32) / 255.0
+    out.flags.writeable = False
+    return out
+
+
+def _paint_sheet(img: np.ndarray, shape, cam: CameraPose, texture: np.ndarray) -> None:
+    """A printed sheet lying on the floor under the object (fixed in the world), in place.
+
+    Square, centred under the object, :data:`_SHEET_SCALE` footprint radii from the centre to
+    a side; lit as the floor (the contact shadow darkens it).
+    """
+    w, h = cam.width, cam.height
+    us, vs = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    d = _camera_rays(cam, us.ravel(), vs.ravel())
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    c = cam.center
+    down = d[:, 2] < -1e-6
+    t = np.where(down, -c[2] / np.where(down, d[:, 2], -1.0), np.inf)
+    fx, fy = c[0] + t * d[:, 0], c[1] + t * d[:, 1]
+    half = _SHEET_SCALE * float(np.max(np.hypot(*shape.hull_points()[:, :2].T)))
+    on = down & (np.abs(fx) < half) & (np.abs(fy) < half)
+    if not on.any():
+        return
+    n = texture.shape[0]
+    # bilinear lookup (texel centres at +0.5)
+    gx = np.clip((fx[on] + half) / (2 * half) * n - 0.5, 0.0, n - 1.001)
+    gy = np.clip((half - fy[on]) / (2 * half) * n - 0.5, 0.0, n - 1.001)
+    x0, y0 = gx.astype(np.intp), gy.astype(np.intp)
+    ax, ay = (gx - x0)[:, None], (gy - y0)[:, None]
+    texels = (
+        texture[y0, x0] * (1 - ax) * (1 - ay)
+        + texture[y0, x0 + 1] * ax * (1 - ay)
+        + texture[y0 + 1, x0] * (1 - ax) * ay
+        + texture[y0 + 1, x0 + 1] * ax * ay
+    )
+    dist = shape.floor_distance(fx[on], fy[on])
+    shade = 0.85 * (1.0 - 0.45 * np.exp(-np.maximum(dist, 0.0) / 0.012))
+    flat = img.reshape(-1, 3)
+    flat[on] = texels * shade[:, None]
+
+
 #: Turntable platter radius, as a multiple of the object's footprint radius.
 _PLATTER_SCALE = 1.6
 
@@ -1146,12 +1208,19 @@ def _render_view(
     supersample: int,
     markers: tuple[np.ndarray, np.ndarray] | None = None,
     plate: np.ndarray | None = None,
+    backdrop: str = "studio",
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Linear RGB image in [0, 1] (H, W, 3) and object coverage (H, W) of one camera.
 
     ``plate`` is a turntable ring's fixed backdrop (:func:`_turntable_plate`); None: the studio.
     """
-    img = _backdrop(shape, cam) if plate is None else _turntable_backdrop(shape, cam, plate)
+    if plate is None:
+        img = _backdrop(shape, cam, _DARK_TONE if backdrop == "dark" else 1.0)
+    else:
+        img = _turntable_backdrop(shape, cam, plate)
+    if backdrop == "sheet":
+        _paint_sheet(img, shape, cam, _sheet_texture(seed))
     if markers is not None:
         _paint_markers(img, cam, markers[0], markers[1], supersample)
     cover = np.zeros((cam.height, cam.width))
@@ -1487,7 +1556,11 @@ def render_scene(
         platter, so a busy printed backdrop fixed to the camera (the same pixels in every view
         of a ring, before sensor noise) moves with the cameras in the object's frame, where the
         ground-truth cameras are. The lights turn with the product (its shading is as in the
-        studio) and the masks are the object's coverage, as in the studio.
+        studio) and the masks are the object's coverage, as in the studio. ``"dark"``: the
+        studio sweep in black cloth (a white or bright product's masks and edges). ``"sheet"``:
+        the studio with a printed paper sheet lying flat under the product, reaching well
+        beyond it (a turntable target or catalogue page): dense stereo reconstructs it, so the
+        mesh must cut it as the support.
     fill
         Fraction of the frame the product spans (see :func:`ring_cameras`); 0.25 is a small
         product far off in the frame.
@@ -1544,7 +1617,9 @@ def render_scene(
             plate = None
             if backdrop == "turntable":  # cameras come ring by ring, n_azimuth each
                 plate = _turntable_plate(seed, j // n_azimuth, width, height)
-            pending[j] = pool.submit(_render_view, shape, cams[j], supersample, markers, plate)
+            pending[j] = pool.submit(
+                _render_view, shape, cams[j], supersample, markers, plate, backdrop, seed
+            )
 
         try:
             for j in range(workers):
