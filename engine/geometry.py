@@ -274,9 +274,7 @@ def _level_axes_up(cameras: Sequence[CameraPose]) -> tuple[np.ndarray, np.ndarra
     return up, np.abs(xs @ up) <= np.abs(ys @ up)
 
 
-def up_direction(
-    cameras: Sequence[CameraPose], target: np.ndarray | None = None
-) -> np.ndarray:
+def up_direction(cameras: Sequence[CameraPose], target: np.ndarray | None = None) -> np.ndarray:
     """The world's up direction (unit vector) seen from a set of cameras.
 
     Photographers hold a camera level or on its side (portrait photos without EXIF rotation,

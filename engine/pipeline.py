@@ -77,6 +77,16 @@ class RunResult:
     """The coverage stage's :class:`engine.stages.coverage.CoverageResult` (or None)."""
 
 
+def frame_report(up: np.ndarray, transform: np.ndarray) -> dict[str, Any]:
+    """report.json's ``frame``: up in the sparse model's frame and the GLB's 4x4 from it."""
+    from engine.export.glb import glb_from
+
+    return {
+        "up": [round(float(v), 6) for v in np.asarray(up, np.float64)],
+        "glb_from_sparse": [[float(v) for v in row] for row in glb_from(transform)],
+    }
+
+
 def _fingerprint(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -613,6 +623,7 @@ class Pipeline:
             cancel=self.cancel,
         )
         report.stages["scale"] = result.to_report()
+        report.frame = frame_report(result.up, result.transform)
         if result.dimensions_mm is not None:
             report.dimensions_mm = [round(float(v), 1) for v in result.dimensions_mm]
             logger.info(

@@ -263,5 +263,8 @@ class RunReport:
     advice: list[str] = field(default_factory=list)
     """Reshoot advice: pre-flight findings and coverage gaps, most useful first."""
     dimensions_mm: list[float] | None = None
+    frame: dict[str, Any] | None = None
+    """The product's frame: ``up`` (unit, in the sparse model's frame) and ``glb_from_sparse``
+    (4x4 similarity from the sparse model's frame to mesh.glb's, +y up, base on y = 0)."""
     outputs: dict[str, int] = field(default_factory=dict)
     status: str = "running"

@@ -67,6 +67,15 @@ _DTYPES = {
 # --------------------------------------------------------------------------- shared geometry
 
 
+def glb_from(transform: np.ndarray | None) -> np.ndarray:
+    """4x4 from the mesh's coordinates to the GLB's (+y up): the product frame's Z-up turned."""
+    m = np.eye(4) if transform is None else np.asarray(transform, np.float64)
+    out = np.eye(4)
+    out[:3, :3] = Z_UP_TO_Y_UP @ m[:3, :3]
+    out[:3, 3] = Z_UP_TO_Y_UP @ m[:3, 3]
+    return out
+
+
 def _frame(mesh: Mesh, transform: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Y-up positions (float64), unit vertex normals and faces (winding kept outward)."""
     v = np.asarray(mesh.vertices, np.float64).reshape(-1, 3)
