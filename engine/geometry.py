@@ -208,8 +208,12 @@ def outside_box_fraction(
 #: many degrees of horizontal.
 LEVEL_TOLERANCE_DEG = 20.0
 #: Cameras this many degrees or more above (or below) the product tell up from down; a ring
-#: closer to the product's height than this leaves the sign to the image up of level cameras.
+#: closer to the product's height than this leaves the sign to the image up of level cameras
+#: (a camera looking straight down has no image up to trust: et, photos of a toy on a desk).
 MIN_SIGN_ELEVATION_DEG = 2.0
+#: Share of those cameras that must stand on the same side for their side to sign up (a
+#: shoot from all round at the product's height does not).
+SIGN_AGREEMENT = 0.8
 
 
 def axes_meeting_point(cameras: Sequence[CameraPose]) -> np.ndarray:
@@ -281,9 +285,9 @@ def up_direction(cameras: Sequence[CameraPose], target: np.ndarray | None = None
     a rig mounted rolled: temple_sparse_ring), so one image axis of every camera is
     horizontal: up is the direction square to those axes (:func:`_level_axes_up`; exact where
     part of the way round is missing, where a ring-plane fit tilts). Its sign comes from the
-    level cameras' image up or, when most are on their side, from the cameras standing above
-    the product (``target``; by default where their optical axes meet), since products are
-    photographed from above more than from below. When the cameras face too few directions to
+    cameras standing above the product (``target``; by default where their optical axes
+    meet) when they clearly do (:data:`SIGN_AGREEMENT`), since products are photographed from
+    above; else from the level cameras' image up. When the cameras face too few directions to
     tell, a ring of cameras gives its plane's normal (the turntable's axis), and otherwise the
     cameras' mean image up is used; +z when there are no cameras.
     """
@@ -307,14 +311,17 @@ def up_direction(cameras: Sequence[CameraPose], target: np.ndarray | None = None
         if abs(up @ mean_up) > 0.5:
             return up * np.sign(up @ mean_up)
     ys = np.array([np.asarray(c.R, np.float64)[1] for c in cameras])
-    if 2 * int(uses_x.sum()) >= len(cameras):  # mostly held level: their image up
-        return up * (1.0 if float(-ys[uses_x].sum(axis=0) @ up) >= 0 else -1.0)
     centres = np.array([c.center for c in cameras], np.float64)
     aim = axes_meeting_point(cameras) if target is None else np.asarray(target, np.float64)
     rel = centres - aim
-    heights = rel @ up
-    dist = np.linalg.norm(rel, axis=1)
-    sin_min = np.sin(np.radians(MIN_SIGN_ELEVATION_DEG))
-    if abs(float(np.median(heights))) > sin_min * float(np.median(dist)):
-        return up * np.sign(float(np.median(heights)))
+    elevation = np.degrees(np.arcsin(np.clip((rel @ up) / np.linalg.norm(rel, axis=1), -1, 1)))
+    above = np.abs(elevation) >= MIN_SIGN_ELEVATION_DEG
+    side = np.sign(elevation[above])
+    # cameras (almost) all on one side of the product, clearly: products are shot from above
+    if above.mean() >= 0.5 and abs(side.sum()) >= SIGN_AGREEMENT * len(side):
+        return up * float(np.sign(side.sum()))
+    if uses_x.any():  # level cameras: their image up
+        vote = float(-ys[uses_x].sum(axis=0) @ up)
+        if abs(vote) > 1e-9:
+            return up * np.sign(vote)
     return up * (1.0 if float(mean_up @ up) >= 0 else -1.0)

@@ -14,8 +14,9 @@ Steps (numpy-vectorised; the heavy lifting is COLMAP's C++ through pycolmap):
 3. **Trim** what the photos do not support: vertices farther than :data:`DENSITY_SPACINGS`
    point spacings (or :data:`DENSITY_CELLS` octree cells) from the nearest dense point are
    Poisson's extrapolation; with masks, vertices failing the visual hull test of step 1 are
-   backdrop, turntable or floor. A face with such a vertex goes; then only the connected
-   components with at least :data:`MIN_COMPONENT_FRACTION` of the largest one's faces stay.
+   backdrop, turntable or floor. A face with such a vertex goes; then the connected component
+   the cameras aim at stays, with the parts lying close to it (:func:`_product_components`):
+   background the photos happened to show goes, however large.
 4. **Decimate** to ``cfg.max_triangles`` with COLMAP's quadric edge collapse
    (:func:`pycolmap.simplify_mesh`; open boundaries are kept in place).
 5. **Vertex colours**: inverse-distance mean of the :data:`COLOUR_NEIGHBOURS` nearest dense
@@ -58,7 +59,7 @@ from engine.config import MeshConfig
 from engine.errors import InputError, ReconstructionError
 from engine.export._atomic import write_bytes_atomic
 from engine.export.ply import PLY_TYPES, write_ply
-from engine.geometry import up_direction
+from engine.geometry import axes_meeting_point, up_direction
 from engine.io import read_image, read_mask
 from engine.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from engine.stages import _isolated as isolated
@@ -75,6 +76,9 @@ DENSITY_SPACINGS = 4.0
 DENSITY_CELLS = 2.0
 #: Connected components with fewer faces than this fraction of the largest one are dropped.
 MIN_COMPONENT_FRACTION = 0.1
+#: A component lying within this share of the product's size (its bounding diagonal) of the
+#: product stays as one of its parts.
+PART_GAP = 0.05
 #: Silhouette tolerance of the visual hull test, as a fraction of the image diagonal.
 MASK_TOLERANCE = 0.004
 #: Masks and z-buffers are tested at most at this long side (pixels).
@@ -83,11 +87,18 @@ TEST_MAX_SIZE = 1024
 SPLAT_GRID = 256
 #: Relative depth within which a point counts as the nearest in its cell.
 SPLAT_DEPTH_TOLERANCE = 0.03
-#: Without masks: a horizontal slab at the bottom is the floor when it holds this fraction of
-#: the points ...
+#: A plane is the support (floor, table, sheet) when it holds this fraction of the points ...
 FLOOR_MIN_FRACTION = 0.05
 #: ... and reaches this many times wider than the points above it.
 FLOOR_MIN_REACH = 1.3
+#: The support's normal lies within this angle of the cameras' up.
+FLOOR_MAX_TILT_DEG = 30.0
+#: Points within this share of the cloud's height (or 3 point spacings) of the plane are on it.
+FLOOR_TOLERANCE = 0.01
+#: At most this share of the points may lie below the support.
+FLOOR_MAX_BELOW = 0.02
+#: RANSAC trials for the support plane.
+FLOOR_RANSAC_TRIALS = 400
 #: A point is a stray when its ISOLATED_NEIGHBOURS-th neighbour is farther than
 #: ISOLATED_FACTOR times the median of that distance.
 ISOLATED_NEIGHBOURS = 6
@@ -255,16 +266,15 @@ def run(
     normals = None if normals is None else normals[finite]
     masks = _load_masks(views, cancel)
     stats["masks"] = len(masks)
-    floor: tuple[np.ndarray, float] | None = None
+    aim = _aim([v.cam for v in views])
+    # the support (floor, table, printed sheet) is cut with or without masks: masks that
+    # failed on some photos leave it in the cloud
+    floor = _find_floor(xyz, [v.cam for v in views])
+    keep = np.ones(len(xyz), bool)
+    if floor is not None:
+        keep = np.einsum("nj,j->n", xyz, floor[0]) > floor[1]
     if masks:
-        keep = _hull_keep(xyz, views, masks, cfg.trim_min_views, cancel)
-    else:
-        floor = _find_floor(xyz, [v.cam for v in views])
-        keep = (
-            np.ones(len(xyz), bool)
-            if floor is None
-            else np.einsum("nj,j->n", xyz, floor[0]) > floor[1]
-        )
+        keep &= _hull_keep(xyz, views, masks, cfg.trim_min_views, cancel)
     stats["floor_cut"] = floor is not None
     # stray points left by the cuts would stretch Poisson's octree and coarsen the surface
     keep[keep] = _not_isolated(xyz[keep])
@@ -302,12 +312,12 @@ def run(
         bad = bad_density.copy()
         if masks:
             bad |= ~_hull_keep(vertices, views, masks, cfg.trim_min_views, cancel)
-        elif floor is not None:
+        if floor is not None:
             bad |= np.einsum("nj,j->n", vertices, floor[0]) <= floor[1]
         stats["trimmed_density"] = int(bad_density.sum())
         stats["trimmed_hull"] = int((bad & ~bad_density).sum())
         faces = faces[~bad[faces].any(axis=1)]
-        faces, n_comp, n_kept = _largest_components(faces, len(vertices))
+        faces, n_comp, n_kept = _product_components(vertices, faces, aim)
         vertices, faces = _compact(vertices, faces)
         stats.update(components=n_comp, components_kept=n_kept, faces_trimmed=len(faces))
         if len(faces) == 0:
@@ -530,41 +540,85 @@ def _splat_visible(
 
 
 def _find_floor(xyz: np.ndarray, cams: Sequence[CameraPose]) -> tuple[np.ndarray, float] | None:
-    """The floor or turntable under the product when its points were fused (no masks).
+    """The support under the product (floor, table, turntable, printed sheet), if fused.
 
-    A thin horizontal slab (across the cameras' up direction) at the bottom of the cloud holding
-    at least :data:`FLOOR_MIN_FRACTION` of the points and reaching wider than everything above
-    it. Returns ``(up, height)``: points at ``p @ up <= height`` belong to the floor.
+    A plane found by RANSAC among the cloud's points, its normal within
+    :data:`FLOOR_MAX_TILT_DEG` of the cameras' up (:func:`engine.geometry.up_direction`; the
+    support may be tilted against it, a table against a camera held askew), holding at least
+    :data:`FLOOR_MIN_FRACTION` of the points, with the cameras on its upper side, hardly any
+    point below it, and reaching :data:`FLOOR_MIN_REACH` times wider than what stands on it (a
+    product's own flat base or top is not a support; half of each, around the middle of what
+    stands on it). Returns ``(normal, height)``: points at
+    ``p @ normal <= height`` belong to the support (its thickness of noise included).
     """
     if len(xyz) < MIN_POINTS or not cams:
         return None
     up = up_direction(cams)
-    h = np.einsum("nj,j->n", xyz, up)
     rng = np.random.default_rng(_SEED)
     sample = xyz if len(xyz) <= 20_000 else xyz[rng.choice(len(xyz), 20_000, replace=False)]
-    d, _ = cKDTree(xyz).query(sample, k=2, workers=-1)
+    d, _ = cKDTree(sample).query(sample, k=2, workers=-1)
     spacing = max(float(np.median(d[:, 1])), 1e-9)
-    lo, hi = np.percentile(h, [0.5, 15.0])
-    if hi <= lo:
+    extent = float(np.ptp(sample @ up))
+    tol = max(3.0 * spacing, FLOOR_TOLERANCE * extent)
+    centres = np.array([c.center for c in cams], np.float64)
+    cos_tilt = math.cos(math.radians(FLOOR_MAX_TILT_DEG))
+    best: tuple[int, np.ndarray, float] | None = None
+    for _ in range(FLOOR_RANSAC_TRIALS):
+        p = sample[rng.choice(len(sample), 3, replace=False)]
+        n = np.cross(p[1] - p[0], p[2] - p[0])
+        norm = float(np.linalg.norm(n))
+        if norm < 1e-12:
+            continue
+        n /= norm
+        if n @ up < 0:
+            n = -n
+        if n @ up < cos_tilt:
+            continue
+        h = sample @ n - float(p[0] @ n)
+        inliers = int((np.abs(h) <= tol).sum())
+        # the support carries the product: hardly anything below it, the cameras above
+        if (h < -tol).mean() > FLOOR_MAX_BELOW or np.mean(centres @ n - p[0] @ n > 0) < 0.8:
+            continue
+        if best is None or inliers > best[0]:
+            best = (inliers, n, float(p[0] @ n))
+    if best is None or best[0] < FLOOR_MIN_FRACTION * len(sample):
         return None
-    bins = np.arange(lo, hi + 2 * spacing, 2 * spacing)
-    counts, edges = np.histogram(h, bins=bins)
-    if not len(counts):
+    _, n, level = best
+    # least squares on the inliers, then the cut just above the support's noise
+    for _ in range(2):
+        on = sample[np.abs(sample @ n - level) <= tol]
+        centre = on.mean(axis=0)
+        n = np.linalg.svd(on - centre, full_matrices=False)[2][-1]
+        n = n if n @ up > 0 else -n
+        level = float(centre @ n)
+    h = xyz @ n - level
+    slab = np.abs(h) <= tol
+    above = h > tol
+    if above.sum() < MIN_POINTS:
         return None
-    i = int(counts.argmax())
-    level = float(np.median(h[(h >= edges[i]) & (h < edges[i + 1])]))
-    slab = np.abs(h - level) <= 3 * spacing
-    above = h > level + 3 * spacing
-    if slab.mean() < FLOOR_MIN_FRACTION or above.sum() < MIN_POINTS:
-        return None
-    flat = xyz - np.outer(h, up)
-    centre = np.median(flat[above], axis=0)
-    reach_above = np.percentile(np.linalg.norm(flat[above] - centre, axis=1), 95)
-    reach_slab = np.percentile(np.linalg.norm(flat[slab] - centre, axis=1), 95)
+    flat = xyz - np.outer(h, n)
+    mid = np.median(flat[above], axis=0)
+    # medians: clutter at the edges of the scene (kitchen_lego) widens what stands on the
+    # support far less than the product sitting in the middle narrows it
+    reach_above = np.median(np.linalg.norm(flat[above] - mid, axis=1))
+    reach_slab = np.median(np.linalg.norm(flat[slab] - mid, axis=1))
     if reach_slab < FLOOR_MIN_REACH * reach_above:
         return None
-    noise = float(np.std(h[slab] - level))
-    return up, level + max(3 * spacing, 3 * noise)
+    noise = float(np.std(h[slab]))
+    return n, level + max(3 * spacing, 3 * noise)
+
+
+def _aim(cams: Sequence[CameraPose]) -> np.ndarray | None:
+    """Where the cameras aim: their optical axes' meeting point.
+
+    None when that point is not in front of most of them (parallel axes: nothing to converge
+    on).
+    """
+    if len(cams) < 2:
+        return None
+    aim = axes_meeting_point(cams)
+    depth = [float(np.asarray(c.R, np.float64)[2] @ (aim - c.center)) for c in cams]
+    return aim if np.mean(np.asarray(depth) > 0) > 0.5 else None
 
 
 def _not_isolated(xyz: np.ndarray) -> np.ndarray:
@@ -736,18 +790,46 @@ def _write_ply_mesh(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None
         fh.write(tri.tobytes())
 
 
-def _largest_components(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray, int, int]:
-    """Faces of the components holding at least MIN_COMPONENT_FRACTION of the largest's."""
+def _product_components(
+    vertices: np.ndarray, faces: np.ndarray, aim: np.ndarray | None
+) -> tuple[np.ndarray, int, int]:
+    """Faces of the product's connected components: the one aimed at, and parts close to it.
+
+    Components under :data:`MIN_COMPONENT_FRACTION` of the largest one's faces are crumbs.
+    Of the rest, the product is the one nearest ``aim`` (where the cameras' optical axes meet;
+    the largest when None), and another stays when it lies within :data:`PART_GAP` of the
+    product's size from it (a handle cut off by a hole). Background the photos happened to
+    show (a bookshelf behind a toy on a desk) lies further and goes, however large.
+    Returns the kept faces, the components present and the components kept.
+    """
     if len(faces) == 0:
         return faces, 0, 0
+    n_vertices = len(vertices)
     a = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
     b = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
     graph = coo_matrix((np.ones(len(a), np.float32), (a, b)), shape=(n_vertices, n_vertices))
     n, labels = connected_components(graph, directed=False)
     face_label = labels[faces[:, 0]]
     counts = np.bincount(face_label, minlength=n)
-    keep = counts >= MIN_COMPONENT_FRACTION * counts.max()
     present = int((counts > 0).sum())
+    candidates = np.nonzero(counts >= MIN_COMPONENT_FRACTION * counts.max())[0]
+    if len(candidates) == 1 or aim is None:
+        main = int(candidates[np.argmax(counts[candidates])])
+    else:
+        gaps = []
+        for c in candidates:
+            pts = vertices[np.unique(faces[face_label == c])]
+            gaps.append(float(np.min(np.linalg.norm(pts - aim, axis=1))))
+        main = int(candidates[int(np.argmin(gaps))])
+    main_pts = vertices[np.unique(faces[face_label == main])]
+    tree = cKDTree(main_pts)
+    reach = PART_GAP * float(np.linalg.norm(np.ptp(main_pts, axis=0)))
+    keep = np.zeros(n, bool)
+    keep[main] = True
+    for c in candidates:
+        if c != main:
+            pts = vertices[np.unique(faces[face_label == c])]
+            keep[c] = float(tree.query(pts, k=1)[0].min()) <= reach
     return faces[keep[face_label]], present, int(keep.sum())
 
 

@@ -374,3 +374,85 @@ def test_gil_holding_meshing_runs_in_a_child_that_reports_errors_and_cancels(tmp
         _isolated.simplify_mesh(tmp_path / "missing.ply", tmp_path / "out.ply", 0.5, cancel=token)
     assert time.perf_counter() - t0 < 5.0
     assert multiprocessing.active_children() == []
+
+
+# --------------------------------------------------------------------------- the support
+
+
+def _table_scene(tilt_deg: float, rng: np.random.Generator):
+    """A noisy table tilted about x, a 0.2 x 0.2 x 0.3 box on it, clutter at the table's edge
+    (points, the table's normal, how many table and box points come first)."""
+    a = np.radians(tilt_deg)
+    normal = np.array([0.0, -np.sin(a), np.cos(a)])
+    e1 = np.array([1.0, 0.0, 0.0])
+    e2 = np.cross(normal, e1)
+    uv = rng.uniform(-1.0, 1.0, (40_000, 2))
+    table = uv[:, :1] * e1 + uv[:, 1:] * e2 + rng.normal(0, 0.004, (len(uv), 1)) * normal
+    # the box's faces (no bottom), standing on the table
+    f = rng.uniform(-0.1, 0.1, (8000, 2))
+    h = rng.uniform(0.0, 0.3, (8000, 1))
+    sides = [
+        np.c_[f[:2000, :1], np.full((2000, 1), 0.1), h[:2000]],
+        np.c_[f[2000:4000, :1], np.full((2000, 1), -0.1), h[2000:4000]],
+        np.c_[np.full((2000, 1), 0.1), f[4000:6000, :1], h[4000:6000]],
+        np.c_[f[6000:, :1], f[6000:, 1:], np.full((2000, 1), 0.3)],
+    ]
+    local = np.concatenate(sides)
+    box = local[:, :1] * e1 + local[:, 1:2] * e2 + local[:, 2:] * normal + 0.001 * normal
+    clutter = rng.uniform([0.8, 0.8, 0.0], [0.95, 0.95, 0.5], (3000, 3))
+    clutter = clutter[:, :1] * e1 + clutter[:, 1:2] * e2 + clutter[:, 2:] * normal
+    return np.concatenate([table, box, clutter]), normal, len(table), len(box)
+
+
+@pytest.mark.parametrize("tilt", [0.0, 12.0])
+def test_the_support_is_found_under_the_product_and_cut(tilt):
+    """A table tilted against the cameras' up (a rig held askew), clutter at its edge: the
+    plane is the table's, and the cut keeps the box whole."""
+    rng = np.random.default_rng(5)
+    xyz, normal, n_table, n_box = _table_scene(tilt, rng)
+    from engine.synthetic import ring_cameras
+
+    cams = ring_cameras("box", n_azimuth=12, elevations_deg=(30.0,))
+    found = mesh_stage._find_floor(xyz, cams)
+    assert found is not None
+    n, height = found
+    assert np.degrees(np.arccos(min(1.0, float(n @ normal)))) < 1.0
+    kept = xyz @ n > height
+    assert kept[:n_table].mean() < 0.01  # the table goes
+    box = kept[n_table : n_table + n_box]
+    assert box.mean() > 0.93  # the box stays, all but its lowest centimetre or so
+
+
+def test_a_product_without_a_support_keeps_its_flat_base():
+    """Only the box (its flat top and sides, no table reconstructed): nothing is cut."""
+    rng = np.random.default_rng(6)
+    xyz, _, n_table, n_box = _table_scene(0.0, rng)
+    from engine.synthetic import ring_cameras
+
+    cams = ring_cameras("box", n_azimuth=12, elevations_deg=(30.0,))
+    assert mesh_stage._find_floor(xyz[n_table : n_table + n_box], cams) is None
+
+
+def test_the_component_the_cameras_aim_at_is_the_product():
+    """A larger slab of background far from where the cameras aim goes; a part close to the
+    product stays."""
+
+    def cube(centre, size):
+        m = trimesh.creation.box(extents=[size] * 3)
+        m.apply_translation(centre)
+        v, f = trimesh.remesh.subdivide_to_size(m.vertices, m.faces, max_edge=0.01)
+        return np.asarray(v), np.asarray(f)
+
+    parts = [cube([0, 0, 0], 0.2), cube([0.0, 0.0, 0.165], 0.12), cube([3.0, 0, 0], 0.3)]
+    vertices, faces, offset = [], [], 0
+    for v, f in parts:
+        vertices.append(v)
+        faces.append(f + offset)
+        offset += len(v)
+    vertices, faces = np.concatenate(vertices), np.concatenate(faces)
+    kept, present, n_kept = mesh_stage._product_components(vertices, faces, np.zeros(3))
+    assert present == 3 and n_kept == 2
+    assert vertices[np.unique(kept)][:, 0].max() < 0.2
+    # without an aim, the largest
+    kept, _, _ = mesh_stage._product_components(vertices, faces, None)
+    assert vertices[np.unique(kept)][:, 0].min() > 2.0
