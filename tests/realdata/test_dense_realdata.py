@@ -8,6 +8,7 @@ ones), the fused points are projected into every photo and must fall inside its 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import cv2
 import numpy as np
@@ -49,3 +50,7 @@ def test_lego_dense_cloud_stays_inside_every_silhouette(tmp_path):
     # Seen: 97.3% inside all 47 silhouettes, 99.2% per view (median).
     assert inside_all.mean() >= 0.95, (inside_all.mean(), min(per_view))
     assert np.median(per_view) >= 0.98, per_view
+    # the export stands upright: the model's up within 10 deg of the set's true up
+    up = np.asarray(result.report.frame["up"])
+    true_up = np.asarray(json.loads((root / "cameras.json").read_text())["up"], float)
+    assert np.degrees(np.arccos(np.clip(rot @ up @ true_up, -1, 1))) < 10.0
