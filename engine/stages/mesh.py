@@ -87,6 +87,13 @@ TEST_MAX_SIZE = 1024
 SPLAT_GRID = 256
 #: Relative depth within which a point counts as the nearest in its cell.
 SPLAT_DEPTH_TOLERANCE = 0.03
+#: Mesh completeness: a product's dense point is covered when the mesh passes within this
+#: share of the product's size (bounding diagonal) of it ...
+COMPLETENESS_TOLERANCE = 0.01
+#: ... and the run warns when the mesh covers less than this share of them.
+MIN_COMPLETENESS = 0.95
+#: Points sampled on the mesh's surface to measure completeness.
+COMPLETENESS_SAMPLES = 200_000
 #: A plane is the support (floor, table, sheet) when it holds this fraction of the points ...
 FLOOR_MIN_FRACTION = 0.05
 #: ... and reaches this many times wider than the points above it.
@@ -142,7 +149,9 @@ class MeshResult:
         The web mesh in reconstruction coordinates, with vertex colours and, when
         ``cfg.texture_size`` > 0, UVs and a texture atlas.
     stats
-        ``points_in``, ``points_used`` (after the silhouette test), ``masks`` (views with a
+        ``points_in``, ``points_used`` (after the silhouette test), ``completeness`` (share of
+        the product's dense points within 1% of its size of the mesh, see
+        :func:`_completeness`) and ``completeness_points``, ``masks`` (views with a
         mask), ``poisson_vertices``, ``poisson_faces``, ``trimmed_density``, ``trimmed_hull``
         (vertices cut by each test), ``components``, ``components_kept``, ``faces_trimmed``,
         ``triangles``, ``vertices``, ``textured``, ``texture_size`` ([w, h]),
@@ -273,8 +282,17 @@ def run(
     keep = np.ones(len(xyz), bool)
     if floor is not None:
         keep = np.einsum("nj,j->n", xyz, floor[0]) > floor[1]
-    if masks:
-        keep &= _hull_keep(xyz, views, masks, cfg.trim_min_views, cancel)
+    # what the mesh must cover: the cloud above the support, before the masks' verdict
+    reference = xyz[keep]
+    if floor is not None and masks:
+        # the support is cut and the product is what the cameras aim at (see the trim): masks
+        # that failed on some photos would only eat into it
+        logger.info("mesh: support found; masks are not used to trim the surface")
+        masks_trim: Mapping[str, np.ndarray] = {}
+    else:
+        masks_trim = masks
+    if masks_trim:
+        keep &= _hull_keep(xyz, views, masks_trim, cfg.trim_min_views, cancel)
     stats["floor_cut"] = floor is not None
     # stray points left by the cuts would stretch Poisson's octree and coarsen the surface
     keep[keep] = _not_isolated(xyz[keep])
@@ -310,8 +328,8 @@ def run(
         dist, _ = tree.query(vertices, k=1, workers=-1)
         bad_density = dist > max(DENSITY_SPACINGS * spacing, DENSITY_CELLS * cell)
         bad = bad_density.copy()
-        if masks:
-            bad |= ~_hull_keep(vertices, views, masks, cfg.trim_min_views, cancel)
+        if masks_trim:
+            bad |= ~_hull_keep(vertices, views, masks_trim, cfg.trim_min_views, cancel)
         if floor is not None:
             bad |= np.einsum("nj,j->n", vertices, floor[0]) <= floor[1]
         stats["trimmed_density"] = int(bad_density.sum())
@@ -357,6 +375,16 @@ def run(
             logger.warning("mesh: no photo is readable; vertex colours only")
         seconds["texture"] = time.perf_counter() - t
     stats.update(triangles=mesh.num_triangles, vertices=len(mesh))
+    stats["completeness"], stats["completeness_points"] = _completeness(
+        np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64), reference
+    )
+    if stats["completeness"] < MIN_COMPLETENESS:
+        logger.warning(
+            "mesh: it covers only %.0f%% of the product's dense points (within %.0f%% of its "
+            "size): part of the surface the photos support was trimmed away",
+            100 * stats["completeness"],
+            100 * COMPLETENESS_TOLERANCE,
+        )
     seconds["total"] = time.perf_counter() - t_start
     stats["seconds"] = seconds["total"]
     stats.update({f"seconds_{k}": round(v, 3) for k, v in seconds.items() if k != "total"})
@@ -606,6 +634,34 @@ def _find_floor(xyz: np.ndarray, cams: Sequence[CameraPose]) -> tuple[np.ndarray
         return None
     noise = float(np.std(h[slab]))
     return n, level + max(3 * spacing, 3 * noise)
+
+
+def _completeness(vertices: np.ndarray, faces: np.ndarray, xyz: np.ndarray) -> tuple[float, int]:
+    """Share of the product's dense points the mesh covers, and how many points that is.
+
+    The product's points are the cloud's points (above the support, whatever the masks say)
+    inside the mesh's bounding box (grown by
+    :data:`COMPLETENESS_TOLERANCE` of its diagonal); one is covered when the mesh's surface
+    (sampled densely) passes within that tolerance of it. A mesh that trimming ate into leaves
+    points of the product uncovered.
+    """
+    if len(faces) == 0 or len(xyz) == 0:
+        return 0.0, 0
+    diagonal = float(np.linalg.norm(np.ptp(vertices, axis=0)))
+    tol = COMPLETENESS_TOLERANCE * diagonal
+    lo, hi = vertices.min(axis=0) - tol, vertices.max(axis=0) + tol
+    points = xyz[np.all((xyz >= lo) & (xyz <= hi), axis=1)]
+    if len(points) == 0:
+        return 0.0, 0
+    rng = np.random.default_rng(_SEED)
+    tri = vertices[faces]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    pick = rng.choice(len(faces), COMPLETENESS_SAMPLES, p=area / area.sum())
+    r1, r2 = rng.random((2, COMPLETENESS_SAMPLES, 1))
+    s1 = np.sqrt(r1)
+    samples = (1 - s1) * tri[pick, 0] + s1 * (1 - r2) * tri[pick, 1] + s1 * r2 * tri[pick, 2]
+    d, _ = cKDTree(np.concatenate([vertices, samples])).query(points, k=1, workers=-1)
+    return round(float(np.mean(d <= tol)), 4), int(len(points))
 
 
 def _aim(cams: Sequence[CameraPose]) -> np.ndarray | None:
