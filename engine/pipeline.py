@@ -602,6 +602,13 @@ class Pipeline:
             mesh_stage.save_mesh(path, mesh)
             state.finish("mesh", {"key": mesh_key, "stats": stats})
         report.stages["mesh"] = {"built": True, **stats}
+        completeness = stats.get("completeness")
+        if completeness is not None and completeness < mesh_stage.MIN_COMPLETENESS:
+            report.warnings.append(
+                f"The mesh covers only {completeness:.0%} of the product's dense points: part "
+                "of the surface the photos support was trimmed away (wrong masks?). The point "
+                "cloud (dense.ply) holds all of it; check the masks in the mask inspector."
+            )
         return mesh
 
     def _scale(
