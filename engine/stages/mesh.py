@@ -10,8 +10,9 @@ Steps (numpy-vectorised; the heavy lifting is COLMAP's C++ through pycolmap):
    mask-edge error). With the support cut, masks do not trim (automatic masks that failed on
    some photos ate most of kitchen_lego's bulldozer: 58% of its points kept against 95%); the
    product is then the part the cameras aim at (step 3). Normals come from fusion, already
-   oriented towards the cameras that saw each point; a cloud without normals gets PCA normals oriented towards the cameras that see
-   each point (a coarse z-buffer of the points per view decides who sees what).
+   oriented towards the cameras that saw each point; a cloud without normals gets PCA normals
+   oriented towards the cameras that see each point (a coarse z-buffer of the points per view
+   decides who sees what).
 2. **Screened Poisson** (:func:`pycolmap.poisson_meshing`, octree depth
    ``cfg.poisson_depth``, COLMAP's own density trimming off: its default ``trim=10`` can return
    an empty mesh). Poisson closes the surface everywhere, including where nothing was seen.
