@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 import engine
+from engine import messages
 from engine.config import MIN_PHOTO_SIDE, PipelineConfig
 from engine.device import resolve_device
 from engine.errors import (
@@ -602,6 +603,13 @@ class Pipeline:
             mesh_stage.save_mesh(path, mesh)
             state.finish("mesh", {"key": mesh_key, "stats": stats})
         report.stages["mesh"] = {"built": True, **stats}
+        disagreeing = stats.get("masks_disagreeing") or []
+        if disagreeing:
+            report.warnings.append(
+                f"The masks of {messages.named(list(disagreeing))} disagree with the product "
+                "found in 3D (its outline from the mesh: work/mesh/product_masks); check them "
+                "in the mask inspector."
+            )
         completeness = stats.get("completeness")
         if completeness is not None and completeness < mesh_stage.MIN_COMPLETENESS:
             report.warnings.append(

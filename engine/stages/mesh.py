@@ -92,6 +92,11 @@ TEST_MAX_SIZE = 1024
 SPLAT_GRID = 256
 #: Relative depth within which a point counts as the nearest in its cell.
 SPLAT_DEPTH_TOLERANCE = 0.03
+#: The product's silhouettes (the mesh seen from every photo) are written here, inside the
+#: mesh stage's work folder.
+PRODUCT_MASK_DIR = "product_masks"
+#: A photo's mask agrees with the product found in 3D when their IoU reaches this.
+MIN_MASK_AGREEMENT = 0.8
 #: Mesh completeness: a product's dense point is covered when the mesh passes within this
 #: share of the product's size (bounding diagonal) of it ...
 COMPLETENESS_TOLERANCE = 0.01
@@ -359,6 +364,12 @@ def run(
         report(f"Decimated to {len(faces):,} triangles")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+    # 4b. the product seen from every photo: the mesh's silhouette, against the photo's mask
+    t = time.perf_counter()
+    silhouettes = _silhouettes(vertices, faces, views, cancel)
+    stats.update(_mask_agreement(silhouettes, masks, Path(work_dir) / PRODUCT_MASK_DIR))
+    seconds["silhouettes"] = time.perf_counter() - t
 
     # 5. vertex colours
     t = time.perf_counter()
@@ -639,6 +650,67 @@ def _find_floor(xyz: np.ndarray, cams: Sequence[CameraPose]) -> tuple[np.ndarray
         return None
     noise = float(np.std(h[slab]))
     return n, level + max(3 * spacing, 3 * noise)
+
+
+def _silhouettes(
+    vertices: np.ndarray, faces: np.ndarray, views: Sequence[_View], cancel: CancelToken
+) -> dict[str, np.ndarray]:
+    """The mesh's silhouette in every view, at test scale (bool, H x W).
+
+    The product isolated in 3D, projected into each photo: its mask from the geometry, whatever
+    the photo's backdrop. Small holes of the open mesh are closed.
+    """
+    out = {}
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    for v in views:
+        cancel.raise_if_cancelled()
+        s = _test_scale(v.cam)
+        w, h = max(1, round(v.cam.width * s)), max(1, round(v.cam.height * s))
+        xy, z = v.project(vertices)
+        covered = np.isfinite(_zbuffer(xy * s, z, faces, w, h)).astype(np.uint8)
+        out[v.name] = cv2.morphologyEx(covered, cv2.MORPH_CLOSE, kernel) > 0
+    return out
+
+
+def _mask_agreement(
+    silhouettes: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], folder: Path
+) -> dict[str, Any]:
+    """Write the product's silhouettes as masks and compare them with the photos' masks.
+
+    ``folder/<photo>.png`` (0 / 255 at test scale) holds each silhouette. Returns stats: how
+    many were written, the median IoU with the photos' own masks, and the photos whose mask
+    disagrees with the product in 3D (IoU under :data:`MIN_MASK_AGREEMENT`), by name.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    ious = {}
+    for name, sil in silhouettes.items():
+        target = folder / f"{name}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(target), np.where(sil, 255, 0).astype(np.uint8))
+        mask = masks.get(name)
+        if mask is None:
+            continue
+        m = (
+            mask > 0
+            if mask.shape == sil.shape
+            else cv2.resize(mask.astype(np.uint8), sil.shape[::-1], interpolation=cv2.INTER_NEAREST)
+            > 0
+        )
+        union = int((m | sil).sum())
+        ious[name] = float((m & sil).sum()) / union if union else 1.0
+    disagree = sorted(n for n, v in ious.items() if v < MIN_MASK_AGREEMENT)
+    if disagree:
+        logger.warning(
+            "mesh: the masks of %d photos disagree with the product found in 3D (%s)",
+            len(disagree),
+            ", ".join(disagree[:10])
+            + (f" and {len(disagree) - 10} more" if len(disagree) > 10 else ""),
+        )
+    return {
+        "product_masks": len(silhouettes),
+        "mask_iou_median": round(float(np.median(list(ious.values()))), 4) if ious else None,
+        "masks_disagreeing": disagree,
+    }
 
 
 def _completeness(vertices: np.ndarray, faces: np.ndarray, xyz: np.ndarray) -> tuple[float, int]:
