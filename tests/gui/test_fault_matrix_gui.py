@@ -423,19 +423,24 @@ def test_runs_that_cannot_run_say_why_and_keep_the_last_result(
     assert f"Image set 'Rauschen': 5 photos from '{noise}'" in text
     close_boxes(win)
 
-    # 3. photos of two objects in one set (the box and the random textures): the set is named
-    # with its folders, and so are photos the run could not place. A real run's rule (the
-    # conftest lifts it for the tiny shoot): 5 of 21 photos placed is no model.
+    # 3. photos of two things in one set, most of them of the other thing (the box's 16 and 20
+    # random textures): the set is named with its folders, and so are photos the run could not
+    # place. A real run's rule (the conftest lifts it for the tiny shoot): under half placed is
+    # no model.
     for module in (settings_panel, project_module):
         monkeypatch.setattr(module, "preset", engine.config.preset)
+    others = tmp_path / "Andere Dinge"
+    others.mkdir()
+    for i in range(20):
+        write_jpeg(others / f"ding_{i:02d}.jpg", (320, 240), 200 + i)
     mixed_set = win.new_set("Zwei Objekte")
     win.project.update_set(mixed_set, preset="preview", no_depth_prior=True, auto_masks=False)
-    win.add_paths([photos[0].parent, noise], mixed_set)
+    win.add_paths([photos[0].parent, others], mixed_set)
     win.settings.load(win.project.image_set(mixed_set))
     assert run_and_wait(qtbot, win) == "failed"
     text = last_box(win, "Reconstruction failed").text()
-    assert "of the 21 photos could be placed" in text and photos[0].name in text
-    assert f"Image set 'Zwei Objekte': 21 photos from '{photos[0].parent}', '{noise}'" in text
+    assert "of the 36 photos could be placed" in text and "ding_00.jpg" in text
+    assert f"Image set 'Zwei Objekte': 36 photos from '{photos[0].parent}', '{others}'" in text
     close_boxes(win)
 
     # 4. no usable photo at all (a damaged copy and a PDF named .jpg): each is named
@@ -716,6 +721,11 @@ def test_closing_mid_run_cancels_it_and_saves_the_project(qtbot, windows, unicod
 
 
 def test_non_ascii_and_space_paths_save_reopen_and_run(qtbot, windows, unicode_photos, tmp_path):
+    # the tiny shoot with 6 photos of other things, which no run can place: over a quarter of
+    # the set, when the window names them in a message
+    unicode_photos = shutil.copytree(unicode_photos, tmp_path / "kopie" / PHOTOS_DIR)
+    for i in range(6):
+        write_jpeg(unicode_photos / f"zufall_fremd_{i}.jpg", (320, 240), 7 + i)
     win = windows()
     win.add_paths([unicode_photos])
     name = win.current_set
@@ -728,11 +738,11 @@ def test_non_ascii_and_space_paths_save_reopen_and_run(qtbot, windows, unicode_p
     points = len(win.cloud_model)
     assert points > 0
     run = win.project.run_dir(name)
-    # this tiny preview leaves most photos unplaced: a message names them and what to do
+    # photos left out (the strays at least): a message names them and what to do
     unplaced = json.loads((run / "report.json").read_text(encoding="utf-8"))["unregistered"]
-    assert len(unplaced) >= 4, "the tiny preview set should leave many photos out"
+    assert {f"zufall_fremd_{i}.jpg" for i in range(6)} <= set(unplaced)
     box = last_box(win, "Photos not placed")
-    assert f"{len(unplaced)} of the 16 photos of '{name}' could not be placed" in box.text()
+    assert f"{len(unplaced)} of the 22 photos of '{name}' could not be placed" in box.text()
     assert "Untick the photos of other objects, or take photos in between" in box.text()
     for photo, reason in unplaced.items():
         assert f"{photo}: {reason}" in box.detailedText()
@@ -745,7 +755,7 @@ def test_non_ascii_and_space_paths_save_reopen_and_run(qtbot, windows, unicode_p
     assert reopened.project.image_set(name).sources == [str(unicode_photos)]
     assert reopened.windowTitle().startswith(PROJECT_DIR)
     assert len(reopened.cloud_model) == points
-    assert len(reopened.project.image_files(name)) == 16
+    assert len(reopened.project.image_files(name)) == 22
     assert run_and_wait(qtbot, reopened) == "finished"  # everything resumed
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
     assert "sfm" not in report["stage_seconds"] and "ingest" not in report["stage_seconds"]
