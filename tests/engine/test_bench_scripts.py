@@ -1,5 +1,5 @@
 """Smoke tests of the benchmark scripts' core functions on tiny inputs (bench/bench_memory.py,
-bench/bench_e2e.py): the numbers they report come from what they measure."""
+bench/bench_e2e.py, bench/render_glb.py): the numbers they report come from what they measure."""
 
 from __future__ import annotations
 
@@ -161,3 +161,22 @@ def test_bench_scene_row_and_tables(bench_e2e, tiny_box, tmp_path):
     table = bench_e2e.markdown([row])
     assert f"| box | 6 | {row['ours_s']} | {row['defaults_s']} | {row['ratio']} |" in table
     assert "| scene | ingest" in table and "viewer.html MB" in table
+
+
+def test_render_glb_reads_the_models_bounds(tmp_path):
+    """bench/render_glb.py's numbers: an upright export of a 2 x 3 x 4 box standing on the
+    origin has its base at y = 0, its centre over x = z = 0 and its height along +y."""
+    from engine.export.glb import write_glb
+
+    box = trimesh.creation.box(extents=[2.0, 3.0, 4.0])
+    box.apply_translation([0.0, 0.0, 2.0])  # the product frame: Z up, base on z = 0
+    mesh = Mesh(
+        np.asarray(box.vertices, np.float32),
+        np.asarray(box.faces, np.int32),
+        np.full((len(box.vertices), 3), 200, np.uint8),
+    )
+    write_glb(tmp_path / "box.glb", mesh)  # no transform: Z up becomes glTF's +y
+    bounds = _load("render_glb").glb_bounds(tmp_path / "box.glb")
+    assert bounds["size"] == pytest.approx([2.0, 4.0, 3.0])
+    assert bounds["base_y"] == pytest.approx(0.0)
+    assert bounds["centre_xz"] == pytest.approx([0.0, 0.0])
