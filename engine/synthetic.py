@@ -1064,21 +1064,32 @@ def _shade(h: _Hit) -> np.ndarray:
     return h.albedo * light[:, None]
 
 
-def _backdrop(shape, cam: CameraPose, tone: float = 1.0) -> np.ndarray:
-    """Smooth studio sweep with a soft contact shadow, (H, W, 3) float in [0, 1].
+def _floor_rays(cam: CameraPose) -> tuple[np.ndarray, ...]:
+    """Every pixel's unit ray and where it meets the floor ``z = 0``.
 
-    ``tone`` scales its brightness: 1.0 light grey, about 0.08 black cloth.
+    Returns ``(us, vs, d, down, t, fx, fy)``: pixel centres, unit directions, whether the ray
+    goes down, its length to the floor (inf when not) and the floor point's x, y.
     """
     w, h = cam.width, cam.height
     us, vs = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
     d = _camera_rays(cam, us.ravel(), vs.ravel())
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     c = cam.center
-    # brighter towards the top of the sweep, smooth everywhere
-    level = 0.80 + 0.07 * np.tanh(3.0 * d[:, 2])
     down = d[:, 2] < -1e-6
     t = np.where(down, -c[2] / np.where(down, d[:, 2], -1.0), np.inf)
     fx, fy = c[0] + t * d[:, 0], c[1] + t * d[:, 1]
+    return us, vs, d, down, t, fx, fy
+
+
+def _backdrop(shape, cam: CameraPose, tone: float = 1.0) -> np.ndarray:
+    """Smooth studio sweep with a soft contact shadow, (H, W, 3) float in [0, 1].
+
+    ``tone`` scales its brightness: 1.0 light grey, about 0.08 black cloth.
+    """
+    w, h = cam.width, cam.height
+    us, vs, d, down, t, fx, fy = _floor_rays(cam)
+    # brighter towards the top of the sweep, smooth everywhere
+    level = 0.80 + 0.07 * np.tanh(3.0 * d[:, 2])
     dist = np.where(down, shape.floor_distance(fx, fy), np.inf)
     shadow = 1.0 - 0.45 * np.exp(-np.maximum(dist, 0.0) / 0.012)
     level = level * np.where(down, shadow, 1.0)
@@ -1119,14 +1130,7 @@ def _paint_sheet(img: np.ndarray, shape, cam: CameraPose, texture: np.ndarray) -
     Square, centred under the object, :data:`_SHEET_SCALE` footprint radii from the centre to
     a side; lit as the floor (the contact shadow darkens it).
     """
-    w, h = cam.width, cam.height
-    us, vs = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-    d = _camera_rays(cam, us.ravel(), vs.ravel())
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    c = cam.center
-    down = d[:, 2] < -1e-6
-    t = np.where(down, -c[2] / np.where(down, d[:, 2], -1.0), np.inf)
-    fx, fy = c[0] + t * d[:, 0], c[1] + t * d[:, 1]
+    _, _, _, down, _, fx, fy = _floor_rays(cam)
     half = _SHEET_SCALE * float(np.max(np.hypot(*shape.hull_points()[:, :2].T)))
     on = down & (np.abs(fx) < half) & (np.abs(fy) < half)
     if not on.any():
@@ -1183,13 +1187,7 @@ def _turntable_backdrop(shape, cam: CameraPose, plate: np.ndarray) -> np.ndarray
     with a soft contact shadow); it is plain, so it looks alike from every azimuth.
     """
     w, h = cam.width, cam.height
-    us, vs = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-    d = _camera_rays(cam, us.ravel(), vs.ravel())
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    c = cam.center
-    down = d[:, 2] < -1e-6
-    t = np.where(down, -c[2] / np.where(down, d[:, 2], -1.0), np.inf)
-    fx, fy = c[0] + t * d[:, 0], c[1] + t * d[:, 1]
+    us, vs, d, down, t, fx, fy = _floor_rays(cam)
     radius = _PLATTER_SCALE * float(np.max(np.hypot(*shape.hull_points()[:, :2].T)))
     # anti-aliased rim: the disc edge's distance in pixels on the floor
     footprint = t / cam.K[0, 0] / np.maximum(np.abs(d[:, 2]), 0.2)
