@@ -66,6 +66,7 @@ from engine.export._atomic import write_bytes_atomic
 from engine.export.ply import PLY_TYPES, write_ply
 from engine.geometry import axes_meeting_point, up_direction
 from engine.io import read_image, read_mask
+from engine.messages import named
 from engine.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from engine.stages import _isolated as isolated
 from engine.types import CameraPose, ImageRecord, IngestResult, Mesh, PointCloud
@@ -703,8 +704,7 @@ def _mask_agreement(
         logger.warning(
             "mesh: the masks of %d photos disagree with the product found in 3D (%s)",
             len(disagree),
-            ", ".join(disagree[:10])
-            + (f" and {len(disagree) - 10} more" if len(disagree) > 10 else ""),
+            named(disagree),
         )
     return {
         "product_masks": len(silhouettes),

@@ -30,7 +30,7 @@ import pycolmap
 
 from engine.config import SfMConfig
 from engine.errors import ReconstructionError
-from engine.messages import grouped
+from engine.messages import grouped, named
 from engine.progress import Cancelled, CancelToken, ProgressCallback, ProgressEvent, no_progress
 from engine.stages import features
 from engine.stages.pairs import capped_pairs, exhaustive_pairs, retrieval_pairs, sequential_pairs
@@ -729,9 +729,7 @@ def _judge(
 
 
 def _no_model_message(names: Sequence[str], refused: list[_Candidate]) -> str:
-    listed = ", ".join(names[:MAX_NAMED])
-    if len(names) > MAX_NAMED:
-        listed += f" and {len(names) - MAX_NAMED} more"
+    listed = named(list(names), MAX_NAMED)
     if refused:
         worst = max(refused, key=lambda c: c.rec.num_reg_images())
         return (
@@ -752,9 +750,7 @@ def _no_model_message(names: Sequence[str], refused: list[_Candidate]) -> str:
 
 def _too_few_message(names: Sequence[str], placed: int, unregistered: dict[str, str]) -> str:
     missing = sorted(unregistered)
-    listed = ", ".join(missing[:MAX_NAMED])
-    if len(missing) > MAX_NAMED:
-        listed += f" and {len(missing) - MAX_NAMED} more"
+    listed = named(missing, MAX_NAMED)
     return (
         f"Only {placed} of the {len(names)} photos could be placed; {listed} could not. A model "
         "from fewer than half of the photos shows only part of the product, and on the "

@@ -210,15 +210,16 @@ def check_model(
                 photo_ok[iid] += w * agrees
     agreement = weight_ok / weight_all if weight_all > 0 else 1.0
     per_photo = {placed[i].name: photo_ok[i] / photo_all[i] for i in photo_all}
-    away = set(facing_away(rec))
+    centre = _centre(rec)
+    away = set(facing_away(rec, centre))
     for name in away:  # its verified pairs cannot vouch for a camera facing away
         per_photo[name] = 0.0
     contradicted = tuple(
         sorted(name for name, share in per_photo.items() if share < MIN_PHOTO_AGREEMENT)
     )
-    shares = near_side_shares(rec)
+    shares = near_side_shares(rec, centre)
     near = 1.0
-    if len(shares) >= 3 and surround_deg(rec) >= MIN_SURROUND_DEG:
+    if len(shares) >= 3 and surround_deg(rec, centre) >= MIN_SURROUND_DEG:
         near = float(np.median(list(shares.values())))
     reproj = float(rec.compute_mean_reprojection_error()) if rec.num_points3D() else 0.0
     track = float(rec.compute_mean_track_length()) if rec.num_points3D() else 0.0
@@ -257,7 +258,16 @@ def check_model(
     )
 
 
-def near_side_shares(rec: pycolmap.Reconstruction) -> dict[str, float]:
+def _centre(rec: pycolmap.Reconstruction) -> np.ndarray | None:
+    """The product's centre: the median of the sparse points (None without points)."""
+    if rec.num_points3D() == 0:
+        return None
+    return np.median(np.array([p.xyz for p in rec.points3D.values()]), axis=0)
+
+
+def near_side_shares(
+    rec: pycolmap.Reconstruction, centre: np.ndarray | None = None
+) -> dict[str, float]:
     """Per placed photo, the share of its 3D points nearer to it than the product's centre.
 
     The centre is the median of the sparse points. An opaque product shows a camera its near
@@ -269,7 +279,8 @@ def near_side_shares(rec: pycolmap.Reconstruction) -> dict[str, float]:
         return {}
     ids = np.fromiter(rec.points3D.keys(), np.int64, rec.num_points3D())
     xyz = np.array([rec.points3D[i].xyz for i in ids.tolist()], np.float64)
-    centre = np.median(xyz, axis=0)
+    if centre is None:
+        centre = np.median(xyz, axis=0)
     row = {int(i): k for k, i in enumerate(ids.tolist())}
     shares = {}
     for image in rec.images.values():
@@ -286,14 +297,14 @@ def near_side_shares(rec: pycolmap.Reconstruction) -> dict[str, float]:
     return shares
 
 
-def surround_deg(rec: pycolmap.Reconstruction) -> float:
+def surround_deg(rec: pycolmap.Reconstruction, centre: np.ndarray | None = None) -> float:
     """Largest angle between two placed cameras seen from the product's centre (degrees).
 
     The centre is the median of the sparse points; 0.0 without points or with one camera.
     """
-    if rec.num_points3D() == 0:
+    centre = _centre(rec) if centre is None else centre
+    if centre is None:
         return 0.0
-    centre = np.median(np.array([p.xyz for p in rec.points3D.values()]), axis=0)
     dirs = np.array([im.projection_center() - centre for im in rec.images.values() if im.has_pose])
     if len(dirs) < 2:
         return 0.0
@@ -301,16 +312,16 @@ def surround_deg(rec: pycolmap.Reconstruction) -> float:
     return float(np.degrees(np.arccos(np.clip((dirs @ dirs.T).min(), -1.0, 1.0))))
 
 
-def facing_away(rec: pycolmap.Reconstruction) -> list[str]:
+def facing_away(rec: pycolmap.Reconstruction, centre: np.ndarray | None = None) -> list[str]:
     """Placed photos whose camera does not aim at the product (see :data:`MAX_AIM_FOV`).
 
     The product is taken to be at the median of the sparse points; a camera faces away when
     that point is behind it, or further from its optical axis than :data:`MAX_AIM_FOV` times
     its half-diagonal field of view.
     """
-    if rec.num_points3D() == 0:
+    centre = _centre(rec) if centre is None else centre
+    if centre is None:
         return []
-    centre = np.median(np.array([p.xyz for p in rec.points3D.values()]), axis=0)
     away = []
     for image in rec.images.values():
         if not image.has_pose:
