@@ -34,6 +34,11 @@ class ReconstructionError(VitrineError):
     exit_code = 3
 
 
+class NoProductError(ReconstructionError):
+    """Only the product's surroundings were reconstructed (a bare floor, background): the run
+    stops instead of exporting them as the product."""
+
+
 class OutputError(VitrineError):
     """The run folder cannot be written (read-only, disk full ...)."""
 

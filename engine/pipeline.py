@@ -27,6 +27,7 @@ from engine.config import MIN_PHOTO_SIDE, PipelineConfig
 from engine.device import resolve_device
 from engine.errors import (
     InputError,
+    NoProductError,
     OutputError,
     ReconstructionError,
     VitrineError,
@@ -594,6 +595,10 @@ class Pipeline:
                         cancel=self.cancel,
                     ),
                 )
+            except NoProductError as exc:
+                # the cloud holds only the product's surroundings: no export, exit 3
+                report.stages["mesh"] = {"built": False, "reason": str(exc)}
+                raise
             except (ReconstructionError, InputError) as exc:
                 report.stages["mesh"] = {"built": False, "reason": str(exc)}
                 report.warnings.append(f"No mesh: {exc} The point cloud is still exported.")

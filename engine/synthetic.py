@@ -1081,17 +1081,26 @@ def _floor_rays(cam: CameraPose) -> tuple[np.ndarray, ...]:
     return us, vs, d, down, t, fx, fy
 
 
-def _backdrop(shape, cam: CameraPose, tone: float = 1.0) -> np.ndarray:
+def _contact_shadow(shape, fx: np.ndarray, fy: np.ndarray, product: bool) -> np.ndarray:
+    """Brightness factor of the floor at ``(fx, fy)`` under the object's soft contact shadow."""
+    if not product:
+        return np.ones_like(fx)
+    dist = shape.floor_distance(fx, fy)
+    return 1.0 - 0.45 * np.exp(-np.maximum(dist, 0.0) / 0.012)
+
+
+def _backdrop(shape, cam: CameraPose, tone: float = 1.0, product: bool = True) -> np.ndarray:
     """Smooth studio sweep with a soft contact shadow, (H, W, 3) float in [0, 1].
 
-    ``tone`` scales its brightness: 1.0 light grey, about 0.08 black cloth.
+    ``tone`` scales its brightness: 1.0 light grey, about 0.08 black cloth. Without the
+    ``product`` there is no shadow.
     """
     w, h = cam.width, cam.height
     us, vs, d, down, t, fx, fy = _floor_rays(cam)
     # brighter towards the top of the sweep, smooth everywhere
     level = 0.80 + 0.07 * np.tanh(3.0 * d[:, 2])
-    dist = np.where(down, shape.floor_distance(fx, fy), np.inf)
-    shadow = 1.0 - 0.45 * np.exp(-np.maximum(dist, 0.0) / 0.012)
+    shadow = np.ones_like(level)
+    shadow[down] = _contact_shadow(shape, fx[down], fy[down], product)
     level = level * np.where(down, shadow, 1.0)
     r2 = ((us.ravel() - w / 2) ** 2 + (vs.ravel() - h / 2) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
     level *= 1.0 - 0.10 * r2
@@ -1124,7 +1133,9 @@ def _sheet_texture(seed: int) -> np.ndarray:
     return out
 
 
-def _paint_sheet(img: np.ndarray, shape, cam: CameraPose, texture: np.ndarray) -> None:
+def _paint_sheet(
+    img: np.ndarray, shape, cam: CameraPose, texture: np.ndarray, product: bool = True
+) -> None:
     """A printed sheet lying on the floor under the object (fixed in the world), in place.
 
     Square, centred under the object, :data:`_SHEET_SCALE` footprint radii from the centre to
@@ -1147,8 +1158,7 @@ def _paint_sheet(img: np.ndarray, shape, cam: CameraPose, texture: np.ndarray) -
         + texture[y0 + 1, x0] * (1 - ax) * ay
         + texture[y0 + 1, x0 + 1] * ax * ay
     )
-    dist = shape.floor_distance(fx[on], fy[on])
-    shade = 0.85 * (1.0 - 0.45 * np.exp(-np.maximum(dist, 0.0) / 0.012))
+    shade = 0.85 * _contact_shadow(shape, fx[on], fy[on], product)
     flat = img.reshape(-1, 3)
     flat[on] = texels * shade[:, None]
 
@@ -1208,20 +1218,24 @@ def _render_view(
     plate: np.ndarray | None = None,
     backdrop: str = "studio",
     seed: int = 0,
+    product: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Linear RGB image in [0, 1] (H, W, 3) and object coverage (H, W) of one camera.
 
     ``plate`` is a turntable ring's fixed backdrop (:func:`_turntable_plate`); None: the studio.
+    Without the ``product`` only the backdrop is drawn (coverage all zero).
     """
     if plate is None:
-        img = _backdrop(shape, cam, _DARK_TONE if backdrop == "dark" else 1.0)
+        img = _backdrop(shape, cam, _DARK_TONE if backdrop == "dark" else 1.0, product)
     else:
         img = _turntable_backdrop(shape, cam, plate)
     if backdrop == "sheet":
-        _paint_sheet(img, shape, cam, _sheet_texture(seed))
+        _paint_sheet(img, shape, cam, _sheet_texture(seed), product)
     if markers is not None:
         _paint_markers(img, cam, markers[0], markers[1], supersample)
     cover = np.zeros((cam.height, cam.width))
+    if not product:
+        return img, cover
     x0, y0, x1, y1 = _object_rect(shape, cam)
     if x1 <= x0 or y1 <= y0:
         return img, cover
@@ -1517,6 +1531,7 @@ def render_scene(
     backdrop: str = "studio",
     fill: float = 0.72,
     roll_deg: float = 0.0,
+    product: bool = True,
     progress: Callable[[ProgressEvent], None] | None = None,
     cancel: CancelToken | None = None,
 ) -> SyntheticScene:
@@ -1564,6 +1579,10 @@ def render_scene(
         product far off in the frame.
     roll_deg
         Camera roll about the optical axis (90: held on its side, no EXIF says so).
+    product
+        False: the same shoot with nothing on the floor (no object, no contact shadow), as a
+        shoot where only the background could be reconstructed. The ground truth (surface
+        samples, box) still describes the object that is missing.
     progress
         Called with a :class:`~engine.progress.ProgressEvent` after each view.
     cancel
@@ -1616,7 +1635,7 @@ def render_scene(
             if backdrop == "turntable":  # cameras come ring by ring, n_azimuth each
                 plate = _turntable_plate(seed, j // n_azimuth, width, height)
             pending[j] = pool.submit(
-                _render_view, shape, cams[j], supersample, markers, plate, backdrop, seed
+                _render_view, shape, cams[j], supersample, markers, plate, backdrop, seed, product
             )
 
         try:

@@ -51,7 +51,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -61,7 +61,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from engine.config import MeshConfig
-from engine.errors import InputError, ReconstructionError
+from engine.errors import InputError, NoProductError, ReconstructionError
 from engine.export._atomic import write_bytes_atomic
 from engine.export.ply import PLY_TYPES, write_ply
 from engine.geometry import axes_meeting_point, up_direction
@@ -117,6 +117,12 @@ FLOOR_TOLERANCE = 0.01
 FLOOR_MAX_BELOW = 0.02
 #: RANSAC trials for the support plane.
 FLOOR_RANSAC_TRIALS = 400
+#: Where the cameras aim lies this share of their distance (median) above a support that
+#: nothing stands on, or outside the product's extent: the product was not reconstructed, only
+#: what was around it (the run stops). On the real and synthetic shoots where the product was
+#: reconstructed the aim lay inside the product's extent (0.0); with the product left out of a
+#: synthetic sheet shoot it lay 0.2 of the distance above the sheet.
+NOTHING_AIMED = 0.08
 #: A point is a stray when its ISOLATED_NEIGHBOURS-th neighbour is farther than
 #: ISOLATED_FACTOR times the median of that distance.
 ISOLATED_NEIGHBOURS = 6
@@ -143,6 +149,13 @@ POISSON_MAX_POINTS = 250_000
 NORMAL_NEIGHBOURS = 12
 _SEED = 0
 
+NOTHING_AIMED_MESSAGE = (
+    "Nothing was reconstructed where the photos aim: {what}. Exporting that would show the "
+    "background, not the product, so nothing was exported. The product itself gave no depth: "
+    "it may be too plain, shiny or transparent, or too small in the photos. Fill more of the "
+    "frame with it, light it evenly (a polarising filter for shine), or give it texture "
+    "(a strip of masking tape), and shoot it all around."
+)
 NO_SURFACE_MESSAGE = (
     "No surface could be built from the dense points: the photos may show too little of the "
     "product. Shoot it all around with about 70% overlap between neighbouring photos, or turn "
@@ -290,6 +303,11 @@ def run(
     # the support (floor, table, printed sheet) is cut with or without masks: masks that
     # failed on some photos leave it in the cloud
     floor = _find_floor(xyz, [v.cam for v in views])
+    if floor is not None and floor.bare:
+        why = _nothing_aimed_at([v.cam for v in views], aim, floor)
+        if why:
+            raise NoProductError(NOTHING_AIMED_MESSAGE.format(what=why))
+        floor = None  # a flat product: nothing stands on the plane, the cameras aim at it
     keep = np.ones(len(xyz), bool)
     if floor is not None:
         keep = np.einsum("nj,j->n", xyz, floor[0]) > floor[1]
@@ -351,6 +369,9 @@ def run(
         stats.update(components=n_comp, components_kept=n_kept, faces_trimmed=len(faces))
         if len(faces) == 0:
             raise ReconstructionError(NO_SURFACE_MESSAGE)
+        why = _nothing_aimed_at([v.cam for v in views], aim, floor, vertices)
+        if why:
+            raise NoProductError(NOTHING_AIMED_MESSAGE.format(what=why))
         seconds["trim"] = time.perf_counter() - t
         report(f"Trimmed to the product: {len(faces):,} triangles")
 
@@ -584,7 +605,16 @@ def _splat_visible(
 # --------------------------------------------------------------------------- cloud helpers
 
 
-def _find_floor(xyz: np.ndarray, cams: Sequence[CameraPose]) -> tuple[np.ndarray, float] | None:
+class Support(NamedTuple):
+    """A plane the product stands on: points at ``p @ normal <= height`` belong to it."""
+
+    normal: np.ndarray
+    height: float
+    #: nothing stands on it (too few points above): the whole cloud is that plane
+    bare: bool = False
+
+
+def _find_floor(xyz: np.ndarray, cams: Sequence[CameraPose]) -> Support | None:
     """The support under the product (floor, table, turntable, printed sheet), if fused.
 
     A plane found by RANSAC among the cloud's points, its normal within
@@ -593,8 +623,10 @@ def _find_floor(xyz: np.ndarray, cams: Sequence[CameraPose]) -> tuple[np.ndarray
     :data:`FLOOR_MIN_FRACTION` of the points, with the cameras on its upper side, hardly any
     point below it, and reaching :data:`FLOOR_MIN_REACH` times wider than what stands on it (a
     product's own flat base or top is not a support; half of each, around the middle of what
-    stands on it). Returns ``(normal, height)``: points at
-    ``p @ normal <= height`` belong to the support (its thickness of noise included).
+    stands on it). Returns the :class:`Support`: points at ``p @ normal <= height`` belong to
+    it (its thickness of noise included). A plane with hardly anything above it comes back
+    ``bare``: a flat product, or only the surface the product stood on (see
+    :func:`_nothing_aimed_at`).
     """
     if len(xyz) < MIN_POINTS or not cams:
         return None
@@ -640,7 +672,7 @@ def _find_floor(xyz: np.ndarray, cams: Sequence[CameraPose]) -> tuple[np.ndarray
     slab = np.abs(h) <= tol
     above = h > tol
     if above.sum() < MIN_POINTS:
-        return None
+        return Support(n, level + 3 * spacing, bare=True)
     flat = xyz - np.outer(h, n)
     mid = np.median(flat[above], axis=0)
     # medians: clutter at the edges of the scene (kitchen_lego) widens what stands on the
@@ -650,7 +682,50 @@ def _find_floor(xyz: np.ndarray, cams: Sequence[CameraPose]) -> tuple[np.ndarray
     if reach_slab < FLOOR_MIN_REACH * reach_above:
         return None
     noise = float(np.std(h[slab]))
-    return n, level + max(3 * spacing, 3 * noise)
+    return Support(n, level + max(3 * spacing, 3 * noise))
+
+
+def _nothing_aimed_at(
+    cams: Sequence[CameraPose],
+    aim: np.ndarray | None,
+    support: Support | None,
+    product: np.ndarray | None = None,
+) -> str:
+    """Why the product was not reconstructed where the cameras aim, or "" when it was.
+
+    ``support`` is the plane found in the cloud; ``product`` the points kept as the product
+    (None before the surface is built). Two cases: a bare support (nothing stands on it) with
+    the aim above it, and a product whose extent the aim lies outside (only background was
+    kept). Either by more than :data:`NOTHING_AIMED` of the cameras' median distance to the
+    aim. A flat product (the aim on the plane) passes. Cameras that converge on nothing
+    (``aim`` None) give no verdict.
+    """
+    if aim is None or not cams:
+        return ""
+    reach = float(np.median([np.linalg.norm(np.asarray(c.center) - aim) for c in cams]))
+    if reach <= 0:
+        return ""
+    if support is not None and support.bare:
+        above = float(aim @ support.normal - support.height)
+        if above > NOTHING_AIMED * reach:
+            return (
+                "only the surface the product stood on (a floor, table or sheet) was "
+                f"reconstructed; the photos aim {above / reach:.0%} of their distance above it"
+            )
+    if product is not None and len(product):
+        up = support.normal if support is not None else up_direction(cams)
+        e1 = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
+        e1 /= np.linalg.norm(e1)
+        axes = np.stack([e1, np.cross(up, e1), up])
+        local, at = product @ axes.T, axes @ aim
+        outside = np.maximum(0.0, np.maximum(local.min(0) - at, at - local.max(0)))
+        gap = float(np.linalg.norm(outside))
+        if gap > NOTHING_AIMED * reach:
+            return (
+                "what was kept lies away from where the photos aim "
+                f"({gap / reach:.0%} of their distance), so it is background"
+            )
+    return ""
 
 
 def _silhouettes(

@@ -91,3 +91,27 @@ def test_the_product_found_in_3d_gives_every_photo_its_mask(hard_run):
         ious.append((found & truth).sum() / (found | truth).sum())
     # seen: medians 0.976 (sheet) and 0.988 (black cloth), every photo above 0.97
     assert min(ious) >= 0.95, ious
+
+
+def test_a_shoot_where_only_the_support_was_reconstructed_stops(scene_factory, tmp_path):
+    """The printed-sheet shoot with nothing on the sheet (as when the product gives no depth:
+    too plain, shiny or small): the cameras aim at empty space above a flat sheet. The run
+    stops with exit 3 and says so; no model is exported. (It exported the sheet as the product
+    before: exit 0, a flat GLB 1.8 x 0.02 x 1.8.)"""
+    from engine.errors import NoProductError
+
+    scene = scene_factory("bottle", **VIEWS, backdrop="sheet", product=False)
+    cfg = preset("standard")
+    cfg = cfg.replace(
+        depth_prior=dataclasses.replace(cfg.depth_prior, enabled=False),
+        dense=dataclasses.replace(cfg.dense, cpu_max_image_size=400),
+    )
+    out = tmp_path / "run"
+    with pytest.raises(NoProductError, match="only the surface the product stood on") as err:
+        reconstruct([scene.root / "images"], out, cfg)
+    assert err.value.exit_code == 3
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["status"] == "failed"
+    assert "Nothing was reconstructed where the photos aim" in report["stages"]["mesh"]["reason"]
+    for name in ("mesh.glb", "mesh.usdz", "viewer.html", "embed.html"):
+        assert not (out / name).exists(), name

@@ -414,8 +414,8 @@ def test_the_support_is_found_under_the_product_and_cut(tilt):
 
     cams = ring_cameras("box", n_azimuth=12, elevations_deg=(30.0,))
     found = mesh_stage._find_floor(xyz, cams)
-    assert found is not None
-    n, height = found
+    assert found is not None and not found.bare
+    n, height = found.normal, found.height
     assert np.degrees(np.arccos(min(1.0, float(n @ normal)))) < 1.0
     kept = xyz @ n > height
     assert kept[:n_table].mean() < 0.01  # the table goes
@@ -456,3 +456,32 @@ def test_the_component_the_cameras_aim_at_is_the_product():
     # without an aim, the largest
     kept, _, _ = mesh_stage._product_components(vertices, faces, None)
     assert vertices[np.unique(kept)][:, 0].min() > 2.0
+
+
+def test_nothing_reconstructed_where_the_cameras_aim_is_told_apart_from_a_flat_product():
+    """A bare support under the aim (only the sheet the product stood on), or a kept part away
+    from the aim (background), is no product; a flat product the cameras aim at, and a product
+    around the aim, are."""
+    from engine.synthetic import ring_cameras
+
+    cams = ring_cameras("box", n_azimuth=12, elevations_deg=(30.0,))
+    centres = np.array([c.center for c in cams])
+    aim = np.array([0.0, 0.0, 0.05])
+    reach = float(np.median(np.linalg.norm(centres - aim, axis=1)))
+    up = np.array([0.0, 0.0, 1.0])
+    # the aim 0.15 of the cameras' distance above a bare plane: only the support was fused
+    bare = mesh_stage.Support(up, 0.05 - 0.15 * reach, bare=True)
+    why = mesh_stage._nothing_aimed_at(cams, aim, bare)
+    assert "only the surface the product stood on" in why
+    # the cameras aim at the plane itself: a flat product (a rug, a print)
+    flat = mesh_stage.Support(up, 0.05 - 0.01 * reach, bare=True)
+    assert mesh_stage._nothing_aimed_at(cams, aim, flat) == ""
+    # what was kept lies off to the side, 0.3 of the distance away: background
+    rng = np.random.default_rng(1)
+    blob = rng.normal(size=(500, 3)) * 0.02
+    far = blob + aim + np.array([0.3 * reach + 0.1, 0.0, 0.0])
+    assert "away from where the photos aim" in mesh_stage._nothing_aimed_at(cams, aim, None, far)
+    # a product around the aim
+    assert mesh_stage._nothing_aimed_at(cams, aim, None, blob + aim) == ""
+    # cameras that converge on nothing give no verdict
+    assert mesh_stage._nothing_aimed_at(cams, None, bare, far) == ""
