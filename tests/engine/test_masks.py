@@ -457,3 +457,58 @@ def test_many_photos_without_a_mask_are_one_warning():
     assert warnings[0].startswith("No automatic mask for IMG_0000.jpg, IMG_0001.jpg")
     assert warnings[0].endswith(f"and 38 more: {edge}")
     assert warnings[1] == "No automatic mask for odd.jpg: too dark"
+
+
+def test_photos_masked_side_by_side_come_back_in_order_and_stop_on_cancel():
+    """The stage masks several photos at once (OpenCV releases the GIL); results keep the
+    photos' order whatever finishes first, and a cancellation starts no further photo."""
+    import threading
+    import time
+
+    recs = list(range(12))
+    started = []
+    lock = threading.Lock()
+
+    def slow(i):
+        with lock:
+            started.append(i)
+        time.sleep(0.02 * ((7 * i) % 5))  # later photos often finish first
+        return i * i
+
+    assert list(masks._in_order(slow, recs, 3, None)) == [i * i for i in recs]
+    assert list(masks._in_order(slow, recs, 1, None)) == [i * i for i in recs]
+    token = CancelToken()
+    started.clear()
+    got = []
+    with pytest.raises(Cancelled):
+        for value in masks._in_order(slow, recs, 3, token):
+            got.append(value)
+            if len(got) == 2:
+                token.cancel()
+    assert got == [0, 1]
+    assert len(started) <= 2 + 2 * 3  # what was in flight, nothing after
+
+
+def test_only_photos_that_could_hold_a_still_textured_backdrop_are_compared_in_full():
+    """The cheap probe before the all-pairs still-backdrop estimate: a textured product moving
+    over a plain sweep cannot make a still backdrop; a printed backdrop that stays put can."""
+    rng = np.random.default_rng(3)
+    h, w = 120, 160
+    product = rng.integers(0, 255, (50, 40, 3), dtype=np.uint8)  # busy print, moving
+
+    def frames(backdrop):
+        out = []
+        for k in range(4):
+            f = backdrop.copy()
+            x = 10 + 30 * k
+            f[35:85, x : x + 40] = product
+            out.append(f)
+        return out
+
+    plain = np.full((h, w, 3), 200, np.uint8)
+    printed = cv2.resize(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), (w, h))
+    assert not masks.may_hold_still_texture(frames(plain))
+    assert masks.may_hold_still_texture(frames(printed))
+    full = masks.static_backdrop(frames(printed))
+    assert full.detected  # the probe agrees with the full estimate
+    assert not masks.static_backdrop(frames(plain)).detected
