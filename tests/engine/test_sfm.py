@@ -48,6 +48,28 @@ def test_low_texture_scene_registers_most_views(solved):
         assert len(reason) > 20
 
 
+@pytest.mark.slow
+def test_a_symmetric_plain_product_keeps_its_right_model(scene_factory, tmp_path):
+    """The plain bottle (a ribbed cap, a thin printed band) without the global mapper: the
+    strong retry's incremental model is right (36/36 at 0.13 deg), but many of its verified
+    pairs are look-alike sides, matched with a fundamental matrix only. They used to count
+    against it (agreement 84.6%, needs 85%: refused, exit 3; the suite failed whenever the
+    global mapper also failed on this scene). Only calibrated pairs vouch now."""
+    import dataclasses
+
+    from engine.config import preset
+
+    scene = scene_factory("lowtex")
+    cfg = preset("standard")
+    images = ingest.run([scene.root / "images"], cfg.ingest, tmp_path / "work")
+    model = sfm.run(images, dataclasses.replace(cfg.sfm, global_mapper=False), tmp_path)
+    truth = {c.name: c for c in scene.cameras}
+    assert model.num_registered == len(truth)
+    assert pose_errors(model.cameras, truth).median_rotation_deg <= 0.2
+    check = model.attempts[-1]["check"]
+    assert check["ok"] and check["pairs_uncalibrated"] > 50, check
+
+
 def test_progress_events_and_snapshots(solved):
     _, _, model, events = solved("bottle")
     assert events and all(e.stage == "sfm" for e in events)
