@@ -35,8 +35,10 @@ class ReconstructionError(VitrineError):
 
 
 class NoProductError(ReconstructionError):
-    """Only the product's surroundings were reconstructed (a bare floor, background): the run
-    stops instead of exporting them as the product."""
+    """Only the product's surroundings were reconstructed (a bare floor, background).
+
+    The run stops instead of exporting them as the product.
+    """
 
 
 class OutputError(VitrineError):

@@ -474,7 +474,10 @@ class Pipeline:
             product = np.asarray(dense_cloud.xyz, np.float64)
         else:
             product = np.asarray(sparse.points.xyz, np.float64)
-        scale = self._timed(report, "scale", lambda: self._scale(report, ingest, sparse, product))
+        support = (report.stages.get("mesh") or {}).get("support")
+        scale = self._timed(
+            report, "scale", lambda: self._scale(report, ingest, sparse, product, support)
+        )
         coverage = self._timed(
             report, "coverage", lambda: self._coverage(report, ingest, sparse, product, scale)
         )
@@ -630,8 +633,12 @@ class Pipeline:
         ingest: IngestResult,
         sparse: SparseModel,
         product: np.ndarray,
+        support: dict[str, Any] | None = None,
     ) -> Any:
-        """True scale (markers, a known distance or dimension) and the product's dimensions."""
+        """True scale (markers, a known distance or dimension) and the product's dimensions.
+
+        ``support``: the plane the product stands on, when the mesh stage found one (its up).
+        """
         from engine.stages import scale as scale_stage
 
         result = scale_stage.run(
@@ -639,6 +646,7 @@ class Pipeline:
             ingest.images,
             product,
             self.config.scale,
+            support=support,
             progress=self.progress,
             cancel=self.cancel,
         )
@@ -669,9 +677,10 @@ class Pipeline:
         from engine.stages import coverage as coverage_stage
 
         centre = np.median(product, axis=0) if len(product) else None
-        # The floor seen through markers is the surest up; otherwise coverage finds it from
-        # the cameras held level, which stays right when part of the way round is missing.
-        up = scale.up if getattr(scale, "up_source", "") == "markers" else None
+        # The floor seen through markers, or the support found in the cloud, is the surest up;
+        # otherwise coverage finds it from the cameras held level, which stays right when part
+        # of the way round is missing.
+        up = scale.up if getattr(scale, "up_source", "") in ("markers", "support") else None
         result = coverage_stage.run(
             sparse.cameras,
             centre,

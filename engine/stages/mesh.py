@@ -323,6 +323,8 @@ def run(
     if masks_trim:
         keep &= _hull_keep(xyz, views, masks_trim, cfg.trim_min_views, cancel)
     stats["floor_cut"] = floor is not None
+    if floor is not None:
+        stats["support"] = floor.to_report()
     # stray points left by the cuts would stretch Poisson's octree and coarsen the surface
     keep[keep] = _not_isolated(xyz[keep])
     xyz, rgb = xyz[keep], rgb[keep]
@@ -612,6 +614,12 @@ class Support(NamedTuple):
     height: float
     #: nothing stands on it (too few points above): the whole cloud is that plane
     bare: bool = False
+    #: the plane's own level (``p @ normal``), below ``height`` by its noise band
+    level: float = 0.0
+
+    def to_report(self) -> dict[str, Any]:
+        """JSON-ready: the normal (the product's up) and the level its base stands at."""
+        return {"normal": [round(float(v), 6) for v in self.normal], "level": float(self.level)}
 
 
 def _find_floor(xyz: np.ndarray, cams: Sequence[CameraPose]) -> Support | None:
@@ -672,7 +680,7 @@ def _find_floor(xyz: np.ndarray, cams: Sequence[CameraPose]) -> Support | None:
     slab = np.abs(h) <= tol
     above = h > tol
     if above.sum() < MIN_POINTS:
-        return Support(n, level + 3 * spacing, bare=True)
+        return Support(n, level + 3 * spacing, bare=True, level=level)
     flat = xyz - np.outer(h, n)
     mid = np.median(flat[above], axis=0)
     # medians: clutter at the edges of the scene (kitchen_lego) widens what stands on the
@@ -682,7 +690,7 @@ def _find_floor(xyz: np.ndarray, cams: Sequence[CameraPose]) -> Support | None:
     if reach_slab < FLOOR_MIN_REACH * reach_above:
         return None
     noise = float(np.std(h[slab]))
-    return Support(n, level + max(3 * spacing, 3 * noise))
+    return Support(n, level + max(3 * spacing, 3 * noise), level=level)
 
 
 def _nothing_aimed_at(

@@ -180,7 +180,8 @@ class ScaleResult:
     scales
         Metres per unit from every source that gave one (the chosen one included).
     up_source
-        Where ``up`` came from: ``"markers"`` (their plane), ``"cameras"``
+        Where ``up`` came from: ``"markers"`` (their plane), ``"support"`` (the plane the
+        product stands on, found in the dense cloud by the mesh stage), ``"cameras"``
         (:func:`engine.geometry.up_direction`) or the cameras tilted by :func:`refine_up`.
     """
 
@@ -849,6 +850,7 @@ def run(
     points: np.ndarray,
     cfg: ScaleConfig,
     *,
+    support: Mapping[str, Any] | None = None,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
 ) -> ScaleResult:
@@ -865,6 +867,11 @@ def run(
         cloud), already trimmed to the product.
     cfg
         Marker size and dictionary, known distance, known dimension.
+    support
+        The plane the product stands on, as the mesh stage reports it (``{"normal": [..],
+        "level": ..}``, the normal pointing to the cameras' side): without markers it gives the
+        product's up and the height of its base (a table or sheet fused from thousands of points
+        is level to a fraction of a degree; the cameras' up is good to a degree or so).
     progress
         ``ProgressEvent("scale", ...)`` per photo searched, then one when done.
     cancel
@@ -893,6 +900,12 @@ def run(
         if plane is not None:
             up, floor = plane
     up_source = "markers" if floor is not None else "cameras"
+    if floor is None and support is not None:
+        normal = np.asarray(support["normal"], np.float64)
+        if np.all(np.isfinite(normal)) and np.linalg.norm(normal) > 0:
+            up = normal / np.linalg.norm(normal)
+            floor = float(support["level"])
+            up_source = "support"
     if floor is None:
         up, tilted = refine_up(points, up)
         if tilted:

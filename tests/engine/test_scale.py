@@ -480,3 +480,37 @@ def test_place_markers_rejects_bad_views_and_lone_markers():
     assert mpu == pytest.approx(1.0, rel=1e-9) and err_pct < 1e-6
     assert scale.Markers().side_lengths().size == 0
     assert scale.marker_scale(scale.Markers(), MARKER_MM) is None
+
+
+def test_the_support_plane_gives_up_and_the_base(moved_box):
+    """Without markers, the plane the product stands on (found by the mesh stage) is its up and
+    the level of its base, even when the box's lowest millimetres are missing and the cameras'
+    up is 3 degrees off (a rig held askew)."""
+    s, rot, t, pts, cams = moved_box
+    true_up = rot[:, 2]
+    level = float((s * np.zeros(3) @ rot.T + t) @ true_up)  # the box stands on z = 0
+    # the lowest 2% of the box was not fused: the base comes from the plane, not the points
+    heights = pts @ true_up - level
+    kept = pts[heights > 0.02 * float(heights.max())]
+    askew = {
+        c.name: CameraPose(
+            c.name, c.R @ _rot_x(3.0), c.t, c.K, c.width, c.height, c.model, c.params
+        )
+        for c in cams.values()
+    }
+    support = {"normal": list(true_up), "level": level}
+    result = scale.run(askew, [], kept, ScaleConfig(), support=support)
+    assert result.up_source == "support"
+    assert math.degrees(math.acos(min(1.0, result.up @ true_up))) < 1e-6
+    framed = kept @ result.transform[:3, :3].T + result.transform[:3, 3]
+    # the base on the support (z = 0 in the export's frame), the height the box's own
+    assert framed[:, 2].min() > 0 and result.box.size[2] == pytest.approx(s * BOX_SIZE[2], 1e-3)
+    # without the support the base is the lowest fused point: the height comes out short
+    plain = scale.run(askew, [], kept, ScaleConfig())
+    assert plain.up_source != "support"
+    assert plain.box.size[2] < 0.99 * s * BOX_SIZE[2]
+
+
+def _rot_x(deg):
+    a = math.radians(deg)
+    return np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
