@@ -73,11 +73,11 @@ from gui.coverage_widget import CoverageWidget
 from gui.errors import ErrorSink, QtLogHandler
 from gui.export_dialog import ExportDialog
 from gui.log_panel import LogPanel, PanelFormatter
-from gui.mask_inspector import MaskInspector, load_photo_and_mask
+from gui.mask_inspector import MaskInspector, load_photo_and_mask, read_mask
 from gui.models import CloudModel, ProgressModel
 from gui.progress_panel import ProgressPanel
 from gui.project import MANIFEST, READABLE_FORMATS, Project, Screening, screen_paths
-from gui.results import ResultModel, mask_failures, metres_per_unit
+from gui.results import ResultModel, mask_failures, masks_disagreeing, metres_per_unit
 from gui.scale_dialog import SetScaleDialog
 from gui.settings_panel import SettingsPanel, detect_gpu
 from gui.thumbnails import ThumbnailGrid
@@ -1297,11 +1297,27 @@ class MainWindow(QMainWindow):
         if self.inspector is not None:
             self.inspector.close()
         reason = ""
+        report = project.last_report(name)
         if source == "none":
-            failures = mask_failures(project.last_report(name))
-            reason = failures.get(project.image_name(name, path), "")
+            reason = mask_failures(report).get(project.image_name(name, path), "")
+        product = None
+        product_file = project.product_mask_path(name, path)
+        if product_file is not None:
+            try:
+                product = read_mask(product_file, (rgb.shape[1], rgb.shape[0]))
+            except (ValueError, OSError) as exc:
+                logger.warning("Cannot read the 3D product mask %s: %s", product_file, exc)
+        disagrees = project.image_name(name, path) in masks_disagreeing(report)
         dialog = MaskInspector(
-            path, rgb, mask, source, not project.is_mask_disabled(name, path), reason, self
+            path,
+            rgb,
+            mask,
+            source,
+            not project.is_mask_disabled(name, path),
+            reason,
+            product=product,
+            disagrees=disagrees and source != "painted",
+            parent=self,
         )
         dialog.use_mask_changed.connect(lambda photo, used: self._set_mask_used(name, photo, used))
         dialog.mask_saved.connect(lambda photo, m: self._save_painted_mask(name, photo, m))

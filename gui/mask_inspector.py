@@ -255,6 +255,17 @@ class MaskCanvas(QWidget):
         self.edited.emit()
         return True
 
+    def replace(self, mask: np.ndarray) -> None:
+        """Replace the whole mask (non-zero = product) as one stroke: undo brings it back."""
+        mask = np.asarray(mask)
+        if mask.shape != self._mask.shape:
+            raise ValueError(f"mask of {mask.shape} for a photo of {self._mask.shape}")
+        self._begin_stroke()
+        self._mask = np.where(mask > 0, 255, 0).astype(np.uint8)
+        self._has_mask = True
+        self._refresh()
+        self.edited.emit()
+
     def stroke(
         self, points: list[tuple[float, float]], add: bool | None = None, size: int | None = None
     ) -> None:
@@ -408,6 +419,12 @@ class MaskInspector(QDialog):
         Whether the mask is used in the next run.
     reason
         Why the last run made no mask for this photo ("" when it did, or it is not known).
+    product
+        The product the last run found in 3D, seen from this photo (the mesh's silhouette, at
+        the photo's size), or None: "Start from the 3D product" loads it into the brush's mask,
+        to save as this photo's painted mask.
+    disagrees
+        Whether the last run found this photo's mask at odds with that product.
     parent
         Parent widget.
 
@@ -433,6 +450,8 @@ class MaskInspector(QDialog):
         source: str = "auto",
         use_mask: bool = True,
         reason: str = "",
+        product: np.ndarray | None = None,
+        disagrees: bool = False,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -475,10 +494,25 @@ class MaskInspector(QDialog):
         self.revert_button = QPushButton("Forget painted mask", self)
         self.revert_button.setEnabled(self._source == "painted")
         self.revert_button.clicked.connect(self.revert)
+        self._product = product
+        self.product_button = QPushButton("Start from the 3D product", self)
+        self.product_button.setEnabled(product is not None)
+        self.product_button.setToolTip(
+            "The product the last run found in 3D, seen from this photo: load it as the mask, "
+            "touch it up and save it"
+            if product is not None
+            else "No product found in 3D yet: a finished run with a mesh makes one"
+        )
+        self.product_button.clicked.connect(self.use_product)
 
         note = MASK_SOURCES[self._source]
         if reason and self._source == "none":
             note = f"The last run made no mask for this photo: {reason}. " + note
+        if disagrees:
+            note = (
+                "This mask disagrees with the product the last run found in 3D; "
+                '"Start from the 3D product" loads that outline. ' + note
+            )
         self.note = QLabel(note, self)
         self.note.setWordWrap(True)
         self.note.setObjectName("hint")
@@ -490,6 +524,7 @@ class MaskInspector(QDialog):
         tools.addWidget(self.brush)
         tools.addWidget(self.undo_button)
         tools.addStretch(1)
+        tools.addWidget(self.product_button)
         tools.addWidget(self.revert_button)
         tools.addWidget(self.save_button)
         layout = QVBoxLayout(self)
@@ -517,6 +552,13 @@ class MaskInspector(QDialog):
     def modified(self) -> bool:
         """Whether there are painted strokes not saved yet."""
         return self._dirty
+
+    def use_product(self) -> bool:
+        """Load the product found in 3D as the mask (one undoable step); False without one."""
+        if self._product is None:
+            return False
+        self.canvas.replace(self._product)
+        return True
 
     def undo(self) -> bool:
         """Undo the last stroke."""

@@ -49,6 +49,10 @@ from engine.stages.ingest import IGNORED_NAMES, MASKS_FOLDER, is_mask_file, natu
 from engine.types import CameraPose, Mesh, PointCloud
 from gui.results import mask_failures, preflight_status
 
+#: Where the mesh stage leaves the product found in 3D, seen from each photo (under
+#: ``work/mesh``; engine.stages.mesh.PRODUCT_MASK_DIR, spelled here as the run-folder contract).
+PRODUCT_MASKS_FOLDER = "product_masks"
+
 logger = logging.getLogger(__name__)
 
 #: Name of the manifest inside a project folder.
@@ -904,6 +908,18 @@ class Project(QObject):
         except KeyError:
             return None
         file = self.run_dir(set_name) / "work" / MASKS_FOLDER / f"{name}.png"
+        return file if file.is_file() else None
+
+    def product_mask_path(self, set_name: str, path: Path | str) -> Path | None:
+        """The product the last run found in 3D, seen from a photo, when there is one.
+
+        That is the mesh's silhouette, ``work/mesh/product_masks/<name>.png``.
+        """
+        try:
+            name = self.image_name(set_name, path)
+        except KeyError:
+            return None
+        file = self.run_dir(set_name) / "work" / "mesh" / PRODUCT_MASKS_FOLDER / f"{name}.png"
         return file if file.is_file() else None
 
     def working_copy(self, set_name: str, path: Path | str) -> Path | None:

@@ -286,6 +286,14 @@ def mask_failures(report: dict[str, Any] | None) -> dict[str, str]:
     return failures
 
 
+def masks_disagreeing(report: dict[str, Any] | None) -> set[str]:
+    """Image names whose mask disagrees with the product found in 3D.
+
+    From ``stages.mesh.masks_disagreeing``.
+    """
+    return {str(n) for n in _list(_stage(report, "mesh").get("masks_disagreeing"))}
+
+
 class ResultModel(QObject):
     """The report and mesh of the result on show (napari style: widgets subscribe).
 

@@ -301,3 +301,49 @@ def test_a_photo_the_run_could_not_mask_says_why(qtbot, photos):
     assert np.array_equal(inspector.canvas.overlay(), photo_rgb(0))
     assert inspector.canvas.mask.min() == 255
     assert win.thumbs.mask_state_of(photos[0]) is None
+
+
+def test_the_product_found_in_3d_can_replace_a_wrong_mask(qtbot, photos):
+    """The last run's mesh seen from a photo (work/mesh/product_masks) is offered in the
+    inspector: one click loads it (undoable), Save makes it the photo's painted mask; a mask
+    the run found at odds with it says so."""
+    import json
+
+    win = MainWindow(gpu_probe=None)
+    qtbot.addWidget(win)
+    win.add_paths([photos[0].parent])
+    name = win.current_set
+    fake_last_run(win.project, name, photos)
+    run = win.project.run_dir(name)
+    report = {"status": "finished", "stages": {"mesh": {"masks_disagreeing": ["p0.png"]}}}
+    (run / "report.json").write_text(json.dumps(report), encoding="utf-8")
+    # the product in 3D: a disc, stored at the mesh stage's smaller test scale
+    product_small = np.zeros((H // 2, W // 2), np.uint8)
+    yy, xx = np.mgrid[: H // 2, : W // 2]
+    product_small[(yy - 22) ** 2 + (xx - 30) ** 2 < 15**2] = 255
+    write_png(run / "work" / "mesh" / "product_masks" / "p0.png.png", product_small)
+    win._show_images(name)
+
+    inspector = win.inspect_photo(photos[0])
+    assert "disagrees with the product the last run found in 3D" in inspector.note.text()
+    assert inspector.product_button.isEnabled()
+    before = inspector.canvas.mask
+    assert np.array_equal(before, rect_mask())
+    qtbot.mouseClick(inspector.product_button, Qt.MouseButton.LeftButton)
+    loaded = inspector.canvas.mask
+    expected = read_mask(
+        run / "work" / "mesh" / "product_masks" / "p0.png.png", (W, H)
+    )  # resized to the photo, nearest
+    assert np.array_equal(loaded, np.where(expected > 0, 255, 0))
+    assert inspector.save_button.isEnabled() and inspector.undo()
+    assert np.array_equal(inspector.canvas.mask, before)
+    inspector.use_product()
+    with qtbot.waitSignal(inspector.mask_saved) as saved:
+        inspector.save()
+    assert np.array_equal(saved.args[1], loaded)
+    assert win.project.painted_mask_path(name, photos[0]) is not None
+
+    # a photo with no 3D product mask: the button is off, and no disagreement is claimed
+    other = win.inspect_photo(photos[1])
+    assert not other.product_button.isEnabled() and not other.use_product()
+    assert "disagrees" not in other.note.text()
