@@ -309,8 +309,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
         return exc.exit_code
     summary = result.summary
     counts, verdicts = summary["counts"], summary["verdicts"]
+    waiting = f", {counts['pending']} not done" if counts.get("pending") else ""
     print(
-        f"{len(result.products)} products ({len(result.computed)} computed now): "
+        f"{len(result.products)} products ({len(result.computed)} computed now{waiting}): "
         f"{verdicts.get('ready', 0)} ready, {verdicts.get('check', 0)} to check, "
         f"{verdicts.get('reshoot', 0)} to reshoot, {counts.get('failed', 0)} failed."
     )

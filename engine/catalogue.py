@@ -659,7 +659,8 @@ class CatalogueResult:
     site: Path
     summary: dict[str, Any]
     computed: list[str]
-    """Slugs of the products computed by this call (not up to date before)."""
+    """Slugs of the products this call ran to an end (finished or failed), in the order they
+    ended; products it left cancelled are not in it."""
     cancelled: bool = False
 
     @property
@@ -812,7 +813,7 @@ def run_catalogue(
     return CatalogueResult(
         site=site,
         summary=state.summary(),
-        computed=[j["slug"] for j in jobs],
+        computed=list(state.computed),
         cancelled=cancel.cancelled,
     )
 
@@ -836,6 +837,7 @@ class _BatchState:
         self.progress = progress
         self.n_jobs = n_jobs
         self.n_done = 0
+        self.computed: list[str] = []
         self.parallel = 1
         self.t0 = time.monotonic()
         self.lock = threading.Lock()
@@ -866,6 +868,7 @@ class _BatchState:
                 _describe(entry, Path(job["out"]))
             if outcome["status"] == "cancelled":
                 return
+            self.computed.append(job["slug"])
             self.n_done += 1
             self.write_summary()
             elapsed = time.monotonic() - self.t0

@@ -274,6 +274,10 @@ footer{color:#777;font-size:12px;padding:16px 28px}
 """
 
 
+#: No favicon request (browsers ask the host for /favicon.ico otherwise: a 404 on most hosts).
+_NO_ICON = '<link rel="icon" href="data:,">'
+
+
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
@@ -321,6 +325,7 @@ def write_product_page(run_dir: Path, record: Mapping[str, Any], site: Path) -> 
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width,initial-scale=1">',
+        _NO_ICON,
         f"<title>{_e(name)}</title><style>{_STYLE}</style>",
         f'<script src="{assets}/{MODEL_VIEWER_JS}"></script>',
         "</head><body>",
@@ -342,13 +347,28 @@ def write_product_page(run_dir: Path, record: Mapping[str, Any], site: Path) -> 
         poster = f' poster="{STILL}"' if (run_dir / STILL).is_file() else ""
         ios = ' ios-src="mesh.usdz"' if usdz.is_file() else ""
         parts.append(
-            f'<model-viewer id="model" src="mesh.glb"{ios}{poster} alt="{_e(name)}" '
+            f'<model-viewer id="model"{ios}{poster} alt="{_e(name)}" '
             'camera-controls auto-rotate shadow-intensity="1" '
             'interaction-prompt="none"></model-viewer>'
         )
-        if glb.stat().st_size <= INLINE_GLB_MAX_BYTES:
+        # Served over http the viewer fetches mesh.glb. Opened from a folder (file://) browsers
+        # refuse that fetch, so model-data.js (the GLB inlined) sets the model instead. The
+        # source is set here, not in the tag, so that the refused fetch is never tried.
+        inline = glb.stat().st_size <= INLINE_GLB_MAX_BYTES
+        if inline:
             _write_model_data(run_dir / "model-data.js", glb)
-            parts.append('<script src="model-data.js"></script>')
+        from_folder = (
+            "document.write('<script src=\"model-data.js\"><\\/script>')"
+            if inline
+            else "viewer.src = 'mesh.glb'"
+        )
+        parts.append(
+            "<script>(function () {\n"
+            "  var viewer = document.getElementById('model');\n"
+            f"  if (location.protocol === 'file:') {from_folder};\n"
+            "  else viewer.src = 'mesh.glb';\n"
+            "})();</script>"
+        )
     else:
         parts.append("<p>No 3D model was built for this product.</p>")
     links = []
@@ -407,6 +427,7 @@ def write_gallery(site: Path, records: Sequence[Mapping[str, Any]], *, title: st
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width,initial-scale=1">',
+        _NO_ICON,
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>",
         f'<header><h1>{_e(title)}</h1><p class="counts">{_e(summary_line)}</p></header>',
         '<main><div class="grid">',

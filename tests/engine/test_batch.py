@@ -517,7 +517,7 @@ def test_gallery_cards_verdicts_and_product_pages(batch_runs):
         product = ~np.all(img == (246, 246, 244), axis=2)
         assert 0.05 < product.mean() < 0.9  # the bottle is in the picture
         page = (site / PRODUCTS / slug / "index.html").read_text(encoding="utf-8")
-        assert '<model-viewer id="model" src="mesh.glb"' in page
+        assert '<model-viewer id="model"' in page and "viewer.src = 'mesh.glb'" in page
         assert f'src="../../{gallery.ASSETS}/{gallery.MODEL_VIEWER_JS}"' in page
         assert 'href="viewer.html"' in page and 'href="mesh.glb" download' in page
         assert ('href="mesh.usdz" download' in page) == (
@@ -548,6 +548,8 @@ def test_gallery_makes_no_remote_requests(batch_runs):
         assert refs
         for ref in refs:
             assert not re.match(r"(?i)^(https?:)?//", ref), (page, ref)
+            if ref.startswith("data:"):  # inline (the empty favicon)
+                continue
             assert not ref.startswith("/"), (page, ref)  # relative: any host, and file://
             target = (page.parent / ref.split("#")[0]).resolve()
             assert target.exists(), (page, ref)
@@ -599,6 +601,131 @@ def test_ray_local_runs_products_as_tasks(tmp_path, batch_runs):
     }
     assert names_ray == names
     assert green["dimensions_mm"][2] == pytest.approx(250.0, abs=0.5)
-    assert result.computed == [KILLED_SLUG, "too-few"]
+    assert sorted(result.computed) == [KILLED_SLUG, "too-few"]
     again = run_catalogue(catalogue, site, batch_runs["config"], ray_address="local")
     assert again.computed == []
+
+
+# --------------------------------------------------------------- slow: the CLI, a browser
+
+
+@pytest.mark.slow
+def test_cli_ctrl_c_stops_cleanly(batch_runs, tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it."""
+    import subprocess
+    import sys
+
+    catalogue = tmp_path / "catalogue"
+    shutil.copytree(batch_runs["catalogue"] / "bottles" / "second", catalogue / "second")
+    site = tmp_path / "site"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(root / "main.py"),
+            "batch",
+            str(catalogue),
+            "--out",
+            str(site),
+            "--no-depth-prior",
+        ],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        process_group=0,
+        # a test runner may start us with SIGINT ignored; a terminal's foreground job has it on
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    state = site / PRODUCTS / "second" / "work" / "state.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if "sfm" in json.loads(state.read_text(encoding="utf-8")).get("done", {}):
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    t0 = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert time.monotonic() - t0 < 60
+    assert "Cancelled" in err and "run the same command again" in err
+    for _ in range(40):  # no worker (or its meshing child) outlives the command
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.25)
+    else:
+        pytest.fail("processes of the cancelled batch are still running")
+    summary = _summary(site)
+    assert [(p["slug"], p["status"]) for p in summary["products"]] == [("second", "pending")]
+    report = json.loads((site / PRODUCTS / "second" / "report.json").read_text())
+    assert report["status"] == "cancelled"
+    done = json.loads(state.read_text(encoding="utf-8"))["done"]
+    assert "sfm" in done  # kept: the next run continues from here
+
+
+def _browser_tools():
+    import subprocess
+
+    node = shutil.which("node")
+    chromium = os.environ.get("VITRINE_CHROMIUM") or next(
+        (c for c in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if c),
+        None,
+    )
+    modules = os.environ.get("VITRINE_NODE_MODULES") or os.environ.get("NODE_PATH", "")
+    if not node or not chromium:
+        pytest.skip("node and Chromium are needed to open the gallery in a browser")
+    env = {**os.environ, "NODE_PATH": modules}
+    found = subprocess.run(
+        [node, "-e", "require.resolve('puppeteer-core')"], env=env, capture_output=True
+    )
+    if found.returncode != 0:
+        pytest.skip(
+            "puppeteer-core not found: npm install puppeteer-core in a folder and set "
+            "VITRINE_NODE_MODULES to its node_modules"
+        )
+    return node, chromium, env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("served", ["file", "http"])
+def test_gallery_in_headless_chromium(batch_runs, served):
+    import functools
+    import http.server
+    import subprocess
+
+    node, chromium, env = _browser_tools()
+    site = batch_runs["site"]
+    server = None
+    if served == "http":
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+    else:
+        base = site.resolve().as_uri()
+    try:
+        run = subprocess.run(
+            [node, str(Path(__file__).with_name("gallery_check.cjs")), str(site), base, chromium],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        if server is not None:
+            server.shutdown()
+    assert run.returncode == 0, run.stderr[-2000:]
+    pages = json.loads(run.stdout)
+    finished = [p for p in _summary(site)["products"] if p["status"] == "finished"]
+    assert set(pages) == {"index.html", *(f"products/{p['slug']}/index.html" for p in finished)}
+    for name, page in pages.items():
+        assert page["errors"] == [], (name, page["errors"])
+        assert page["outside"] == [], (name, page["outside"])
+        if name != "index.html":
+            assert page["loaded"] == "loaded", name
+            assert page["coloured"] > 0.02, (name, page["coloured"])  # the product is drawn
