@@ -307,6 +307,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     except VitrineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # an internal error: one line, not a traceback
+        logger.exception("The batch failed with an internal error")
+        print(f"error: internal error ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return EXIT_FAILED
     summary = result.summary
     counts, verdicts = summary["counts"], summary["verdicts"]
     waiting = f", {counts['pending']} not done" if counts.get("pending") else ""

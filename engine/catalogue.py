@@ -559,6 +559,37 @@ class _LocalPool:
         }
 
 
+def _ray_fit(need: Resources, total: Mapping[str, float], local: bool, slug: str) -> Resources:
+    """A product's Ray request against what the cluster has.
+
+    On the Ray instance started here the request is cut to this machine (a ``high`` product
+    asks for 4 CPUs, which a 2-core machine would never offer: the task would wait forever). On
+    a cluster it is kept (an autoscaler may add nodes) with a warning when no node could run it
+    now.
+    """
+    cpus, memory_mb = float(total.get("CPU", 0.0)), float(total.get("memory", 0.0)) / 2**20
+    gpus = float(total.get("GPU", 0.0))
+    if local:
+        return Resources(
+            num_cpus=max(1, min(need.num_cpus, int(cpus) or 1)),
+            memory_mb=int(min(need.memory_mb, memory_mb)) if memory_mb else need.memory_mb,
+            num_gpus=min(need.num_gpus, gpus),
+        )
+    if need.num_cpus > cpus or need.memory_mb > memory_mb or need.num_gpus > gpus:
+        logger.warning(
+            "%s asks for %d CPUs, %d MB and %g GPUs; the cluster has %g CPUs, %d MB and %g "
+            "GPUs in all: its task waits until a node that large joins.",
+            slug,
+            need.num_cpus,
+            need.memory_mb,
+            need.num_gpus,
+            cpus,
+            memory_mb,
+            gpus,
+        )
+    return need
+
+
 def _ray_product(job: dict[str, Any]) -> dict[str, Any]:
     """A Ray task: one product (module-level so that Ray can import it on every worker)."""
     _quiet_colmap()
@@ -606,13 +637,20 @@ class _RayPool:
                     runtime_env={"env_vars": {"PYTHONPATH": path}},
                 )
             else:
-                ray.init(address=self.address, log_to_driver=False)
+                try:
+                    ray.init(address=self.address, log_to_driver=False)
+                except Exception as exc:  # ConnectionError, a bad address, a version mismatch
+                    raise ClusterUnavailableError(
+                        f"Cannot join the Ray cluster at '{self.address}' ({exc}). Give "
+                        "ray://HEAD:10001 or auto (on a cluster node), or --ray local."
+                    ) from exc
             started = True
         try:
             task = ray.remote(_ray_product)
+            total = ray.cluster_resources()
             refs = {}
             for job in jobs:
-                need: Resources = job["resources"]
+                need = _ray_fit(job["resources"], total, self.address == "local", job["slug"])
                 options = {
                     "num_cpus": need.num_cpus,
                     "memory": need.memory_mb * 2**20,

@@ -189,6 +189,16 @@ def test_resources_and_default_workers(monkeypatch):
     assert default_workers(need, 100) == 1  # at least one
 
 
+def test_ray_requests_fit_the_local_instance():
+    from engine.catalogue import _ray_fit
+
+    high = product_resources(preset("high"), 36)
+    total = {"CPU": 2.0, "memory": 8 * 2**30}
+    fitted = _ray_fit(high, total, local=True, slug="a")
+    assert (fitted.num_cpus, fitted.memory_mb, fitted.num_gpus) == (2, min(high.memory_mb, 8192), 0)
+    assert _ray_fit(high, total, local=False, slug="a") == high  # a cluster may grow
+
+
 def _report(**changes):
     report = {
         "status": "finished",
@@ -314,7 +324,10 @@ def test_batch_cli_shares_reconstruct_options():
     cfg = main._config_from_args(args)
     assert cfg.preset == "high" and not cfg.depth_prior.enabled and not cfg.masks.enabled
     assert cfg.mesh.max_triangles == 5000 and cfg.scale.marker_size_mm == 40.0
-    assert args.workers == 3 and args.func is main.cmd_batch
+    assert args.workers == 3 and args.func is main.cmd_batch and args.ray is None
+    assert (
+        main.build_parser().parse_args(["batch", "c", "--out", "s", "--ray", "auto"]).ray == "auto"
+    )
     with pytest.raises(SystemExit):
         main.build_parser().parse_args(["batch", "cat", "--out", "s", "--workers", "0"])
 
