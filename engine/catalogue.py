@@ -665,7 +665,10 @@ class _RayPool:
             while refs:
                 if cancel.cancelled:
                     for ref, job in refs.items():
-                        ray.cancel(ref, force=True)
+                        try:
+                            ray.cancel(ref, force=True)
+                        except Exception as exc:  # the task ended, or Ray itself is stopping
+                            logger.info("Could not cancel %s: %s", job["slug"], exc)
                         done(job, {"status": "cancelled"})
                     refs.clear()
                     break
@@ -836,11 +839,9 @@ def run_catalogue(
             job["threads"] = max(1, usable_cpus() // n)
             job.pop("resources")
         runner: Any = _LocalPool(n)
-        state.parallel = n
         logger.info("Catalogue: %d products to compute, %d at a time", len(jobs), n)
     else:
         runner = _RayPool(ray_address)
-        state.parallel = 0
     state.start()
     try:
         if jobs:
@@ -876,7 +877,6 @@ class _BatchState:
         self.n_jobs = n_jobs
         self.n_done = 0
         self.computed: list[str] = []
-        self.parallel = 1
         self.t0 = time.monotonic()
         self.lock = threading.Lock()
         self.roots: list[Path] = [site.resolve()]

@@ -569,6 +569,34 @@ def test_gallery_makes_no_remote_requests(batch_runs):
         assert "url(" not in text and "@import" not in text
 
 
+def kill_worker_always(slug: str, event) -> None:
+    """Worker hook: every worker of a product named 'doomed' is killed at its first event."""
+    if slug == "doomed":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_worker_dying_twice_is_recorded_failed_and_others_go_on(batch_runs, tmp_path):
+    catalogue = tmp_path / "catalogue"
+    for name in ("doomed", "other"):
+        shutil.copytree(batch_runs["catalogue"] / "too few", catalogue / name)
+    site = tmp_path / "site"
+    result = run_catalogue(
+        catalogue, site, batch_runs["config"], workers=1, worker_hook=kill_worker_always
+    )
+    products = _by_slug(_summary(site))
+    doomed, other = products["doomed"], products["other"]
+    assert doomed["status"] == "failed" and doomed["exit_code"] == 1
+    assert doomed["attempts"] == 2  # retried once
+    assert "killed by signal 9" in doomed["reason"] and "--workers" in doomed["reason"]
+    # the other product ran to its own (input) failure all the same
+    assert other["status"] == "failed" and other["exit_code"] in (2, 3)
+    assert other["attempts"] == 1 and "2 photos" in other["reason"]
+    assert sorted(result.computed) == ["doomed", "other"]
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert 'data-slug="doomed"' in index.split('<section class="failed">')[1]
+
+
 # --------------------------------------------------------------- slow: Ray
 
 
