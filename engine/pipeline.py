@@ -36,7 +36,7 @@ from engine.errors import (
 )
 from engine.export.plotly_html import write_viewer
 from engine.export.ply import read_ply, write_ply
-from engine.export.report import write_json_atomic, write_report
+from engine.export.report import scrub_paths, to_jsonable, write_json_atomic, write_report
 from engine.progress import Cancelled, CancelToken, ProgressCallback, ProgressEvent, no_progress
 from engine.stages import ingest as ingest_stage
 from engine.stages import sfm as sfm_stage
@@ -301,8 +301,13 @@ class Pipeline:
             key.get("inputs") == self._input_key()
             and key.get("engine") == engine.__version__
             and "export" in state.get("done", {})
-            and saved == json.loads(json.dumps(self.config.to_dict()))
+            and saved == self._saved_config()
         )
+
+    def _saved_config(self) -> Any:
+        """The settings as config.json holds them (local paths made relative)."""
+        clean = scrub_paths(to_jsonable(self.config.to_dict()), [self.out_dir.resolve()])
+        return json.loads(json.dumps(clean))
 
     def _timed(self, report: RunReport, stage: str, fn: Callable[[], T]) -> T:
         self.cancel.raise_if_cancelled()

@@ -189,6 +189,45 @@ def test_resources_and_default_workers(monkeypatch):
     assert default_workers(need, 100) == 1  # at least one
 
 
+def test_up_to_date_needs_same_photos_settings_and_a_finished_run(tmp_path):
+    """The resume check the batch relies on (engine.pipeline.Pipeline.up_to_date)."""
+    import engine
+    from engine.export.report import write_json_atomic
+    from engine.pipeline import Pipeline
+
+    photos = [tmp_path / "p" / "a.jpg", tmp_path / "p" / "b.jpg"]
+    for p in photos:
+        _photo(p)
+    out = tmp_path / "run"
+    (out / "work").mkdir(parents=True)
+    # a local depth model folder: config.json keeps only its name (no local paths in exports)
+    cfg = preset("standard")
+    cfg = cfg.replace(
+        depth_prior=dataclasses.replace(cfg.depth_prior, model=str(tmp_path / "models" / "da"))
+    )
+    pipe = Pipeline(photos, out, cfg)
+    assert not pipe.up_to_date()  # nothing there
+    write_json_atomic(out / "config.json", cfg.to_dict())
+    assert json.loads((out / "config.json").read_text())["depth_prior"]["model"] == "da"
+    write_json_atomic(out / "report.json", {"status": "finished"})
+    state = {"key": {"inputs": pipe._input_key(), "engine": engine.__version__}, "done": {}}
+    write_json_atomic(out / "work" / "state.json", state)
+    assert not pipe.up_to_date()  # the export did not finish
+    state["done"]["export"] = {}
+    write_json_atomic(out / "work" / "state.json", state)
+    assert pipe.up_to_date()
+    assert not Pipeline(photos, out, cfg.replace(device="cpu")).up_to_date()  # other settings
+    assert not Pipeline(photos[:1], out, cfg).up_to_date()  # other photos
+    assert Pipeline(photos, out, cfg).fingerprint() == pipe.fingerprint()
+    assert Pipeline(photos[:1], out, cfg).fingerprint() != pipe.fingerprint()
+    write_json_atomic(out / "report.json", {"status": "cancelled"})
+    assert not pipe.up_to_date()
+    write_json_atomic(out / "report.json", {"status": "finished"})
+    time.sleep(0.01)
+    photos[0].write_bytes(b"\xff\xd8\xff\xe0 retouched")  # same name, new content
+    assert not pipe.up_to_date()
+
+
 def test_ray_requests_fit_the_local_instance():
     from engine.catalogue import _ray_fit
 
