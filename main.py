@@ -2,6 +2,7 @@
 
     python main.py                                   the desktop app
     python main.py reconstruct PHOTOS... --out DIR   photos -> run folder
+    python main.py batch CATALOGUE --out SITE        a folder of product folders -> gallery
     python main.py sample DIR                        write a synthetic sample photo set
     python main.py demo                              sample + reconstruction, opens the viewer
 
@@ -127,16 +128,13 @@ def _run_in_thread(target):  # noqa: ANN001, ANN202
     return box.get("result")
 
 
-def cmd_reconstruct(args: argparse.Namespace) -> int:
-    """``reconstruct``: photos to a run folder."""
+def _config_from_args(args: argparse.Namespace):  # noqa: ANN202 - engine.config.PipelineConfig
+    """The run settings the options of ``reconstruct`` and ``batch`` ask for."""
     from engine.config import preset
-    from engine.errors import VitrineError
-    from engine.pipeline import reconstruct
-    from engine.progress import Cancelled
 
     overrides = {"device": args.device}
     cfg = preset(args.preset, **overrides)
-    if args.name:
+    if getattr(args, "name", ""):
         cfg = cfg.replace(export=dataclasses.replace(cfg.export, product_name=args.name))
     prior = cfg.depth_prior
     if getattr(args, "no_depth_prior", False):
@@ -170,7 +168,16 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if getattr(args, "known_dimension", None):
         which, mm = args.known_dimension
         scale = dataclasses.replace(scale, known_dimension=which, known_dimension_mm=mm)
-    cfg = cfg.replace(scale=scale)
+    return cfg.replace(scale=scale)
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    """``reconstruct``: photos to a run folder."""
+    from engine.errors import VitrineError
+    from engine.pipeline import reconstruct
+    from engine.progress import Cancelled
+
+    cfg = _config_from_args(args)
     bar = ProgressBar()
     try:
         result = _run_in_thread(
@@ -239,6 +246,92 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of at least 1")
+    return value
+
+
+class CatalogueLines:
+    """Turns the batch's ``catalogue`` events into lines.
+
+    One line per finished product, with the count done and the time left.
+    """
+
+    def __init__(self, stream: TextIO = sys.stdout) -> None:
+        self.stream = stream
+
+    def __call__(self, event) -> None:  # noqa: ANN001 - engine.progress.ProgressEvent
+        """Show one event."""
+        info = event.partial or {}
+        if info.get("product") is None:
+            self.stream.write(f"{event.message}\n")
+        else:
+            left = info.get("seconds_left")
+            eta = f", about {_duration(left)} left" if left else ""
+            self.stream.write(f"[{event.current}/{event.total}{eta}] {event.message}\n")
+        self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """``batch``: a catalogue of product folders to run folders, summary.json and a gallery."""
+    from engine.catalogue import SUMMARY_NAME, run_catalogue
+    from engine.errors import VitrineError
+
+    cfg = _config_from_args(args)
+    try:
+        result = _run_in_thread(
+            lambda token: run_catalogue(
+                args.catalogue,
+                args.out,
+                cfg,
+                workers=args.workers,
+                ray_address=args.ray,
+                retry_failed=args.retry_failed,
+                progress=CatalogueLines(),
+                cancel=token,
+            )
+        )
+    except VitrineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # an internal error: one line, not a traceback
+        logger.exception("The batch failed with an internal error")
+        print(f"error: internal error ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return EXIT_FAILED
+    summary = result.summary
+    counts, verdicts = summary["counts"], summary["verdicts"]
+    waiting = f", {counts['pending']} not done" if counts.get("pending") else ""
+    print(
+        f"{len(result.products)} products ({len(result.computed)} computed now{waiting}): "
+        f"{verdicts.get('ready', 0)} ready, {verdicts.get('check', 0)} to check, "
+        f"{verdicts.get('reshoot', 0)} to reshoot, {counts.get('failed', 0)} failed."
+    )
+    for entry in result.failed:
+        print(f"  failed: {entry['folder']}: {entry.get('reason')} (exit {entry.get('exit_code')})")
+    if result.cancelled:
+        print(
+            f"Cancelled. {Path(args.out) / SUMMARY_NAME} lists what is done; run the same "
+            "command again to continue.",
+            file=sys.stderr,
+        )
+        return EXIT_CANCELLED
+    print(f"Open {Path(args.out) / 'index.html'} in a browser to see the gallery.")
+    return EXIT_FAILED if result.failed else EXIT_OK
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     """``sample``: write a synthetic sample photo set."""
     from engine.synthetic import write_sample
@@ -273,19 +366,57 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _known_dimension(text: str) -> tuple[str, float]:
     """``height=250`` (or ``width=120mm``) -> ``("height", 250.0)``."""
-    which, _, value = text.partition("=")
-    which = which.strip().lower()
-    value = value.strip().lower().removesuffix("mm").strip()
+    from engine.config import parse_known_dimension
+
     try:
-        mm = float(value)
-    except ValueError:
-        mm = 0.0
-    if which not in ("width", "depth", "height") or not mm > 0:
-        raise argparse.ArgumentTypeError(
-            f"'{text}' is not a dimension: write width=MM, depth=MM or height=MM, "
-            "for example height=250"
-        )
-    return which, mm
+        return parse_known_dimension(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_preset_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="standard", choices=["preview", "standard", "high"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def _add_stage_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the stages, shared by ``reconstruct`` and ``batch``."""
+    parser.add_argument(
+        "--no-depth-prior",
+        action="store_true",
+        help="do not use the monocular depth network (Depth-Anything-V2)",
+    )
+    parser.add_argument(
+        "--depth-model",
+        metavar="PATH_OR_ID",
+        help="depth network: a local folder with model.safetensors, or a Hugging Face id "
+        "(default depth-anything/Depth-Anything-V2-Small-hf)",
+    )
+    parser.add_argument(
+        "--download-models",
+        action="store_true",
+        help="download the depth (and mask) network when it is not on this computer "
+        "(needs internet)",
+    )
+    parser.add_argument(
+        "--no-masks", action="store_true", help="do not mask out the backdrop automatically"
+    )
+    parser.add_argument(
+        "--mask-model",
+        metavar="PATH_OR_ID",
+        help="segmentation network for the masks (a transformers semantic-segmentation folder "
+        "with model.safetensors, or a Hugging Face id); default: weight-free masks",
+    )
+    parser.add_argument("--no-mesh", action="store_true", help="stop at the point cloud (no mesh)")
+    parser.add_argument(
+        "--max-triangles", type=int, metavar="N", help="triangle budget of the mesh (100000)"
+    )
+    parser.add_argument(
+        "--marker-size-mm",
+        type=float,
+        metavar="MM",
+        help="side of the printed ArUco marker(s) in the photos, for true scale",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,49 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("reconstruct", help="reconstruct photos into a run folder")
     rec.add_argument("images", nargs="+", type=Path, help="photo files and/or folders")
     rec.add_argument("--out", required=True, type=Path, help="run folder to write")
-    rec.add_argument("--preset", default="standard", choices=["preview", "standard", "high"])
-    rec.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_preset_options(rec)
     rec.add_argument("--name", default="", help="product name shown in the viewer")
     rec.add_argument("--json", action="store_true", help="print report.json on success")
     rec.add_argument(
         "--sparse-only", action="store_true", help="stop after the cameras and sparse points"
     )
-    rec.add_argument(
-        "--no-depth-prior",
-        action="store_true",
-        help="do not use the monocular depth network (Depth-Anything-V2)",
-    )
-    rec.add_argument(
-        "--depth-model",
-        metavar="PATH_OR_ID",
-        help="depth network: a local folder with model.safetensors, or a Hugging Face id "
-        "(default depth-anything/Depth-Anything-V2-Small-hf)",
-    )
-    rec.add_argument(
-        "--download-models",
-        action="store_true",
-        help="download the depth (and mask) network when it is not on this computer "
-        "(needs internet)",
-    )
-    rec.add_argument(
-        "--no-masks", action="store_true", help="do not mask out the backdrop automatically"
-    )
-    rec.add_argument(
-        "--mask-model",
-        metavar="PATH_OR_ID",
-        help="segmentation network for the masks (a transformers semantic-segmentation folder "
-        "with model.safetensors, or a Hugging Face id); default: weight-free masks",
-    )
-    rec.add_argument("--no-mesh", action="store_true", help="stop at the point cloud (no mesh)")
-    rec.add_argument(
-        "--max-triangles", type=int, metavar="N", help="triangle budget of the mesh (100000)"
-    )
-    rec.add_argument(
-        "--marker-size-mm",
-        type=float,
-        metavar="MM",
-        help="side of the printed ArUco marker(s) in the photos, for true scale",
-    )
+    _add_stage_options(rec)
     rec.add_argument(
         "--known-dimension",
         type=_known_dimension,
@@ -358,6 +453,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="a measured product dimension for true scale, e.g. height=250",
     )
     rec.set_defaults(func=cmd_reconstruct)
+
+    bat = sub.add_parser(
+        "batch",
+        help="reconstruct a catalogue (a folder of product folders) into a gallery site",
+        description="Each folder that holds photos is a product; an optional catalogue.csv "
+        "(folder,name,sku,known dimension,marker size mm) names them. Writes "
+        "SITE/products/<slug>/ (one run folder each), SITE/summary.json and SITE/index.html. "
+        "Finished products are not computed again: run the same command to continue.",
+    )
+    bat.add_argument("catalogue", type=Path, help="folder of product folders")
+    bat.add_argument("--out", required=True, type=Path, help="site folder to write")
+    bat.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="products at once on this machine (default: from the cores and memory)",
+    )
+    bat.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run each product as a Ray task: 'local' starts Ray here, 'auto' or "
+        'ray://host:port joins a cluster (needs pip install -e ".[cluster]")',
+    )
+    bat.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run again products that failed on their photos although nothing changed",
+    )
+    _add_preset_options(bat)
+    _add_stage_options(bat)
+    bat.set_defaults(func=cmd_batch)
 
     sam = sub.add_parser("sample", help="write a synthetic sample photo set")
     sam.add_argument("dir", help="folder to write")

@@ -334,6 +334,29 @@ def _tuples(value: Any) -> Any:
     return value
 
 
+def parse_known_dimension(text: str) -> tuple[str, float]:
+    """``height=250`` (or ``width=120mm``) -> ``("height", 250.0)``.
+
+    Raises
+    ------
+    ValueError
+        When ``text`` is not ``width=MM``, ``depth=MM`` or ``height=MM`` with MM > 0.
+    """
+    which, _, value = text.partition("=")
+    which = which.strip().lower()
+    value = value.strip().lower().removesuffix("mm").strip()
+    try:
+        mm = float(value)
+    except ValueError:
+        mm = 0.0
+    if which not in ("width", "depth", "height") or not mm > 0:
+        raise ValueError(
+            f"'{text}' is not a dimension: write width=MM, depth=MM or height=MM, "
+            "for example height=250"
+        )
+    return which, mm
+
+
 def preset(name: str, **overrides: Any) -> PipelineConfig:
     """Build a named preset; ``overrides`` replace top-level fields (device, export ...).
 

@@ -28,6 +28,10 @@ class NotEnoughImagesError(InputError):
     """Fewer usable photos than a reconstruction needs."""
 
 
+class ClusterUnavailableError(InputError):
+    """A Ray cluster was asked for but Ray is not installed (or the cluster cannot be reached)."""
+
+
 class ReconstructionError(VitrineError):
     """A stage ran but could not produce a usable result from these photos."""
 

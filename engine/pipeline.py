@@ -36,7 +36,7 @@ from engine.errors import (
 )
 from engine.export.plotly_html import write_viewer
 from engine.export.ply import read_ply, write_ply
-from engine.export.report import write_json_atomic, write_report
+from engine.export.report import scrub_paths, to_jsonable, write_json_atomic, write_report
 from engine.progress import Cancelled, CancelToken, ProgressCallback, ProgressEvent, no_progress
 from engine.stages import ingest as ingest_stage
 from engine.stages import sfm as sfm_stage
@@ -273,6 +273,41 @@ class Pipeline:
             except OSError:
                 entries.append([str(p), None, None])
         return _fingerprint(entries)
+
+    def fingerprint(self) -> str:
+        """Fingerprint of this run's photos (paths, sizes, times), settings and engine version.
+
+        Two runs with the same fingerprint compute the same thing; a batch uses it to leave
+        alone a product that failed for reasons its unchanged photos would give again.
+        """
+        return _fingerprint([self._input_key(), self.config.to_dict(), engine.__version__])
+
+    def up_to_date(self) -> bool:
+        """Whether the run folder already holds a finished run of these photos and settings.
+
+        True when report.json says ``finished``, every stage up to the export finished for
+        these inputs with this engine version (work/state.json), and config.json equals this
+        run's settings: running again would only rewrite the same files.
+        """
+        if not _finished_before(self.out_dir):
+            return False
+        try:
+            state = json.loads((self.out_dir / "work" / STATE_FILE).read_text(encoding="utf-8"))
+            saved = json.loads((self.out_dir / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        key = state.get("key", {}) if isinstance(state, dict) else {}
+        return (
+            key.get("inputs") == self._input_key()
+            and key.get("engine") == engine.__version__
+            and "export" in state.get("done", {})
+            and saved == self._saved_config()
+        )
+
+    def _saved_config(self) -> Any:
+        """The settings as config.json holds them (local paths made relative)."""
+        clean = scrub_paths(to_jsonable(self.config.to_dict()), [self.out_dir.resolve()])
+        return json.loads(json.dumps(clean))
 
     def _timed(self, report: RunReport, stage: str, fn: Callable[[], T]) -> T:
         self.cancel.raise_if_cancelled()

@@ -1115,6 +1115,28 @@ def _face_neighbours(faces: np.ndarray) -> np.ndarray:
     return nb.reshape(m, 3)
 
 
+def depth_buffer(xy: np.ndarray, z: np.ndarray, faces: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Nearest depth per pixel of a triangle mesh seen by a camera (a numpy z-buffer).
+
+    Parameters
+    ----------
+    xy
+        (N, 2) pixel coordinates of the vertices (x right, y down; pixel centres at +0.5).
+    z
+        (N,) depth of the vertices; faces with a vertex at z <= 0 are left out.
+    faces
+        (M, 3) vertex indices.
+    w, h
+        Image size in pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        (h, w) float depths, ``inf`` where no face covers the pixel.
+    """
+    return _zbuffer(np.asarray(xy, np.float64), np.asarray(z, np.float64), faces, w, h)
+
+
 def _zbuffer(xy: np.ndarray, z: np.ndarray, faces: np.ndarray, w: int, h: int) -> np.ndarray:
     """Nearest depth per pixel of ``faces`` (pixel coordinates ``xy`` of the vertices)."""
     zbuf = np.full(w * h, np.inf)
