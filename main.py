@@ -268,6 +268,8 @@ class CatalogueLines:
     def __call__(self, event) -> None:  # noqa: ANN001 - engine.progress.ProgressEvent
         """Show one event."""
         info = event.partial or {}
+        if info.get("started"):
+            return  # one line per finished product, not per start
         if info.get("product") is None:
             self.stream.write(f"{event.message}\n")
         else:

@@ -91,6 +91,8 @@ class Product:
         True-scale hints from catalogue.csv (see :class:`engine.config.ScaleConfig`).
     problem
         Why it cannot run at all (a catalogue.csv row naming a missing folder); empty if none.
+    config
+        See below.
     """
 
     folder: str
@@ -102,6 +104,9 @@ class Product:
     known_dimension_mm: float = 0.0
     marker_size_mm: float = 0.0
     problem: str = ""
+    config: PipelineConfig | None = None
+    """Settings of its own (an image set of the app's project); None: the batch's settings with
+    this product's name and true-scale hints."""
 
 
 def is_photo(path: Path) -> bool:
@@ -266,7 +271,15 @@ def find_products(catalogue: Path, *, exclude: Sequence[Path] = ()) -> list[Prod
 
 
 def product_config(base: PipelineConfig, product: Product) -> PipelineConfig:
-    """The batch's settings with this product's name and true-scale hints."""
+    """The batch's settings with this product's name and true-scale hints.
+
+    A product with settings of its own keeps them (only its name is filled in when empty).
+    """
+    if product.config is not None:
+        own = product.config
+        if own.export.product_name:
+            return own
+        return own.replace(export=dataclasses.replace(own.export, product_name=product.name))
     cfg = base.replace(export=dataclasses.replace(base.export, product_name=product.name))
     scale = cfg.scale
     if product.marker_size_mm > 0:
@@ -396,7 +409,7 @@ def run_product(job: Mapping[str, Any], cancel: CancelToken | None = None) -> di
     except Exception as exc:  # a bug: recorded for this product, the others go on
         logger.exception("Product %s failed with an internal error", slug)
         return _failure(
-            f"internal error ({type(exc).__name__}: {exc}); see {PRODUCTS}/{slug}/run.log",
+            f"internal error ({type(exc).__name__}: {exc}); see {Path(job['out']) / 'run.log'}",
             1,
             t0,
         )
@@ -462,6 +475,7 @@ class _LocalPool:
         jobs: Sequence[dict[str, Any]],
         done: Callable[[dict[str, Any], dict[str, Any]], None],
         cancel: CancelToken,
+        started: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         import multiprocessing
         from multiprocessing.connection import wait
@@ -502,6 +516,8 @@ class _LocalPool:
                     proc.start()
                     sender.close()
                     running[receiver] = (proc, job)
+                    if started is not None and tries[job["slug"]] == 1:
+                        started(job)
                 wait([*running, *(p.sentinel for p, _ in running.values())], timeout=0.25)
                 for conn in list(running):
                     proc, job = running[conn]
@@ -607,6 +623,21 @@ def _import_ray() -> Any:
     return ray
 
 
+def _join_failure(address: str, exc: BaseException) -> str:
+    """Why joining the cluster at ``address`` failed, and what to do."""
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    advice = "Give ray://HEAD:10001 or auto (on a cluster node), or --ray local."
+    if "auth" in str(exc).lower() and "token" in str(exc).lower():
+        # Ray 2.52+: a cluster started with token authentication (the default of local
+        # clusters from Ray 2.59) refuses drivers that do not present its token.
+        advice = (
+            "The cluster uses token authentication: set RAY_AUTH_MODE=token here, as on its "
+            "nodes, with the cluster's token in RAY_AUTH_TOKEN or in ~/.ray/auth_token "
+            "(`ray get-auth-token` on the head prints it)."
+        )
+    return f"Cannot join the Ray cluster at '{address}' ({text}). {advice}"
+
+
 class _RayPool:
     """Products as Ray tasks, on a cluster or on a Ray instance started here.
 
@@ -622,9 +653,10 @@ class _RayPool:
         jobs: Sequence[dict[str, Any]],
         done: Callable[[dict[str, Any], dict[str, Any]], None],
         cancel: CancelToken,
+        started: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         ray = _import_ray()
-        started = False
+        initialised = False
         if not ray.is_initialized():
             if self.address == "local":
                 # Workers import this checkout's engine (not another installed copy).
@@ -640,11 +672,8 @@ class _RayPool:
                 try:
                     ray.init(address=self.address, log_to_driver=False)
                 except Exception as exc:  # ConnectionError, a bad address, a version mismatch
-                    raise ClusterUnavailableError(
-                        f"Cannot join the Ray cluster at '{self.address}' ({exc}). Give "
-                        "ray://HEAD:10001 or auto (on a cluster node), or --ray local."
-                    ) from exc
-            started = True
+                    raise ClusterUnavailableError(_join_failure(self.address, exc)) from exc
+            initialised = True
         try:
             task = ray.remote(_ray_product)
             total = ray.cluster_resources()
@@ -662,6 +691,8 @@ class _RayPool:
                     options["num_gpus"] = need.num_gpus
                 payload = {k: v for k, v in job.items() if k != "resources"}
                 refs[task.options(**options).remote(payload)] = job
+                if started is not None:  # submitted: Ray says when it runs, not we
+                    started(job)
             while refs:
                 if cancel.cancelled:
                     for ref, job in refs.items():
@@ -686,7 +717,7 @@ class _RayPool:
                         }
                     done(job, outcome)
         finally:
-            if started:
+            if initialised:
                 ray.shutdown()
 
 
@@ -758,17 +789,60 @@ def run_catalogue(
     VitrineError
         When the catalogue or site cannot be used, or Ray is asked for but not installed.
     """
-    from engine.export import gallery
-    from engine.pipeline import Pipeline
-
-    cancel = cancel or CancelToken()
     root = Path(catalogue)
     site = Path(site)
     if ray_address is not None:
         _import_ray()  # before any work: say at once how to get it
-    products = find_products(root, exclude=[site])
+    return run_products(
+        find_products(root, exclude=[site]),
+        site,
+        config,
+        title=root.resolve().name.replace("_", " ") or "Catalogue",
+        workers=workers,
+        ray_address=ray_address,
+        retry_failed=retry_failed,
+        progress=progress,
+        cancel=cancel,
+        worker_hook=worker_hook,
+        roots=[root.resolve()],
+    )
+
+
+def run_products(
+    products: Sequence[Product],
+    site: Path | str,
+    config: PipelineConfig,
+    *,
+    title: str,
+    products_dir: str = PRODUCTS,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    retry_failed: bool = False,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+    worker_hook: WorkerHook | None = None,
+    roots: Sequence[Path] = (),
+) -> CatalogueResult:
+    """Reconstruct ``products`` into ``site/<products_dir>/<slug>/`` and write the gallery.
+
+    The engine of :func:`run_catalogue`, also used by the app's catalogue view, whose products
+    are the image sets of a project (each with its own settings, :attr:`Product.config`) and
+    whose site is the project folder (``products_dir="runs"``, where the sets' run folders
+    are). Parameters as in :func:`run_catalogue`; ``title`` heads the gallery; ``roots`` are
+    further folders whose absolute paths summary.json writes relative.
+
+    Besides the ``catalogue`` event after each product, ``progress`` gets one when a product
+    starts (``partial["started"]`` True, its entry's status ``running``).
+    """
+    from engine.export import gallery
+    from engine.pipeline import Pipeline
+
+    cancel = cancel or CancelToken()
+    site = Path(site)
+    if ray_address is not None:
+        _import_ray()  # before any work: say at once how to get it
     try:
-        (site / PRODUCTS).mkdir(parents=True, exist_ok=True)
+        (site / products_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(
             f"Cannot create the site folder '{site}': {exc.strerror or exc}."
@@ -779,14 +853,14 @@ def run_catalogue(
     most = Resources(1, 1024)
     for product in products:
         cfg = product_config(config, product)
-        out = site / PRODUCTS / product.slug
+        out = site / products_dir / product.slug
         entry = {
             "slug": product.slug,
             "folder": product.folder,
             "name": product.name,
             "sku": product.sku,
             "photos": len(product.photos),
-            "run": f"{PRODUCTS}/{product.slug}/",
+            "run": f"{products_dir}/{product.slug}/",
             "status": "pending",
         }
         entries[product.slug] = entry
@@ -828,11 +902,10 @@ def run_catalogue(
         )
     for entry in entries.values():
         if entry["status"] == "finished":
-            _describe(entry, site / PRODUCTS / entry["slug"])
+            _describe(entry, site / products_dir / entry["slug"])
 
-    title = root.resolve().name.replace("_", " ") or "Catalogue"
     state = _BatchState(site, title, config, entries, progress, n_jobs=len(jobs))
-    state.roots = [site.resolve(), root.resolve()]
+    state.roots = [site.resolve(), *(Path(r) for r in roots)]
     if ray_address is None:
         n = workers if workers else default_workers(most, len(jobs))
         for job in jobs:  # the cores shared out between the products running at once
@@ -845,10 +918,10 @@ def run_catalogue(
     state.start()
     try:
         if jobs:
-            runner.run(jobs, state.finished, cancel)
+            runner.run(jobs, state.finished, cancel, started=state.started)
     finally:
         state.write_summary()
-        _write_site(site, title, list(entries.values()), gallery)
+        _write_site(site, title, list(entries.values()), gallery, products_dir)
     return CatalogueResult(
         site=site,
         summary=state.summary(),
@@ -892,6 +965,20 @@ class _BatchState:
                 partial={"product": None, "seconds_left": None},
             )
         )
+
+    def started(self, job: dict[str, Any]) -> None:
+        with self.lock:
+            entry = self.entries[job["slug"]]
+            entry["status"] = "running"
+            self.progress(
+                ProgressEvent(
+                    "catalogue",
+                    self.n_done,
+                    self.n_jobs,
+                    f"{job['slug']}: started",
+                    partial={"product": dict(entry), "started": True, "seconds_left": None},
+                )
+            )
 
     def finished(self, job: dict[str, Any], outcome: dict[str, Any]) -> None:
         with self.lock:
@@ -967,7 +1054,9 @@ def _describe(entry: dict[str, Any], run_dir: Path) -> None:
     entry["unregistered"] = len(report.get("unregistered") or {})
 
 
-def _write_site(site: Path, title: str, entries: list[dict[str, Any]], gallery: Any) -> None:
+def _write_site(
+    site: Path, title: str, entries: list[dict[str, Any]], gallery: Any, products_dir: str
+) -> None:
     """Stills, product pages, the vendored viewer and index.html.
 
     A product whose still cannot be rendered keeps its card, without the picture.
@@ -976,7 +1065,7 @@ def _write_site(site: Path, title: str, entries: list[dict[str, Any]], gallery: 
     for entry in entries:
         if entry["status"] != "finished":
             continue
-        run_dir = site / PRODUCTS / entry["slug"]
+        run_dir = site / products_dir / entry["slug"]
         glb = run_dir / "mesh.glb"
         if glb.is_file():
             try:
@@ -984,7 +1073,7 @@ def _write_site(site: Path, title: str, entries: list[dict[str, Any]], gallery: 
             except (VitrineError, ValueError, MemoryError) as exc:
                 logger.warning("No still picture of %s: %s", entry["slug"], exc)
         gallery.write_product_page(run_dir, entry, site)
-    gallery.write_gallery(site, entries, title=title)
+    gallery.write_gallery(site, entries, title=title, products_dir=products_dir)
 
 
 def _read_summary(site: Path) -> dict[str, Any]:

@@ -69,6 +69,7 @@ from engine.errors import InputError, OutputError
 from engine.io import ImageReadError
 from engine.types import Mesh, PointCloud
 from gui.about import AboutDialog
+from gui.catalogue_view import CatalogueDialog
 from gui.coverage_widget import CoverageWidget
 from gui.errors import ErrorSink, QtLogHandler
 from gui.export_dialog import ExportDialog
@@ -243,6 +244,7 @@ class MainWindow(QMainWindow):
         self.export_dialog: ExportDialog | None = None
         self.inspector: MaskInspector | None = None
         self.scale_dialog: SetScaleDialog | None = None
+        self.catalogue_dialog: CatalogueDialog | None = None
         self.sample_writer: SampleWriter | None = None
         self.snapshot_counts: Counter[str] = Counter()
         self.last_screening: Screening | None = None
@@ -468,6 +470,13 @@ class MainWindow(QMainWindow):
         run_menu = bar.addMenu("&Run")
         self.run_action = action(run_menu, "&Run", self.start_run, "Ctrl+R")
         self.cancel_action = action(run_menu, "&Cancel run", self.cancel_run, "Ctrl+.")
+        run_menu.addSeparator()
+        action(
+            run_menu,
+            "Run all sets (&catalogue)…",
+            self.show_catalogue,
+            tip="Run every image set one after another and make the gallery",
+        )
         self.cancel_action.setEnabled(False)
 
         view_menu = bar.addMenu("&View")
@@ -708,10 +717,48 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{name}{star} — Vitrine")
 
     def _busy(self, what: str) -> bool:
-        if self.worker is not None or self.sample_writer is not None:
+        if self.worker is not None or self.sample_writer is not None or self._catalogue_running():
             self.statusBar().showMessage(f"Cannot {what} while a run is going: cancel it first.")
             return True
         return False
+
+    def _catalogue_running(self) -> bool:
+        return self.catalogue_dialog is not None and self.catalogue_dialog.is_running()
+
+    def show_catalogue(self) -> CatalogueDialog:
+        """The catalogue view: all image sets run one after another, the gallery."""
+        dialog = self.catalogue_dialog
+        if dialog is None or (dialog.project is not self.project and not dialog.is_running()):
+            if dialog is not None:
+                dialog.close()
+            dialog = CatalogueDialog(
+                self.project,
+                self.run_config,
+                vitrine_home(),
+                busy=lambda: (
+                    "A run is going in the main window: wait for it or cancel it."
+                    if self.worker is not None or self.sample_writer is not None
+                    else ""
+                ),
+                parent=self,
+            )
+            dialog.set_finished.connect(self._on_catalogue_set)
+            dialog.running_changed.connect(lambda on: self.run_action.setEnabled(not on))
+            self.catalogue_dialog = dialog
+        else:
+            dialog.refresh()
+        dialog.show()
+        dialog.raise_()
+        return dialog
+
+    def _on_catalogue_set(self, name: str, status: str, message: str) -> None:
+        if not self.project.has_set(name):
+            return
+        self.project.update_set(name, last_status=status, last_message=message)
+        self._save_if_saved()
+        self.log_panel.append("INFO" if status == "finished" else "WARNING", f"— {name}: {message}")
+        if name == self.current_set:
+            self.show_last_result(name)
 
     def new_project(self) -> None:
         """Start an empty, unsaved project."""
@@ -926,7 +973,7 @@ class MainWindow(QMainWindow):
         A set run before resumes from its last finished stage (the engine skips stages done
         with the same photos and settings).
         """
-        if self.worker is not None:
+        if self.worker is not None or self._catalogue_running():
             self.statusBar().showMessage("A run is already going.")
             return False
         name = set_name or self.current_set
@@ -1481,6 +1528,19 @@ class MainWindow(QMainWindow):
                 )
                 event.ignore()
                 return
+        if self._catalogue_running():
+            if not self.confirm("The catalogue is running. Cancel it and quit?"):
+                event.ignore()
+                return
+            self.catalogue_dialog.cancel()
+            self.statusBar().showMessage("Stopping the catalogue before closing…")
+            if not self.catalogue_dialog.wait(CLOSE_WAIT_S):
+                self.errors.report(
+                    "The catalogue is still stopping",
+                    "The running image set did not stop in time. Wait a moment and close again.",
+                )
+                event.ignore()
+                return
         self._closing = True
         if self.sample_writer is not None:
             writer = self.sample_writer
@@ -1491,7 +1551,8 @@ class MainWindow(QMainWindow):
         self._save_if_saved()
         for name in LOGGERS:
             logging.getLogger(name).removeHandler(self.log_handler)
-        for dialog in (self.export_dialog, self.inspector, self.scale_dialog):
+        dialogs = (self.export_dialog, self.inspector, self.scale_dialog, self.catalogue_dialog)
+        for dialog in dialogs:
             if dialog is not None:
                 dialog.close()
         event.accept()

@@ -16,7 +16,7 @@ import html
 import json
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -407,11 +407,18 @@ def _write_model_data(path: Path, glb: Path) -> None:
     _write_text(path, script)
 
 
-def write_gallery(site: Path, records: Sequence[Mapping[str, Any]], *, title: str) -> Path:
+def write_gallery(
+    site: Path,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    title: str,
+    products_dir: str = "products",
+) -> Path:
     """``SITE/index.html``: a card per finished product, the failed and pending ones listed.
 
     ``records`` are summary.json's product entries (``slug``, ``name``, ``sku``, ``status``,
-    ``verdict``, ``reasons``, ``dimensions_mm``, ``reason``, ``exit_code``, ``folder``).
+    ``verdict``, ``reasons``, ``dimensions_mm``, ``reason``, ``exit_code``, ``folder``); their
+    run folders are ``SITE/<products_dir>/<slug>/``.
     """
     finished = [r for r in records if r.get("status") == "finished"]
     failed = [r for r in records if r.get("status") == "failed"]
@@ -434,9 +441,9 @@ def write_gallery(site: Path, records: Sequence[Mapping[str, Any]], *, title: st
     ]
     for r in finished:
         slug = r["slug"]
-        href = f"products/{slug}/{PAGE}"
+        href = f"{products_dir}/{slug}/{PAGE}"
         name = r.get("name") or slug
-        still = f"products/{slug}/{STILL}"
+        still = f"{products_dir}/{slug}/{STILL}"
         has_still = (site / still).is_file()
         img = (
             f'<img src="{_e(still)}" alt="{_e(name)}" width="480" height="360">'
@@ -459,23 +466,13 @@ def write_gallery(site: Path, records: Sequence[Mapping[str, Any]], *, title: st
             parts.append(f'<ul class="reasons">{items}</ul>')
         parts.append("</div></article>")
     parts.append("</div>")
-    if failed:
-        parts.append('<section class="failed"><h2>Failed</h2><ul>')
-        for r in failed:
-            parts.append(
-                f'<li data-slug="{_e(r["slug"])}"><strong>{_e(r.get("name") or r["slug"])}'
-                f"</strong> ({_e(r.get('folder', ''))}): {_e(r.get('reason', ''))} "
-                f"(exit code {_e(r.get('exit_code', ''))})</li>"
-            )
-        parts.append("</ul></section>")
-    if waiting:
-        parts.append('<section class="waiting"><h2>Not run yet</h2><ul>')
-        for r in waiting:
-            parts.append(
-                f'<li data-slug="{_e(r["slug"])}">{_e(r.get("name") or r["slug"])} '
-                f"({_e(r.get('folder', ''))}): {_e(r.get('status', ''))}</li>"
-            )
-        parts.append("</ul></section>")
+    parts += _list_section(
+        "failed",
+        "Failed",
+        failed,
+        lambda r: f"{r.get('reason', '')} (exit code {r.get('exit_code', '')})",
+    )
+    parts += _list_section("waiting", "Not run yet", waiting, lambda r: r.get("status", ""))
     parts.append(
         "</main><footer>Made with Vitrine. 3D views: model-viewer "
         f'{MODEL_VIEWER_VERSION} (Apache-2.0, <a href="{ASSETS}/{MODEL_VIEWER_LICENSE}">'
@@ -484,6 +481,27 @@ def write_gallery(site: Path, records: Sequence[Mapping[str, Any]], *, title: st
     page = site / PAGE
     _write_text(page, "\n".join(parts) + "\n")
     return page
+
+
+def _list_section(
+    css: str,
+    heading: str,
+    records: Sequence[Mapping[str, Any]],
+    why: Callable[[Mapping[str, Any]], str],
+) -> list[str]:
+    """A titled list of products without a card (failed, not run yet); nothing when empty."""
+    if not records:
+        return []
+    parts = [f'<section class="{css}"><h2>{_e(heading)}</h2><ul>']
+    for r in records:
+        name = r.get("name") or r["slug"]
+        folder = r.get("folder", "")
+        where = f" ({_e(folder)})" if folder and folder != name else ""
+        parts.append(
+            f'<li data-slug="{_e(r["slug"])}"><strong>{_e(name)}</strong>{where}: {_e(why(r))}</li>'
+        )
+    parts.append("</ul></section>")
+    return parts
 
 
 def read_report(run_dir: Path) -> dict[str, Any] | None:

@@ -520,8 +520,20 @@ def test_killed_worker_is_retried_and_the_product_completes(batch_runs):
 def test_progress_one_event_per_product_with_time_left(batch_runs):
     events = batch_runs["events"]
     assert events[0].stage == "catalogue" and events[0].current == 0
-    done = [e for e in events[1:]]
+    done = [e for e in events[1:] if not e.partial.get("started")]
+    started = [e for e in events[1:] if e.partial.get("started")]
     computed = batch_runs["full"].computed
+    # one start per product (a retried worker does not start it again), before its end
+    assert sorted(e.partial["product"]["slug"] for e in started) == sorted(computed)
+    assert all(e.partial["product"]["status"] == "running" for e in started)
+    for slug in computed:
+        first_start = next(
+            i for i, e in enumerate(events) if e in started and e.partial["product"]["slug"] == slug
+        )
+        end = next(
+            i for i, e in enumerate(events) if e in done and e.partial["product"]["slug"] == slug
+        )
+        assert first_start < end
     assert len(done) == len(computed) == events[0].total
     assert [e.current for e in done] == list(range(1, len(done) + 1))
     assert {e.partial["product"]["slug"] for e in done} == set(computed)
@@ -830,3 +842,15 @@ def test_gallery_in_headless_chromium(batch_runs, served):
         if name != "index.html":
             assert page["loaded"] == "loaded", name
             assert page["coloured"] > 0.02, (name, page["coloured"])  # the product is drawn
+
+
+def test_joining_a_token_cluster_says_how_to_authenticate():
+    from engine.catalogue import _join_failure
+
+    exc = RuntimeError(
+        "Unauthenticated: RPC error: InvalidAuthToken: Authentication token is missing"
+    )
+    text = _join_failure("auto", exc)
+    assert "'auto'" in text and "RAY_AUTH_MODE=token" in text and "ray get-auth-token" in text
+    plain = _join_failure("ray://head:10001", ConnectionError("timed out"))
+    assert "timed out" in plain and "--ray local" in plain and "TOKEN" not in plain
