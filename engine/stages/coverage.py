@@ -503,69 +503,6 @@ class CoverageResult:
         }
 
 
-def level_up(cameras: Sequence[CameraPose]) -> np.ndarray | None:
-    """Up as the direction square to every camera's image x axis, or None when undetermined.
-
-    Photographers hold the camera level (no roll) whether it looks across or down at the
-    product, so each photo's horizontal image axis is horizontal in the world. Unlike the
-    ring-plane fit or the mean image up of :func:`engine.geometry.up_direction`, this stays
-    exact when part of the way round is missing (with 80 deg of a three-ring set left out,
-    those tilt by 12 deg). Cameras rolled more than 20 deg from the consensus are ignored.
-
-    Parameters
-    ----------
-    cameras
-        Registered cameras.
-
-    Returns
-    -------
-    numpy.ndarray or None
-        Unit up (signed like the cameras' mean image up), or None when the photos do not
-        face enough directions (or are not held level) to tell.
-    """
-    if len(cameras) < 3:
-        return None
-    right = np.array([np.asarray(c.R, np.float64)[0] for c in cameras])
-    mean_up = -np.mean([np.asarray(c.R, np.float64)[1] for c in cameras], axis=0)
-    keep = np.ones(len(right), bool)
-    up = None
-    for _ in range(2):
-        if keep.sum() < 3:
-            return None
-        sel = right[keep]
-        values, vectors = np.linalg.eigh(sel.T @ sel / len(sel))
-        # the image x axes must spread over the horizontal plane, and lie in it
-        if values[1] < 0.05 or values[0] > 0.25 * values[1]:
-            return None
-        up = vectors[:, 0]
-        keep = np.abs(right @ up) < math.sin(math.radians(20.0))
-    if up is None or abs(float(up @ mean_up)) < 1e-6:
-        return None
-    return up * np.sign(float(up @ mean_up))
-
-
-def _find_up(poses: Sequence[CameraPose], target: np.ndarray) -> tuple[np.ndarray, str]:
-    """Up for the map, and where it came from: ``level``, ``ring`` or ``up_direction``."""
-    found = level_up(poses)
-    if found is not None:
-        return found, "level"
-    if len(poses) >= 6:
-        # Cameras rolled alike (a gantry shooting sideways): their ring's axis, pointing to the
-        # side of the ring the cameras are on, since they look down on a product more often
-        # than up at it.
-        centres = np.array([c.center for c in poses], np.float64)
-        mean = centres.mean(0)
-        _, sv, vt = np.linalg.svd(centres - mean, full_matrices=False)
-        side = float((mean - target) @ vt[2])
-        if (
-            sv[1] > 1e-9
-            and sv[2] < 0.2 * sv[1]
-            and abs(side) > 0.05 * sv[1] / math.sqrt(len(poses))
-        ):
-            return vt[2] * math.copysign(1.0, side), "ring"
-    return up_direction(poses), "up_direction"
-
-
 def _horizontal(v: np.ndarray, up: np.ndarray) -> np.ndarray | None:
     h = v - (v @ up) * up
     norm = float(np.linalg.norm(h))
@@ -681,8 +618,8 @@ def run(
     cfg
         Coverage settings (``azimuth_bins``, ``elevation_bins``).
     up
-        World up; None: :func:`level_up` of the cameras, else
-        :func:`engine.geometry.up_direction`.
+        World up; None: :func:`engine.geometry.up_direction` of the cameras, towards the
+        centre.
     expected
         Names of all the photos meant to be placed (or the SfM's ``unregistered`` mapping);
         those not in ``cameras`` are named in a note, since the gaps may be where they were
@@ -730,7 +667,9 @@ def run(
     if up is not None:
         up_vec, up_source = np.asarray(up, np.float64), "given"
     else:
-        up_vec, up_source = _find_up(poses, target)
+        # the cameras' level image axes, else their ring's axis, signed by the cameras
+        # standing above the product (one rule for the map, the mesh and the export)
+        up_vec, up_source = up_direction(poses, target), "cameras"
     up_vec = up_vec / max(float(np.linalg.norm(up_vec)), 1e-12)
 
     used: list[str] = []

@@ -255,9 +255,14 @@ def _fit_trend(lam: np.ndarray, band: np.ndarray) -> tuple[np.ndarray, float]:
             break
     gx = (np.arange(w, dtype=np.float64) + 0.5) / w * 2 - 1
     gy = (np.arange(h, dtype=np.float64) + 0.5) / h * 2 - 1
-    xx, yy = np.meshgrid(gx, gy)
-    surface = _quadratic_basis(xx, yy) @ coef
-    return surface.astype(np.float32), sigma
+    # the quadratic over the whole image, term by term (no H x W x 6 basis)
+    c0, cx, cy, cxx, cxy, cyy = coef
+    across = (cx + cxx * gx).astype(np.float32)
+    down = (c0 + cy * gy + cyy * gy * gy).astype(np.float32)
+    surface = down[:, None] + gx.astype(np.float32)[None, :] * (
+        across[None, :] + np.float32(cxy) * gy.astype(np.float32)[:, None]
+    )
+    return surface, sigma
 
 
 def _kmeans(samples: np.ndarray, k: int, iterations: int = 12) -> tuple[np.ndarray, np.ndarray]:

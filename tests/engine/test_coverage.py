@@ -50,7 +50,7 @@ def test_full_three_ring_set_has_no_gap_and_counts_every_camera():
     # one camera of the low ring in every 30 deg column (columns centred on the first photo)
     np.testing.assert_array_equal(result.counts[3], np.ones(12))
     assert result.stats["rings_deg"] == pytest.approx([15.0, 35.0, 55.0], abs=1.0)
-    assert result.stats["up_source"] == "level"
+    assert result.stats["up_source"] == "cameras"
     np.testing.assert_allclose(result.stats["up"], [0, 0, 1], atol=1e-6)
     # the underside is mentioned once, as a note, not as a gap
     assert len(result.notes) == 1 and "underside is not seen" in result.notes[0]
@@ -160,10 +160,11 @@ def test_same_result_in_any_frame(els):
 
 def test_level_up_survives_a_missing_sector_where_the_ring_fit_tilts():
     cams = list(ring_set(drop=lambda c: 120 <= world_azimuth(c) < 200).values())
-    up = coverage.level_up(cams)
-    assert math.degrees(math.acos(up[2])) < 0.1
-    # up_direction fits the level image axes first too (its ring-plane fit tilts by 12 deg)
+    # up_direction fits the level image axes first (a ring-plane fit tilts by 12 deg here)
     assert math.degrees(math.acos(up_direction(cams)[2])) < 0.1
+    result = coverage.run({c.name: c for c in cams}, None, CFG)
+    assert result.stats["up_source"] == "cameras"
+    assert math.degrees(math.acos(min(1.0, result.stats["up"][2]))) < 0.1
     # a given up is used as is
     given = coverage.run({c.name: c for c in cams}, None, CFG, up=[0, 0, 2.0])
     assert given.stats["up_source"] == "given" and given.stats["up"] == [0, 0, 1]
@@ -354,7 +355,7 @@ def test_real_gantry_ring_duplicate_and_height(tmp_path):
     cover = coverage.run(cams, np.mean(bbox, axis=0), CFG)
     # the ring's axis (SOURCE.md: normal 0.012, 0.999, -0.037), the box centre 60 mm below
     # the ring plane at 0.56 m: about 6 degrees of elevation
-    assert cover.stats["up_source"] == "ring"
+    assert cover.stats["up_source"] == "cameras"  # square to the level (rolled) image axes
     axis = np.array([0.012, 0.999, -0.037]) / np.linalg.norm([0.012, 0.999, -0.037])
     assert math.degrees(math.acos(min(1.0, np.dot(cover.stats["up"], axis)))) < 0.2
     assert cover.stats["elevation_min"] > 4 and cover.stats["elevation_max"] < 8

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from engine.config import preset
-from engine.geometry import align_cameras
+from engine.geometry import align_cameras, pose_errors
 from engine.pipeline import reconstruct
 from engine.stages import mesh as mesh_stage
 from tests.conftest import dataset, read_ground_truth
@@ -31,6 +31,10 @@ def test_lego_dense_cloud_stays_inside_every_silhouette(tmp_path):
     truth = read_ground_truth(root / "cameras.json")
     names = sorted(set(result.sparse.cameras) & set(truth))
     assert len(names) >= 43, result.sparse.unregistered
+    # the cameras as tests/realdata/test_sfm_realdata.py checks temple's: 90% placed, right
+    err = pose_errors(result.sparse.cameras, truth)
+    assert len(result.sparse.cameras) >= 0.9 * len(list((root / "images").iterdir()))
+    assert err.median_rotation_deg <= 0.5, sorted(err.rotation_deg)
     s, rot, t = align_cameras(result.sparse.cameras, truth, names)
     points = s * result.dense.xyz.astype(float) @ rot.T + t
     assert len(points) > 50_000
