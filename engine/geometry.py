@@ -6,6 +6,7 @@ reconstructions the same way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -214,6 +215,15 @@ MIN_SIGN_ELEVATION_DEG = 2.0
 #: Share of those cameras that must stand on the same side for their side to sign up (a
 #: shoot from all round at the product's height does not).
 SIGN_AGREEMENT = 0.8
+#: Directions over the sphere that :func:`_level_axes_up` also starts from (so that every up
+#: that fits the cameras about equally well is found, not only the nearest to four guesses).
+LEVEL_SPHERE_STARTS = 64
+#: Two ups this far apart that both leave every camera level are two readings of the photos.
+AMBIGUOUS_APART_DEG = 20.0
+#: ... when the second one's tilt is within this ratio of the best one's (RMS degrees) ...
+AMBIGUOUS_TILT_RATIO = 2.0
+#: ... or within this many degrees of it (a camera's roll is seldom truer than a few degrees).
+AMBIGUOUS_TILT_DEG = 2.0
 
 
 def axes_meeting_point(cameras: Sequence[CameraPose]) -> np.ndarray:
@@ -234,26 +244,26 @@ def axes_meeting_point(cameras: Sequence[CameraPose]) -> np.ndarray:
     return centres.mean(0) if len(centres) else np.zeros(3)
 
 
-def _level_axes_up(cameras: Sequence[CameraPose]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Up as the direction square to one image axis of every camera, and which axis.
+def _fibonacci_sphere(n: int) -> np.ndarray:
+    """``n`` unit vectors spread evenly over the sphere (deterministic)."""
+    k = np.arange(n, dtype=np.float64) + 0.5
+    z = 1.0 - 2.0 * k / n
+    phi = k * math.pi * (3.0 - math.sqrt(5.0))
+    r = np.sqrt(1.0 - z * z)
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
 
-    Photographers hold a camera level or on its side (a portrait photo without EXIF
-    rotation), so either its image x or its image y axis is horizontal. From a few starting
-    guesses (square to all x axes, to all y axes, the mean image up, the ring's axis), each
-    camera takes the axis nearer horizontal and up is refitted; the axes must spread over the
-    horizontal plane. Returns ``(up, uses_x)``, unsigned, or None when the cameras face too
-    few directions to tell.
+
+def _level_fits(
+    xs: np.ndarray, ys: np.ndarray, starts: Sequence[np.ndarray]
+) -> list[tuple[int, float, np.ndarray]]:
+    """Ups that leave one image axis of many cameras horizontal, one per start that converges.
+
+    Each camera takes the axis nearer horizontal and up is refitted, four times; the axes used
+    must spread over the horizontal plane. Returns ``(cameras level, mean squared sine of their
+    tilt, up)`` per converged start (unsigned ups, duplicates included).
     """
-    if len(cameras) < 3:
-        return None
-    xs = np.array([np.asarray(c.R, np.float64)[0] for c in cameras])
-    ys = np.array([np.asarray(c.R, np.float64)[1] for c in cameras])
     tol = np.sin(np.radians(LEVEL_TOLERANCE_DEG))
-    starts = [np.linalg.eigh(a.T @ a)[1][:, 0] for a in (xs, ys)]
-    starts.append(-ys.mean(axis=0))
-    centres = np.array([c.center for c in cameras], np.float64)
-    starts.append(np.linalg.svd(centres - centres.mean(0), full_matrices=False)[2][-1])
-    best: tuple[int, float, np.ndarray] | None = None
+    fits = []
     for up in starts:
         if np.linalg.norm(up) < 1e-9:
             continue
@@ -269,12 +279,50 @@ def _level_axes_up(cameras: Sequence[CameraPose]) -> tuple[np.ndarray, np.ndarra
             up = vectors[:, 0]
         else:
             off = np.minimum(np.abs(xs @ up), np.abs(ys @ up))
-            score = (int((off < tol).sum()), -float(np.mean(off**2)))
-            if best is None or score > best[:2]:
-                best = (*score, up)
-    if best is None:
+            fits.append((int((off < tol).sum()), float(np.mean(off**2)), up))
+    return fits
+
+
+def _level_axes_up(cameras: Sequence[CameraPose]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Up as the direction square to one image axis of every camera, and which axis.
+
+    Photographers hold a camera level or on its side (a portrait photo without EXIF
+    rotation), so either its image x or its image y axis is horizontal. From a few starting
+    guesses (square to all x axes, to all y axes, the mean image up, the ring's axis, and
+    directions spread over the sphere) each camera takes the axis nearer horizontal and up is
+    refitted (:func:`_level_fits`); the one that leaves the most cameras level, then the least
+    tilted, wins. Photos from one side only, looking down steeply with some held on their side
+    (et), can be fitted about as well by ups far apart (:data:`AMBIGUOUS_APART_DEG`, within
+    :data:`AMBIGUOUS_TILT_RATIO` or :data:`AMBIGUOUS_TILT_DEG` of the best tilt): then the up
+    the cameras look down on least steeply is taken, since products are photographed from
+    near their height or moderately above, not from straight overhead. Returns
+    ``(up, uses_x)``, unsigned, or None when the cameras face too few directions to tell.
+    """
+    if len(cameras) < 3:
         return None
-    up = best[2]
+    xs = np.array([np.asarray(c.R, np.float64)[0] for c in cameras])
+    ys = np.array([np.asarray(c.R, np.float64)[1] for c in cameras])
+    zs = np.array([np.asarray(c.R, np.float64)[2] for c in cameras])
+    starts = [np.linalg.eigh(a.T @ a)[1][:, 0] for a in (xs, ys)]
+    starts.append(-ys.mean(axis=0))
+    centres = np.array([c.center for c in cameras], np.float64)
+    starts.append(np.linalg.svd(centres - centres.mean(0), full_matrices=False)[2][-1])
+    starts.extend(_fibonacci_sphere(LEVEL_SPHERE_STARTS))
+    fits = _level_fits(xs, ys, starts)
+    if not fits:
+        return None
+    count, tilt, up = max(fits, key=lambda f: (f[0], -f[1]))
+    rms = math.degrees(math.asin(min(1.0, math.sqrt(tilt))))
+    cos_apart = math.cos(math.radians(AMBIGUOUS_APART_DEG))
+    rivals = [up]
+    for n, t, other in sorted(fits, key=lambda f: f[1]):  # each reading by its best fit
+        other_rms = math.degrees(math.asin(min(1.0, math.sqrt(t))))
+        close = other_rms <= max(AMBIGUOUS_TILT_RATIO * rms, rms + AMBIGUOUS_TILT_DEG)
+        if n == count and close and all(abs(float(other @ r)) < cos_apart for r in rivals):
+            rivals.append(other)
+    if len(rivals) > 1:
+        steepness = [float(np.median(np.abs(zs @ r))) for r in rivals]
+        up = rivals[int(np.argmin(steepness))]
     return up, np.abs(xs @ up) <= np.abs(ys @ up)
 
 

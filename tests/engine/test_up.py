@@ -49,3 +49,30 @@ def test_all_on_their_side_the_cameras_above_the_product_sign_it():
     assert _angle(up_direction(rolled), Z) < 0.5
     # an arc of a third of the way round: no ring to fit, the image axes still tell
     assert _angle(up_direction(rolled[:4]), Z) < 0.5
+
+
+def _arc(seed: int, n: int, elevations: tuple[float, ...]) -> list[CameraPose]:
+    """``n`` of 36 azimuths (10 deg apart) at each elevation, each photo held level or on
+    either side at random, with a few degrees of roll from the hand."""
+    rng = np.random.default_rng(seed)
+    ring = ring_cameras("box", n_azimuth=36, elevations_deg=elevations)
+    keep = [c for i, c in enumerate(ring) if i % 36 < n]
+    return [_rolled(c, float(rng.choice([0.0, 90.0, -90.0]) + rng.normal(0, 3.0))) for c in keep]
+
+
+@pytest.mark.parametrize("n", [6, 10])
+def test_photos_from_one_side_held_either_way_are_not_tipped(n):
+    """An arc of 60 or 100 deg, photos held level or on their side (et: a toy shot from one
+    side). Ups about 65 deg away also leave every camera's image axis level within a few
+    degrees; the one the cameras look down on at 20-35 deg wins over the one they would look
+    down on at about 70 (four guesses alone picked that one in 36 of 80 such sets)."""
+    errors = [_angle(up_direction(_arc(seed, n, (20.0, 35.0))), Z) for seed in range(20)]
+    # upright within the 10 deg asked of the real sets; what is left (seen: medians 1.3 and
+    # 2.4 deg) is the hand's 3 deg of roll over a narrow arc, not a tipped model
+    assert max(errors) < 10.0, errors
+
+
+def test_photos_looking_down_steeply_keep_their_up():
+    """The rule above must not tip a shoot that really looks down steeply (70-80 deg)."""
+    errors = [_angle(up_direction(_arc(seed, 10, (70.0, 80.0))), Z) for seed in range(20)]
+    assert max(errors) < 10.0, errors
