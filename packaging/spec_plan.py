@@ -69,7 +69,6 @@ DROP_COMMON: tuple[str, ...] = (
     "torch/share/*",
     "torch/test/*",
     "torch/bin/*",  # torch_shm_manager is kept (KEEP_ALWAYS)
-    "torch/testing/_internal/*",
     "torch/lib/*test*",
     "torch/lib/libbackend_with_compiler*",
     "torch/lib/libaoti_custom_ops*",
@@ -132,9 +131,6 @@ class SpecPlan:
     prune_system_libs: bool = False
     #: macOS: turn the Finder's "open these folders" event at launch into arguments.
     argv_emulation: bool = False
-    #: Packages whose .py sources are not shipped beside their bytecode (the hooks ask for them
-    #: for TorchScript and torch.compile, which the app does not use).
-    bytecode_only: tuple[str, ...] = ("torch", "transformers")
 
     @property
     def folder(self) -> str:

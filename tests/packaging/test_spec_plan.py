@@ -65,7 +65,8 @@ def test_usd_is_shipped_only_when_asked():
         ("torch/lib/libtorchbind_test.so", False),
         ("torch/lib/libjitbackend_test.so", False),
         ("torch/include/ATen/ATen.h", False),
-        ("torch/testing/_internal/common_utils.py", False),
+        ("torch/testing/_internal/common_utils.py", True),  # sources torch may read
+        ("transformers/models/dinov2/modeling_dinov2.py", True),
         ("torch/lib/dnnl.lib", False),
         ("torch\\lib\\dnnl.lib", False),  # Windows separators
         ("scipy/special/tests/data/boost.npz", False),
@@ -231,7 +232,8 @@ def test_build_spec_hands_each_platforms_plan_to_pyinstaller(monkeypatch, tmp_pa
     assert plan.platform == platform
     (analysis,) = api["Analysis"].calls
     assert analysis.kwargs["excludes"] == list(plan.excludes)
-    assert analysis.kwargs["module_collection_mode"] == {"torch": "pyz", "transformers": "pyz"}
+    # the hooks' choice (bytecode and .py sources for torch and transformers) is kept
+    assert "module_collection_mode" not in analysis.kwargs
     hidden = analysis.kwargs["hiddenimports"]
     assert "engine.stages._isolated" in hidden and "gui.app" in hidden
     assert "transformers.models.depth_anything.sub" in hidden
