@@ -5,7 +5,8 @@
 
 A component is a group of top-level entries of the bundle's ``_internal/`` folder (torch,
 OpenCV with its libraries, Qt, ...): see ``COMPONENTS``. Sizes are of the files as they lie on
-disk (``st_blocks``, what ``du`` counts), in MB (10^6 bytes... no: MiB, as ``du -m`` prints).
+disk (``st_blocks``, what ``du`` counts), in MiB as ``du -m`` prints them; symbolic links count
+nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("torch", ("torch", "torch-*", "functorch", "torchgen")),
     ("OpenCV", ("cv2", "opencv_python_headless*")),
     ("pycolmap", ("pycolmap*",)),
-    ("Qt (PySide6, shiboken6)", ("PySide6*", "shiboken6*", "pyside6*")),
+    ("Qt (PySide6, shiboken6)", ("PySide6*", "shiboken6*", "pyside6*", "libQt6*", "libpyside6*",
+                                 "libshiboken6*")),
     ("SciPy", ("scipy*",)),
     ("NumPy", ("numpy*",)),
     ("transformers", ("transformers*", "tokenizers*", "safetensors*", "huggingface_hub*")),

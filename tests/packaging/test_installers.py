@@ -280,3 +280,31 @@ def test_the_portable_tarball_holds_the_same_bundle(built):
     assert all(name.startswith(top) for name in names)
     assert f"{top}vitrine" in names and f"{top}_internal/resources/style.qss" in names
     assert all(" root/root " in line for line in listing)
+
+
+def test_bundle_sizes_groups_a_bundle_by_component(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bundle_sizes", ROOT / "bench/bundle_sizes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for rel, size in {
+        "vitrine": 3000,
+        "_internal/torch/lib/libtorch_cpu.so": 50_000,
+        "_internal/cv2/cv2.abi3.so": 20_000,
+        "_internal/opencv_python_headless.libs/libavcodec.so": 10_000,
+        "_internal/libz.so.1": 5000,  # not a component's: "other"
+        "_internal/PySide6/Qt/lib/libQt6Gui.so.6": 8000,
+    }.items():
+        path = tmp_path / "b" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\1" * size)
+    sizes, files = module.component_sizes(tmp_path / "b")
+    assert files["OpenCV"] == 2 and sizes["OpenCV"] >= 30_000
+    assert files["torch"] == 1 and files["other"] == 1
+    assert files["Qt (PySide6, shiboken6)"] == 1
+    assert files["Python (libpython, stdlib, PYZ of all modules)"] == 1
+    module.main([str(tmp_path / "b"), str(tmp_path / "b")])
+    out = capsys.readouterr().out
+    assert "| component | before MB | files | after MB | files |" in out
+    assert "| **total** |" in out
