@@ -39,10 +39,10 @@ EXCLUDES: tuple[str, ...] = (
     "trimesh", "tests",
     # torch development tools the app never uses
     "torch.utils.tensorboard", "tensorboard", "torchvision", "torchaudio",
-    # optional extras a packaged app does without: Ray for `batch --ray` (the cluster extra of a
-    # source install; the bundle runs catalogues on this machine's cores) and Hugging Face's
-    # kernel hub (transformers uses it only when installed)
-    "ray", "kernels",
+    # Ray, for `batch --ray` (the cluster extra of a source install): the packaged app runs
+    # catalogues on this machine's cores. (Hugging Face's `kernels` stays: left out, loading the
+    # depth network failed in the frozen app, "Kernels are not available".)
+    "ray",
 )  # fmt: skip
 
 #: transformers imports model classes lazily by name: the depth network (Depth-Anything with its
@@ -60,6 +60,11 @@ METADATA: tuple[str, ...] = (
     "torch", "tqdm", "numpy", "safetensors", "huggingface_hub", "tokenizers",
     "filelock", "packaging", "pyyaml", "regex", "requests", "pycolmap", "plotly",
 )  # fmt: skip
+
+#: Packages whose data files no PyInstaller hook collects. transformers 5 loads models with
+#: Hugging Face's `kernels` whenever that is installed (use_kernels defaults to on), and kernels
+#: reads its python_depends.json on import: without it the depth network does not load.
+DATA_PACKAGES: tuple[str, ...] = ("kernels",)
 
 #: Bundle paths (relative, "/"-separated, fnmatch patterns) left out on every platform.
 DROP_COMMON: tuple[str, ...] = (

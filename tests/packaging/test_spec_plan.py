@@ -29,6 +29,7 @@ def test_each_platform_has_a_console_vitrine_and_its_own_face():
     for plan in (linux, win, mac):
         assert plan.executables[0] == spec_plan.Executable("vitrine", console=True)
         assert "pxr" in plan.excludes and "ray" in plan.excludes
+        assert "kernels" not in plan.excludes  # transformers needs it where it was installed
     # Windows: a windowed exe for the Start menu, named apart from vitrine.exe (case-blind FS)
     assert [e.name.lower() for e in win.executables] == ["vitrine", "vitrineapp"]
     assert win.executables[1].console is False
@@ -192,6 +193,9 @@ def _fake_hooks(monkeypatch):
     hooks.collect_dynamic_libs = lambda package: [(f"/venv/{package}.libs/x.so", package)]
     hooks.collect_submodules = lambda package: [f"{package}.sub"]
     hooks.copy_metadata = lambda dist: [(f"/venv/{dist}.dist-info", f"{dist}.dist-info")]
+    hooks.collect_data_files = lambda package, excludes=(): [
+        (f"/venv/{package}/data.json", f"{package}/_internals")
+    ]
     package = types.ModuleType("PyInstaller")
     utils = types.ModuleType("PyInstaller.utils")
     package.utils, utils.hooks = utils, hooks
@@ -237,6 +241,9 @@ def test_build_spec_hands_each_platforms_plan_to_pyinstaller(monkeypatch, tmp_pa
     hidden = analysis.kwargs["hiddenimports"]
     assert "engine.stages._isolated" in hidden and "gui.app" in hidden
     assert "transformers.models.depth_anything.sub" in hidden
+    # kernels' data (transformers loads models through it) and the metadata go in
+    sources = [src for src, _dest in analysis.kwargs["datas"]]
+    assert "/venv/kernels/data.json" in sources and "/venv/torch.dist-info" in sources
     # what the plan drops is out of the collected files
     dests = [d for d, _, _ in analysis.binaries + analysis.datas]
     assert "torch/lib/libtorchbind_test.so" not in dests
