@@ -116,7 +116,7 @@ start=$(date +%s)
 if run vitrine reconstruct "$SCRATCH/sample/photos" --out "$SCRATCH/run" >"$SCRATCH/rec.log" 2>&1; then
     rec_s=$(( $(date +%s) - start ))
     pass "vitrine sample ($sample_s s) + vitrine reconstruct ($rec_s s): $(( sample_s + rec_s )) s for the first start's sample"
-    sed 's/^/   /' "$SCRATCH/rec.log" | grep -v "^   $" | head -12
+    grep -v '\] \|^ *$' "$SCRATCH/rec.log" | sed 's/^/   /' | head -12  # the summary, no bars
 else
     cat "$SCRATCH/rec.log"; failed "vitrine reconstruct"
 fi
