@@ -507,8 +507,9 @@ def _split_window_paths(
     """Split off photo folders/files given without a command: ``vitrine FOLDER...``.
 
     A desktop launcher passes what is dropped on it as plain arguments (``Exec=vitrine %F``);
-    they open the window with those photos added, as a drop on the window would. Returns the
-    arguments left for the parser and the paths.
+    they open the window with those photos added, as a drop on the window would. Only when the
+    first such argument exists on disk: a mistyped command still gets argparse's message.
+    Returns the arguments left for the parser and the paths.
     """
     commands: set[str] = set()
     for action in parser._actions:  # noqa: SLF001 - argparse keeps its subcommands here
@@ -521,8 +522,8 @@ def _split_window_paths(
         if takes_value or token.startswith("-"):
             rest.append(token)
             takes_value = token == "--project"
-        elif token in commands and not paths:
-            return argv, []  # a command: everything after it is the command's
+        elif not paths and (token in commands or not Path(token).exists()):
+            return argv, []  # a command (everything after it is the command's), or a typo
         else:
             paths.append(token)
     return rest, paths

@@ -52,20 +52,25 @@ def test_vitrine_version_prints_the_engines_version():
     assert out.stdout.strip() == f"vitrine {engine.__version__}"
 
 
-def test_folders_without_a_command_are_split_off_for_the_window():
+def test_folders_without_a_command_are_split_off_for_the_window(tmp_path):
     import main
 
+    a, b = tmp_path / "a", tmp_path / "b c"
+    a.mkdir()
+    b.mkdir()
+    a, b = str(a), str(b)
     parser = main.build_parser()
     split = main._split_window_paths  # noqa: SLF001
-    assert split(["/a", "/b c"], parser) == ([], ["/a", "/b c"])
-    assert split(["--no-sample", "/a"], parser) == (["--no-sample"], ["/a"])
-    assert split(["--project", "P", "/a"], parser) == (["--project", "P"], ["/a"])
-    assert split(["reconstruct", "/a", "--out", "o"], parser) == (
-        ["reconstruct", "/a", "--out", "o"],
-        [],
-    )
+    assert split([a, b], parser) == ([], [a, b])
+    assert split(["--no-sample", a], parser) == (["--no-sample"], [a])
+    assert split(["--project", "P", a], parser) == (["--project", "P"], [a])
+    assert split(["reconstruct", a, "--out", "o"], parser) == (["reconstruct", a, "--out", "o"], [])
     assert split(["-v", "sample", "d"], parser) == (["-v", "sample", "d"], [])
     assert split([], parser) == ([], [])
+    # a mistyped command is left to argparse, which names the commands
+    assert split(["reconstrct", a], parser) == (["reconstrct", a], [])
+    with pytest.raises(SystemExit):
+        main.main(["reconstrct", a])
 
 
 # ------------------------------------------------------------------------------ the workflow
