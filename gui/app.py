@@ -35,8 +35,8 @@ STYLE_SHEET = Path(__file__).resolve().parents[1] / "resources" / "style.qss"
 ICON = Path(__file__).resolve().parents[1] / "resources" / "icons" / "vitrine.png"
 
 #: Minutes the first start's sample (writing its 36 photos, then the standard run without a
-#: depth network) took on the CPU of a 2-core machine without a GPU: bench/BENCHMARKS.md,
-#: "Installers". More cores make it faster.
+#: depth network) takes on the CPU of a 2-core machine without a GPU: 261 s and 363 s measured
+#: from the installed .deb on a shared, busy machine (bench/BENCHMARKS.md, "Installers").
 SAMPLE_CPU_MINUTES = 4
 
 
