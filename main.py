@@ -423,7 +423,10 @@ def _add_stage_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
+    import engine  # only zlib behind it: cheap enough for --help
+
     parser = argparse.ArgumentParser(prog="vitrine", description="Product photos to a 3D model.")
+    parser.add_argument("--version", action="version", version=f"vitrine {engine.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument(
         "--selftest",
@@ -436,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument(
         "--no-sample", action="store_true", help="start empty, even on the first start"
     )
+    parser.set_defaults(paths=[])
     sub = parser.add_subparsers(dest="command")
 
     rec = sub.add_parser("reconstruct", help="reconstruct photos into a run folder")
@@ -499,11 +503,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_window_paths(
+    argv: list[str], parser: argparse.ArgumentParser
+) -> tuple[list[str], list[str]]:
+    """Split off photo folders/files given without a command: ``vitrine FOLDER...``.
+
+    A desktop launcher passes what is dropped on it as plain arguments (``Exec=vitrine %F``);
+    they open the window with those photos added, as a drop on the window would. Only when the
+    first such argument exists on disk: a mistyped command still gets argparse's message.
+    Returns the arguments left for the parser and the paths.
+    """
+    commands: set[str] = set()
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps its subcommands here
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            commands.update(action.choices)
+    rest: list[str] = []
+    paths: list[str] = []
+    takes_value = False
+    for token in argv:
+        if takes_value or token.startswith("-"):
+            rest.append(token)
+            takes_value = token == "--project"
+        elif not paths and (token in commands or not Path(token).exists()):
+            return argv, []  # a command (everything after it is the command's), or a typo
+        else:
+            paths.append(token)
+    return rest, paths
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the app (no arguments) or a subcommand; return the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
+    argv, paths = _split_window_paths(argv, parser)
     args = parser.parse_args(argv)
+    args.paths = paths
     _configure_logging(args.verbose)
     if args.selftest:  # also what a packaged app is checked with (bench/build_bundle.sh)
         from engine.selftest import run_selftest
@@ -516,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             app_argv = ["--project", args.project] if args.project else []
             app_argv += ["--sample"] if args.sample else []
             app_argv += ["--no-sample"] if args.no_sample else []
-            return run_app(app_argv)
+            return run_app(app_argv + args.paths)
         # Until the desktop window lands, the no-argument start shows the sample reconstruction.
         print("The desktop window is not part of this version yet: showing the sample instead.")
         return cmd_demo(argparse.Namespace(dir=str(Path.home() / "Vitrine"), no_browser=False))

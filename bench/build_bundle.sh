@@ -3,6 +3,7 @@
 #
 #   bench/build_bundle.sh                  build into ./dist/vitrine (work files in ./build)
 #   DIST=/tmp/d WORK=/tmp/w VENV=/opt/venv bench/build_bundle.sh
+#   CHECK=0 bench/build_bundle.sh          build only (packaging/build_deb.sh checks afterwards)
 #
 # Steps: install PyInstaller into the build venv when it is missing, copy the sources to
 # $WORK/src and build from there (timed), print the bundle's size and file count, then run the
@@ -17,6 +18,7 @@ VENV="${VENV:-/tmp/venv}"
 DIST="${DIST:-$ROOT/dist}"
 WORK="${WORK:-$ROOT/build}"
 GUI_SECONDS="${GUI_SECONDS:-20}"
+CHECK="${CHECK:-1}"
 PY="$VENV/bin/python"
 
 fail() { echo "build_bundle: FAILED: $*" >&2; exit 1; }
@@ -31,7 +33,7 @@ fi
 # would otherwise mix two versions of the code in one bundle.
 SRC="$WORK/src"
 rm -rf "$SRC" && mkdir -p "$SRC" || fail "cannot write $SRC"
-(cd "$ROOT" && tar --exclude=__pycache__ -cf - main.py build.spec engine gui resources) \
+(cd "$ROOT" && tar --exclude=__pycache__ -cf - main.py build.spec packaging engine gui resources) \
     | (cd "$SRC" && tar -xf -) || fail "cannot copy the sources to $SRC"
 commit=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "not a git checkout")
 
@@ -48,6 +50,10 @@ size=$(du -sh "$DIST/vitrine" | cut -f1)
 size_mb=$(du -sm "$DIST/vitrine" | cut -f1)
 files=$(find "$DIST/vitrine" -type f | wc -l)
 echo "== bundle: $DIST/vitrine: $size ($size_mb MB), $files files, built in ${build_s} s"
+if [ "$CHECK" = "0" ]; then
+    echo "build_bundle: built (CHECK=0: the frozen app was not run)"
+    exit 0
+fi
 
 status=0
 echo "== frozen selftest: $APP --selftest"

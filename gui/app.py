@@ -3,7 +3,11 @@
 On the very first start (no project given, none opened before) the app writes the synthetic
 sample into ``~/Vitrine/sample`` (``$VITRINE_HOME/sample``) and reconstructs it, so a newcomer
 sees a model grow in the window within minutes. Later starts reopen the last project, or the
-sample's finished result, without computing anything.
+sample's finished result, without computing anything. On a machine without a CUDA GPU that first
+start says the run uses the CPU and about how long the sample takes.
+
+Photo folders or files given as plain arguments (what a desktop launcher passes for a folder
+dropped on it, ``Exec=vitrine %F``) are added to a new image set, as a drop on the window would.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication, QLabel
 
+from engine.device import resolve_device
 from engine.errors import InputError
 from gui.errors import ErrorSink
 from gui.main_window import MainWindow, last_project, sample_folder
@@ -25,6 +31,23 @@ logger = logging.getLogger(__name__)
 
 #: The application's style sheet.
 STYLE_SHEET = Path(__file__).resolve().parents[1] / "resources" / "style.qss"
+#: The application's icon (made by packaging/make_icons.py).
+ICON = Path(__file__).resolve().parents[1] / "resources" / "icons" / "vitrine.png"
+
+#: Minutes the first start's sample (writing its 36 photos, then the standard run without a
+#: depth network) takes on the CPU of a 2-core machine without a GPU: 261 s and 363 s measured
+#: from the installed .deb on a shared, busy machine (bench/BENCHMARKS.md, "Installers").
+SAMPLE_CPU_MINUTES = 4
+
+
+def cpu_notice(device: str) -> str | None:
+    """What the first start says about the device: None with a GPU, else the CPU and the time."""
+    if device != "cpu":
+        return None
+    return (
+        "No GPU found: the sample runs on the CPU and takes roughly "
+        f"{SAMPLE_CPU_MINUTES} minutes (measured on 2 cores; faster with more)."
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--no-sample", action="store_true", help="start empty, even on the first start"
+    )
+    parser.add_argument(
+        "paths", nargs="*", type=Path, help="photo folders or files to add to a new image set"
     )
     return parser
 
@@ -50,6 +76,8 @@ def make_application(argv: list[str] | None = None) -> QApplication:
     app.setApplicationDisplayName("Vitrine")
     if STYLE_SHEET.is_file():
         app.setStyleSheet(STYLE_SHEET.read_text(encoding="utf-8"))
+    if ICON.is_file():
+        app.setWindowIcon(QIcon(str(ICON)))
     return app
 
 
@@ -78,7 +106,8 @@ def start_window(
     errors.set_parent_window(window)
     window.show()
 
-    folder = args.project or (None if args.sample else last_project())
+    # Photos given on the command line go into a new set of a new project (or of --project).
+    folder = args.project or (None if args.sample or args.paths else last_project())
     # The sample opens on the first start, and again while its own project is the last one
     # (an interrupted sample run then resumes; a finished one shows without computing).
     auto = True
@@ -90,11 +119,28 @@ def start_window(
             errors.report("Cannot open the project", str(exc))
             auto = False  # no surprise reconstruction behind an error message
     if sample is None:
-        sample = args.sample or (auto and not args.no_sample)
+        sample = args.sample or (auto and not args.no_sample and not args.paths)
+    if args.paths:
+        QTimer.singleShot(0, lambda: window.add_paths(args.paths))
     if sample:
+        if folder is None:  # a first start: say what the CPU means for the wait
+            _show_cpu_notice(window)
         # After show(): the window paints first, then the sample starts.
         QTimer.singleShot(0, window.open_sample)
     return window, errors
+
+
+def _show_cpu_notice(window: MainWindow) -> None:
+    """On a machine without a GPU: a status-bar note until the run ends, and a log line."""
+    notice = cpu_notice(resolve_device("auto"))
+    if notice is None:
+        return
+    logger.info(notice)  # the window's log panel shows the gui loggers
+    label = QLabel(notice)
+    label.setObjectName("cpuNotice")
+    window.statusBar().addPermanentWidget(label)
+    window.cpu_notice = label
+    window.run_ended.connect(lambda _outcome: label.hide())
 
 
 def run_app(argv: list[str] | None = None, sample: bool | None = None) -> int:
