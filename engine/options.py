@@ -12,7 +12,8 @@ import dataclasses
 import logging
 from typing import Any
 
-from engine.config import PipelineConfig, ScaleConfig, preset
+import engine.config
+from engine.config import PipelineConfig, ScaleConfig
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +79,11 @@ def pipeline_config(options: RunOptions, base: PipelineConfig | None = None) -> 
         What the user chose.
     base
         Configuration to start from (the window's settings panel, the batch's command line);
-        None builds ``preset(options.preset, device=options.device)``.
+        None builds :func:`engine.config.preset` ``(options.preset, device=options.device)``.
     """
-    cfg = base if base is not None else preset(options.preset, device=options.device)
+    if base is None:  # engine.config.preset looked up now: the tests' one seam for presets
+        base = engine.config.preset(options.preset, device=options.device)
+    cfg = base
     replace = dataclasses.replace
     if options.product_name:
         cfg = cfg.replace(export=replace(cfg.export, product_name=options.product_name))

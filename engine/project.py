@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -602,32 +603,28 @@ class ProjectMasks:
 
     def run_mask_path(self, set_name: str, path: Path | str) -> Path | None:
         """The mask the last run used for a photo (``work/masks/<name>.png``), when there is one."""
-        try:
-            name = self.image_name(set_name, path)
-        except KeyError:
-            return None
-        file = rf.run_masks_dir(self.run_dir(set_name)) / f"{name}.png"
-        return file if file.is_file() else None
+        return self._run_file(set_name, path, rf.run_mask)
 
     def product_mask_path(self, set_name: str, path: Path | str) -> Path | None:
         """The product the last run found in 3D, seen from a photo, when there is one.
 
         That is the mesh's silhouette, ``work/mesh/product_masks/<name>.png``.
         """
-        try:
-            name = self.image_name(set_name, path)
-        except KeyError:
-            return None
-        file = rf.product_mask(self.run_dir(set_name), name)
-        return file if file.is_file() else None
+        return self._run_file(set_name, path, rf.product_mask)
 
     def working_copy(self, set_name: str, path: Path | str) -> Path | None:
         """The last run's working copy of a photo (``work/images/<name>``), when there is one."""
+        return self._run_file(set_name, path, rf.working_copy)
+
+    def _run_file(
+        self, set_name: str, path: Path | str, where: Callable[[Path, str], Path]
+    ) -> Path | None:
+        """``where(run folder, the photo's name in the run)`` when that file exists."""
         try:
             name = self.image_name(set_name, path)
         except KeyError:
             return None
-        file = rf.working_copy(self.run_dir(set_name), name)
+        file = where(self.run_dir(set_name), name)
         return file if file.is_file() else None
 
     def mask_states(self, set_name: str) -> dict[str, str]:

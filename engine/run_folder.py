@@ -95,6 +95,11 @@ def run_masks_dir(out_dir: Path | str) -> Path:
     return work_dir(out_dir) / WORK_MASKS
 
 
+def run_mask(out_dir: Path | str, name: str) -> Path:
+    """The mask the run used for photo ``name`` (0 / 255, working size)."""
+    return run_masks_dir(out_dir) / f"{name}.png"
+
+
 def product_mask(out_dir: Path | str, name: str) -> Path:
     """The product the run found in 3D (the mesh's silhouette), seen from photo ``name``."""
     return work_dir(out_dir) / "mesh" / PRODUCT_MASKS_FOLDER / f"{name}.png"

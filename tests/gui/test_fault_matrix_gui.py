@@ -32,7 +32,6 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 import engine.config
-import engine.options
 import engine.pipeline
 import engine.stages.scale
 from engine.errors import OutputError
@@ -40,6 +39,8 @@ from gui import settings_panel
 from gui.main_window import MainWindow
 from gui.project import MANIFEST, Project
 
+#: The presets as the engine defines them (the fixtures below shrink them for these tests).
+REAL_PRESET = engine.config.preset
 TINY = {"n_azimuth": 8, "elevations_deg": (20, 45), "width": 320, "height": 240}
 RUN_TIMEOUT_MS = 240_000
 #: Folder names with spaces and characters outside ASCII (photos and projects live there).
@@ -77,7 +78,7 @@ def _small_presets(monkeypatch):
         return small_standard(cfg) if name == "standard" else cfg
 
     monkeypatch.setattr(settings_panel, "preset", shrunk)
-    monkeypatch.setattr(engine.options, "preset", shrunk)
+    monkeypatch.setattr(engine.config, "preset", shrunk)
 
 
 @pytest.fixture(scope="module")
@@ -428,8 +429,8 @@ def test_runs_that_cannot_run_say_why_and_keep_the_last_result(
     # random textures): the set is named with its folders, and so are photos the run could not
     # place. A real run's rule (the conftest lifts it for the tiny shoot): under half placed is
     # no model.
-    for module in (settings_panel, engine.options):
-        monkeypatch.setattr(module, "preset", engine.config.preset)
+    for module in (settings_panel, engine.config):
+        monkeypatch.setattr(module, "preset", REAL_PRESET)
     others = tmp_path / "Andere Dinge"
     others.mkdir()
     for i in range(20):
