@@ -6,75 +6,29 @@
     python main.py sample DIR                        write a synthetic sample photo set
     python main.py demo                              sample + reconstruction, opens the viewer
 
-This module parses arguments, configures logging and adapts engine progress events to a text
-progress bar. Everything else lives in ``engine`` (and ``gui``).
+This module parses arguments and configures logging; the commands themselves (progress text,
+Ctrl-C, exit codes) are in :mod:`engine.cli`, the desktop app in :mod:`gui.app`.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
-import json
 import logging
 import multiprocessing
 import sys
-import threading
-import time
-import webbrowser
 from pathlib import Path
-from typing import TextIO
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CANCELLED = 130
-
-logger = logging.getLogger("vitrine")
-
-
-class ProgressBar:
-    """Turns engine ProgressEvents into one self-rewriting line (or plain lines off a TTY)."""
-
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 28) -> None:
-        self.stream = stream
-        self.width = width
-        self.tty = stream.isatty()
-        self.stage = ""
-        self.stage_start = time.monotonic()
-        self._last_plain = 0.0
-
-    def __call__(self, event) -> None:  # noqa: ANN001 - engine.progress.ProgressEvent
-        """Show one event."""
-        if event.stage == "pipeline":
-            self.finish_line()
-            self.stage = event.message
-            self.stage_start = time.monotonic()
-            return
-        frac = event.fraction
-        elapsed = time.monotonic() - self.stage_start
-        eta = ""
-        if frac and 0.05 < frac < 1.0:
-            eta = f" ~{elapsed * (1 - frac) / frac:.0f}s left"
-        if frac is None:
-            bar, pct = "", ""
-        else:
-            filled = int(round(frac * self.width))
-            bar = "[" + "#" * filled + "-" * (self.width - filled) + "] "
-            pct = f"{100 * frac:3.0f}% "
-        text = f"{event.stage:<8} {bar}{pct}{event.message[:60]}{eta}"
-        if self.tty:
-            self.stream.write("\r" + text.ljust(110)[:110])
-            self.stream.flush()
-        elif time.monotonic() - self._last_plain > 2.0 or (frac is not None and frac >= 1.0):
-            self._last_plain = time.monotonic()
-            self.stream.write(text + "\n")
-            self.stream.flush()
-
-    def finish_line(self) -> None:
-        """End the current bar line."""
-        if self.tty and self.stage:
-            self.stream.write("\n")
-            self.stream.flush()
+from engine.cli import (  # noqa: F401 - the commands' exit codes, named here for callers
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_OK,
+    cmd_batch,
+    cmd_demo,
+    cmd_reconstruct,
+    cmd_sample,
+)
+from engine.cli import config_from_args as _config_from_args  # noqa: F401 - tests call it
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -88,164 +42,6 @@ def _configure_logging(verbose: bool) -> None:
     pycolmap.logging.minloglevel = 0 if verbose else 2
 
 
-def _run_in_thread(target):  # noqa: ANN001, ANN202
-    """Run ``target`` in a worker thread so Ctrl-C reaches the main thread at once.
-
-    pycolmap releases the GIL inside long calls; a signal handler on the main thread would only
-    run after such a call returns, so the main thread waits here and cancels on Ctrl-C.
-    """
-    from engine.progress import CancelToken
-
-    token = CancelToken()
-    box: dict[str, object] = {}
-    # An Event, not Thread.join: a KeyboardInterrupt inside join() can leave the thread looking
-    # finished while it still runs.
-    done = threading.Event()
-
-    def work() -> None:
-        try:
-            box["result"] = target(token)
-        except BaseException as exc:  # handed to the main thread below
-            box["error"] = exc
-        finally:
-            done.set()
-
-    thread = threading.Thread(target=work, name="vitrine-run", daemon=True)
-    thread.start()
-    interrupted = False
-    while not done.is_set():
-        try:
-            done.wait(0.2)
-        except KeyboardInterrupt:
-            if interrupted:
-                print("\nStopping now.", file=sys.stderr)
-                raise SystemExit(EXIT_CANCELLED) from None
-            interrupted = True
-            print("\nCancelling... (Ctrl-C again to stop at once)", file=sys.stderr)
-            token.cancel()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box.get("result")
-
-
-def _config_from_args(args: argparse.Namespace):  # noqa: ANN202 - engine.config.PipelineConfig
-    """The run settings the options of ``reconstruct`` and ``batch`` ask for."""
-    from engine.config import preset
-
-    overrides = {"device": args.device}
-    cfg = preset(args.preset, **overrides)
-    if getattr(args, "name", ""):
-        cfg = cfg.replace(export=dataclasses.replace(cfg.export, product_name=args.name))
-    prior = cfg.depth_prior
-    if getattr(args, "no_depth_prior", False):
-        prior = dataclasses.replace(prior, enabled=False)
-    if getattr(args, "depth_model", None):
-        prior = dataclasses.replace(prior, model=str(args.depth_model))
-    if getattr(args, "download_models", False):
-        prior = dataclasses.replace(prior, allow_download=True)
-    cfg = cfg.replace(depth_prior=prior)
-    if getattr(args, "sparse_only", False):
-        cfg = cfg.replace(stop_after="sparse")
-    if getattr(args, "no_masks", False):
-        cfg = cfg.replace(masks=dataclasses.replace(cfg.masks, enabled=False))
-    if getattr(args, "mask_model", None):
-        cfg = cfg.replace(
-            masks=dataclasses.replace(
-                cfg.masks,
-                model=str(args.mask_model),
-                allow_download=bool(getattr(args, "download_models", False)),
-            )
-        )
-    mesh = cfg.mesh
-    if getattr(args, "no_mesh", False):
-        mesh = dataclasses.replace(mesh, enabled=False)
-    if getattr(args, "max_triangles", None):
-        mesh = dataclasses.replace(mesh, max_triangles=args.max_triangles)
-    cfg = cfg.replace(mesh=mesh)
-    scale = cfg.scale
-    if getattr(args, "marker_size_mm", None):
-        scale = dataclasses.replace(scale, marker_size_mm=args.marker_size_mm)
-    if getattr(args, "known_dimension", None):
-        which, mm = args.known_dimension
-        scale = dataclasses.replace(scale, known_dimension=which, known_dimension_mm=mm)
-    return cfg.replace(scale=scale)
-
-
-def cmd_reconstruct(args: argparse.Namespace) -> int:
-    """``reconstruct``: photos to a run folder."""
-    from engine.errors import VitrineError
-    from engine.pipeline import reconstruct
-    from engine.progress import Cancelled
-
-    cfg = _config_from_args(args)
-    bar = ProgressBar()
-    try:
-        result = _run_in_thread(
-            lambda token: reconstruct(args.images, args.out, cfg, progress=bar, cancel=token)
-        )
-    except Cancelled:
-        bar.finish_line()
-        print(
-            f"Cancelled. Finished stages are kept in {args.out}; run again to resume.",
-            file=sys.stderr,
-        )
-        return EXIT_CANCELLED
-    except VitrineError as exc:
-        bar.finish_line()
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Exception as exc:  # an internal error: one line here, the traceback in run.log
-        bar.finish_line()
-        print(
-            f"error: internal error ({type(exc).__name__}: {exc}); "
-            f"see {Path(args.out) / 'run.log'}",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-    bar.finish_line()
-    report = result.report
-    if args.json:
-        print(
-            json.dumps(
-                json.loads((Path(args.out) / "report.json").read_text(encoding="utf-8")), indent=2
-            )
-        )
-    else:
-        n = len(result.ingest.images)
-        if result.sparse is not None:
-            print(
-                f"{report.stages['sfm']['registered']} of {n} photos placed; "
-                f"{len(result.sparse.points)} sparse points."
-            )
-        if result.dense is not None:
-            print(f"Dense cloud: {len(result.dense)} points ({Path(args.out) / 'dense.ply'}).")
-        for warning in report.warnings:
-            if (
-                warning.startswith(("Single-photo", "Depth-Anything"))
-                or "non-commercial" in warning
-            ):
-                print(f"  note: {warning}")
-        if report.dimensions_mm:
-            w, d, h = report.dimensions_mm
-            source = report.stages.get("scale", {}).get("source", "")
-            print(f"Dimensions: {w:.1f} x {d:.1f} x {h:.1f} mm (width x depth x height, {source}).")
-        if result.mesh is not None:
-            print(
-                f"Mesh: {result.mesh.num_triangles} triangles "
-                f"({Path(args.out) / 'mesh.glb'}, embed.html for storefronts)."
-            )
-        for note in report.notes:
-            print(f"  note: {note}")
-        for advice in report.advice:
-            print(f"  advice: {advice}")
-        for name, reason in report.unregistered.items():
-            print(f"  not placed: {name}: {reason}")
-        for skipped in report.skipped:
-            print(f"  skipped: {skipped['file']}: {skipped['reason']}")
-        print(f"Open {Path(args.out) / 'viewer.html'} in a browser to see the result.")
-    return EXIT_OK
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -254,116 +50,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of at least 1")
     return value
-
-
-class CatalogueLines:
-    """Turns the batch's ``catalogue`` events into lines.
-
-    One line per finished product, with the count done and the time left.
-    """
-
-    def __init__(self, stream: TextIO = sys.stdout) -> None:
-        self.stream = stream
-
-    def __call__(self, event) -> None:  # noqa: ANN001 - engine.progress.ProgressEvent
-        """Show one event."""
-        info = event.partial or {}
-        if info.get("started"):
-            return  # one line per finished product, not per start
-        if info.get("product") is None:
-            self.stream.write(f"{event.message}\n")
-        else:
-            left = info.get("seconds_left")
-            eta = f", about {_duration(left)} left" if left else ""
-            self.stream.write(f"[{event.current}/{event.total}{eta}] {event.message}\n")
-        self.stream.flush()
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def cmd_batch(args: argparse.Namespace) -> int:
-    """``batch``: a catalogue of product folders to run folders, summary.json and a gallery."""
-    from engine.catalogue import SUMMARY_NAME, run_catalogue
-    from engine.errors import VitrineError
-
-    cfg = _config_from_args(args)
-    try:
-        result = _run_in_thread(
-            lambda token: run_catalogue(
-                args.catalogue,
-                args.out,
-                cfg,
-                workers=args.workers,
-                ray_address=args.ray,
-                retry_failed=args.retry_failed,
-                progress=CatalogueLines(),
-                cancel=token,
-            )
-        )
-    except VitrineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Exception as exc:  # an internal error: one line, not a traceback
-        logger.exception("The batch failed with an internal error")
-        print(f"error: internal error ({type(exc).__name__}: {exc})", file=sys.stderr)
-        return EXIT_FAILED
-    summary = result.summary
-    counts, verdicts = summary["counts"], summary["verdicts"]
-    waiting = f", {counts['pending']} not done" if counts.get("pending") else ""
-    print(
-        f"{len(result.products)} products ({len(result.computed)} computed now{waiting}): "
-        f"{verdicts.get('ready', 0)} ready, {verdicts.get('check', 0)} to check, "
-        f"{verdicts.get('reshoot', 0)} to reshoot, {counts.get('failed', 0)} failed."
-    )
-    for entry in result.failed:
-        print(f"  failed: {entry['folder']}: {entry.get('reason')} (exit {entry.get('exit_code')})")
-    if result.cancelled:
-        print(
-            f"Cancelled. {Path(args.out) / SUMMARY_NAME} lists what is done; run the same "
-            "command again to continue.",
-            file=sys.stderr,
-        )
-        return EXIT_CANCELLED
-    print(f"Open {Path(args.out) / 'index.html'} in a browser to see the gallery.")
-    return EXIT_FAILED if result.failed else EXIT_OK
-
-
-def cmd_sample(args: argparse.Namespace) -> int:
-    """``sample``: write a synthetic sample photo set."""
-    from engine.synthetic import write_sample
-
-    folder = write_sample(Path(args.dir), kind=args.scene)
-    print(f"Sample photos written to {folder}.")
-    print(
-        f"Reconstruct them with: python main.py reconstruct {folder} --out {Path(args.dir) / 'run'}"
-    )
-    return EXIT_OK
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """``demo``: write the sample, reconstruct it and open the viewer in the browser."""
-    from engine.synthetic import write_sample
-
-    root = Path(args.dir).expanduser()
-    photos = write_sample(root / "sample", kind="bottle")
-    ns = argparse.Namespace(
-        images=[photos],
-        out=root / "sample-run",
-        preset="standard",
-        device="auto",
-        json=False,
-        name="Sample bottle",
-    )
-    code = cmd_reconstruct(ns)
-    if code == EXIT_OK and not args.no_browser:
-        webbrowser.open((root / "sample-run" / "viewer.html").resolve().as_uri())
-    return code
 
 
 def _known_dimension(text: str) -> tuple[str, float]:

@@ -11,7 +11,7 @@ written) and ``SITE/index.html`` is the static gallery (:mod:`engine.export.gall
 Rules:
 
 - A product whose run folder already holds a finished run of the same photos and settings is
-  not computed again (:meth:`engine.pipeline.Pipeline.up_to_date`); one that failed on bad
+  not computed again (:func:`engine.run_folder.up_to_date`); one that failed on bad
   input or an impossible reconstruction (exit code 2 or 3) with unchanged photos and settings
   is not retried unless asked (``retry_failed``). Anything else runs again, and the pipeline
   resumes it from its last finished stage.
@@ -42,10 +42,12 @@ from pathlib import Path
 from typing import Any
 
 import engine
+from engine import run_folder
 from engine.config import PipelineConfig, parse_known_dimension
 from engine.errors import ClusterUnavailableError, InputError, OutputError, VitrineError
 from engine.export.report import write_json_atomic
 from engine.io import IMAGE_EXTENSIONS, RAW_EXTENSIONS
+from engine.options import RunOptions, pipeline_config
 from engine.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
 from engine.stages.ingest import IGNORED_NAMES, MASKS_FOLDER, is_mask_file
 
@@ -280,17 +282,13 @@ def product_config(base: PipelineConfig, product: Product) -> PipelineConfig:
         if own.export.product_name:
             return own
         return own.replace(export=dataclasses.replace(own.export, product_name=product.name))
-    cfg = base.replace(export=dataclasses.replace(base.export, product_name=product.name))
-    scale = cfg.scale
+    scale: dict[str, Any] = {}
     if product.marker_size_mm > 0:
-        scale = dataclasses.replace(scale, marker_size_mm=product.marker_size_mm)
+        scale["marker_size_mm"] = product.marker_size_mm
     if product.known_dimension and product.known_dimension_mm > 0:
-        scale = dataclasses.replace(
-            scale,
-            known_dimension=product.known_dimension,
-            known_dimension_mm=product.known_dimension_mm,
-        )
-    return cfg.replace(scale=scale)
+        scale["known_dimension"] = product.known_dimension
+        scale["known_dimension_mm"] = product.known_dimension_mm
+    return pipeline_config(RunOptions(product_name=product.name, scale=scale), base)
 
 
 # --------------------------------------------------------------- resources
@@ -835,7 +833,6 @@ def run_products(
     starts (``partial["started"]`` True, its entry's status ``running``).
     """
     from engine.export import gallery
-    from engine.pipeline import Pipeline
 
     cancel = cancel or CancelToken()
     site = Path(site)
@@ -867,11 +864,10 @@ def run_products(
         if product.problem:
             entry.update(status="failed", reason=product.problem, exit_code=InputError.exit_code)
             continue
-        pipe = Pipeline(list(product.photos), out, cfg)
-        key = pipe.fingerprint()
+        key = run_folder.run_fingerprint(product.photos, cfg)
         entry["key"] = key
         before = previous.get(product.slug, {})
-        if pipe.up_to_date():
+        if run_folder.up_to_date(out, product.photos, cfg):
             entry.update(
                 status="finished", seconds=before.get("seconds"), attempts=before.get("attempts")
             )

@@ -242,6 +242,16 @@ class SparseModel:
         """Number of registered images."""
         return len(self.cameras)
 
+    def to_report(self, images: int) -> dict[str, Any]:
+        """report.json's ``stages.sfm`` (``images``: how many photos SfM was given)."""
+        return {
+            "registered": self.num_registered,
+            "images": images,
+            "points": len(self.points),
+            "attempts": list(self.attempts),
+            "check": self.check,
+        }
+
 
 @dataclass
 class RunReport:

@@ -4,10 +4,11 @@ The window holds the :class:`gui.project.Project`, a :class:`gui.models.CloudMod
 subscribes to, a :class:`gui.results.ResultModel` (report and mesh: the mesh in the 3D view, the
 dimensions line, the coverage map) and a :class:`gui.models.ProgressModel` the progress panel
 subscribes to. Double-clicking a photo opens its mask inspector; "Set scale…" takes a known size
-or two points picked in the 3D view; both only change the next run's settings. Runs go
-through :class:`gui.workers.RunWorker` only: the GUI thread starts, cancels and listens, and
-never computes. Closing the window during a run asks first, then cancels and waits for the
-worker while the event loop keeps running, so no thread outlives the window.
+or two points picked in the 3D view; both only change the next run's settings. Runs belong to
+a :class:`gui.run_controller.RunController` (which set runs, its worker, how it ended, the live
+preview's bookkeeping); the window holds no run state, only lays out the widgets and connects
+them. Closing the window during a run asks first, then cancels and waits for the worker while
+the event loop keeps running, so no thread outlives the window.
 """
 
 from __future__ import annotations
@@ -15,15 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import (
-    QCoreApplication,
     QEvent,
-    QEventLoop,
     QMimeData,
     QObject,
     QSize,
@@ -66,6 +64,7 @@ from PySide6.QtWidgets import (
 
 from engine.config import PipelineConfig
 from engine.errors import InputError, OutputError
+from engine.export import write_bytes_atomic
 from engine.io import ImageReadError
 from engine.types import Mesh, PointCloud
 from gui.about import AboutDialog
@@ -77,8 +76,9 @@ from gui.log_panel import LogPanel, PanelFormatter
 from gui.mask_inspector import MaskInspector, load_photo_and_mask, read_mask
 from gui.models import CloudModel, ProgressModel
 from gui.progress_panel import ProgressPanel
-from gui.project import MANIFEST, READABLE_FORMATS, Project, Screening, screen_paths
+from gui.project import MANIFEST, Project, Screening, screen_paths
 from gui.results import ResultModel, mask_failures, masks_disagreeing, metres_per_unit
+from gui.run_controller import CLOSE_WAIT_S, MAX_LISTED, RunController
 from gui.scale_dialog import SetScaleDialog
 from gui.settings_panel import SettingsPanel, detect_gpu
 from gui.thumbnails import ThumbnailGrid
@@ -93,12 +93,6 @@ HOME_ENV = "VITRINE_HOME"
 SAMPLE_SET = "Sample bottle"
 #: Loggers whose records the log panel shows.
 LOGGERS = ("engine", "gui", "vitrine")
-#: Longest the window waits for a cancelled run to stop when it closes (seconds).
-CLOSE_WAIT_S = 120.0
-#: Files named in the message about files that cannot be used (the rest are in its details).
-MAX_LISTED = 10
-#: Fraction of a run's photos left unplaced from which a message names them (not just badges).
-UNPLACED_WARNING = 0.25
 
 
 def vitrine_home() -> Path:
@@ -129,12 +123,11 @@ def last_project() -> Path | None:
 def remember_project(folder: Path) -> None:
     """Record ``folder`` as the last project (best effort: a read-only home is not an error)."""
     path = _recent_file()
+    text = json.dumps({"last_project": str(folder)}) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(".recent.json.part")
-        tmp.write_text(json.dumps({"last_project": str(folder)}) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
+        write_bytes_atomic(path, text.encode("utf-8"))
+    except (OSError, OutputError) as exc:
         logger.info("Could not record the last project in %s: %s", path, exc)
 
 
@@ -237,7 +230,6 @@ class MainWindow(QMainWindow):
         self.result_model = ResultModel(self)
         self.progress_model = ProgressModel(self)
         self.confirm: Callable[[str], bool] = self._ask
-        self.worker: RunWorker | None = None
         self._full_draw_points = 0  # the view's point budget outside runs (0: not yet saved)
         self.project: Project = Project()
         self._connected: Project | None = None
@@ -246,18 +238,26 @@ class MainWindow(QMainWindow):
         self.scale_dialog: SetScaleDialog | None = None
         self.catalogue_dialog: CatalogueDialog | None = None
         self.sample_writer: SampleWriter | None = None
-        self.snapshot_counts: Counter[str] = Counter()
         self.last_screening: Screening | None = None
-        self._run_set: str | None = None
-        self._run_outcome = ""
-        self._partial_kind: str | None = None
-        self._sparse_cameras = 0
         self._closing = False
         self._start_after_sample = False
+
+        self.runs = RunController(
+            lambda: self.project,
+            self.run_config,
+            self.cloud_model,
+            self.result_model,
+            self.progress_model,
+            self.errors,
+            show_run_folder=self._show_run_folder,
+            current_set=lambda: self.current_set,
+            parent=self,
+        )
 
         self.thumb_loader = ThumbnailLoader(parent=self)
         self._build_ui(gpu_probe)
         self._build_menus()
+        self._connect_runs()
         self.log_handler = QtLogHandler(parent=self)
         self.log_handler.setFormatter(PanelFormatter())
         self.log_handler.record.connect(self.log_panel.append)
@@ -268,6 +268,19 @@ class MainWindow(QMainWindow):
         self.set_project(project if project is not None else Project())
 
     # ================================================================== building
+
+    def _connect_runs(self) -> None:
+        runs = self.runs
+        runs.started.connect(self._on_run_started)
+        runs.running_changed.connect(self._set_running)
+        runs.status.connect(self.statusBar().showMessage)
+        runs.panel_status.connect(self.progress_panel.set_status)
+        runs.log_line.connect(self.log_panel.append)
+        runs.mesh.connect(self._on_mesh)
+        runs.refit.connect(self.view.reset_view)
+        runs.shown.connect(lambda: self.hint.setVisible(False))
+        runs.save_requested.connect(self._save_if_saved)
+        runs.ended.connect(self.run_ended)
 
     def _build_ui(self, gpu_probe: Callable[[], str] | None) -> None:
         # -- left: image sets and thumbnails
@@ -558,7 +571,7 @@ class MainWindow(QMainWindow):
         name = name or self.current_set
         if name is None:
             return
-        if self.worker is not None and name == self._run_set:
+        if self.worker is not None and name == self.runs.run_set:
             self.statusBar().showMessage("This set is being reconstructed: cancel the run first.")
             return
         self.project.remove_set(name)
@@ -572,7 +585,7 @@ class MainWindow(QMainWindow):
             new, ok = QInputDialog.getText(self, "Rename image set", "Name:", text=old)
             if not ok:
                 return False
-        if self.worker is not None and old == self._run_set:
+        if self.worker is not None and old == self.runs.run_set:
             self.statusBar().showMessage("This set is being reconstructed: rename it afterwards.")
             self._refresh_set_list()
             return False
@@ -878,37 +891,10 @@ class MainWindow(QMainWindow):
 
     def _report_screening(self, screening: Screening, name: str | None) -> None:
         """Tell which of the files just dropped or chosen cannot be used, why, and what to do."""
-        lines, details = [], []
-        listed = [*screening.refused, *screening.skipped]
-        for entry in listed[:MAX_LISTED]:
-            lines.append(f"• {Path(entry.path).name} — {entry.reason}")
-        if len(listed) > MAX_LISTED:
-            lines.append(f"• … and {len(listed) - MAX_LISTED} more (see the details).")
-        for entry in listed:
-            details.append(f"{entry.path}: {entry.reason}")
-        parts = []
-        if screening.refused:
-            n = len(screening.refused)
-            where = f" to '{name}'" if name else ""
-            parts.append(f"{n} of the {n + len(screening.sources)} item(s) were not added{where}.")
-        if screening.skipped:
-            parts.append(
-                f"{len(screening.skipped)} file(s) in the folder(s) added cannot be used: a run "
-                "skips them."
-            )
-        if not screening.sources:
-            parts.append("Nothing was added.")
-        advice = (
-            f"Vitrine reads {READABLE_FORMATS} photos. Replace damaged or incomplete files "
-            "with the originals from the camera (or export them again as JPEG), and leave out "
-            "files that are not photos."
-        )
-        if screening.sources:
-            advice += " The other photos were added."
-        message = " ".join(parts) + "\n\n" + "\n".join(lines) + "\n\n" + advice
-        for entry in listed:
+        message, details = screening.message(name, MAX_LISTED)
+        for entry in [*screening.refused, *screening.skipped]:
             logger.warning("Not used: %s: %s", entry.path, entry.reason)
-        self.errors.warn("Some files cannot be used", message, "\n".join(details))
+        self.errors.warn("Some files cannot be used", message, details)
 
     def add_folder_dialog(self) -> None:
         """File ▸ Add folder…."""
@@ -971,69 +957,30 @@ class MainWindow(QMainWindow):
         """Reconstruct a set (default: the selected one) in a worker thread; True if started.
 
         A set run before resumes from its last finished stage (the engine skips stages done
-        with the same photos and settings).
+        with the same photos and settings). See :meth:`gui.run_controller.RunController.start`.
         """
-        if self.worker is not None or self._catalogue_running():
-            self.statusBar().showMessage("A run is already going.")
+        if self._catalogue_running():
+            self.statusBar().showMessage("A run is already going: the catalogue is running.")
             return False
-        name = set_name or self.current_set
-        if name is None:
-            self.errors.report(
-                "Nothing to reconstruct",
-                "Add photos first: drop a folder of photos on the window, or use File ▸ Add "
-                "folder….",
-            )
-            return False
-        inputs = self.project.inputs_for_run(name)
-        if not inputs:
-            missing = [s for s in self.project.image_set(name).sources if not Path(s).exists()]
-            if missing:
-                shown = ", ".join(f"'{m}'" for m in missing[:3])
-                message = (
-                    f"The photos of the image set '{name}' are not where they were: {shown} "
-                    "no longer exist(s) (moved, renamed or on a drive not connected). Connect "
-                    "the drive, or add the photos again from their new place."
-                )
-            else:
-                message = (
-                    f"The image set '{name}' has no photos to use: add photos, or tick the "
-                    "ones left out."
-                )
-            self.errors.report("Nothing to reconstruct", message)
-            return False
-        try:
-            config = self.run_config(name)
-        except OutputError as exc:
-            self.errors.report("Cannot prepare the run", str(exc))
-            return False
-        run_dir = self.project.run_dir(name)
-        worker = RunWorker(inputs, run_dir, config, parent=self)
-        worker.progress.connect(self._on_progress)
-        worker.snapshot.connect(self._on_snapshot)
-        worker.mesh.connect(self._on_mesh)
-        worker.finished.connect(self._on_finished)
-        worker.failed.connect(self._on_failed)
-        worker.cancelled.connect(self._on_cancelled)
-        worker.done.connect(self._on_done)
-        self.worker = worker
-        self._run_set = name
-        self._run_outcome = ""
-        self._partial_kind = None
-        self._sparse_cameras = 0
-        self.snapshot_counts = Counter()
+        return self.runs.start(set_name or self.current_set)
+
+    @property
+    def worker(self) -> RunWorker | None:
+        """The run in progress (None between runs)."""
+        return self.runs.worker
+
+    @worker.setter
+    def worker(self, worker: RunWorker | None) -> None:
+        self.runs.worker = worker
+
+    @property
+    def snapshot_counts(self) -> Counter[str]:
+        """Live snapshots received in the current run, by kind."""
+        return self.runs.snapshot_counts
+
+    def _on_run_started(self, name: str) -> None:
         if name != self.current_set:
             self.select_set(name)
-        self.cloud_model.clear()
-        self.result_model.clear()
-        self.progress_model.start()
-        self.progress_panel.set_status("Running…")
-        self.log_panel.append("INFO", f"— Run of '{name}' ({len(inputs)} photos) into {run_dir}")
-        self.project.update_set(name, last_status="running", last_message="")
-        self._save_if_saved()
-        self._set_running(True)
-        worker.start()
-        self.statusBar().showMessage(f"Reconstructing '{name}'…")
-        return True
 
     def run_config(self, name: str | None = None) -> PipelineConfig:
         """The configuration a run of a set (default: the selected one) gets now.
@@ -1057,13 +1004,9 @@ class MainWindow(QMainWindow):
 
     def cancel_run(self) -> None:
         """Ask the run to stop (returns at once; the run ends at its next check)."""
-        if self.worker is None:
-            return
-        self.worker.cancel()
-        self.cancel_button.setEnabled(False)
-        self.cancel_action.setEnabled(False)
-        self.progress_panel.set_status("Cancelling…")
-        self.statusBar().showMessage("Cancelling…")
+        if self.runs.cancel():
+            self.cancel_button.setEnabled(False)
+            self.cancel_action.setEnabled(False)
 
     def _set_running(self, running: bool) -> None:
         # While the run computes, draw only what fits a short frame (software OpenGL on the
@@ -1079,160 +1022,11 @@ class MainWindow(QMainWindow):
         self.export_action.setEnabled(not running)
         self._update_set_info()
 
-    def _on_progress(self, event) -> None:  # noqa: ANN001 - engine.progress.ProgressEvent
-        if event.stage == "pipeline":
-            self.progress_model.update(event.message, 0, 0, "starting")
-        else:
-            self.progress_model.update(event.stage, event.current, event.total, event.message)
-
-    def _on_snapshot(self, cloud: PointCloud, cameras, kind: str) -> None:  # noqa: ANN001
-        self.snapshot_counts[kind] += 1
-        refit = False
-        if kind == "sparse":
-            n_cameras = len(cameras or {})
-            # Fewer cameras than the last snapshot: a new SfM attempt, in a new coordinate
-            # frame, so the view's orbit no longer points at the model.
-            refit = n_cameras < self._sparse_cameras
-            self._sparse_cameras = n_cameras
-            self.cloud_model.set_cloud(cloud, cameras, "sparse")
-            self._partial_kind = None
-        else:
-            if self._partial_kind != kind:
-                # First partial of a stage: its points replace the previous stage's cloud.
-                self.cloud_model.set_cloud(PointCloud.empty(), cameras, kind)
-                refit = kind == "dense-partial"  # the final frame: fit the view to it once
-                self._partial_kind = kind
-            self.cloud_model.add_partial(cloud)
-        if refit:
-            self.view.reset_view()
-        self.hint.setVisible(False)
-
     def _on_mesh(self, mesh: Mesh) -> None:
         self.result_model.set_mesh(mesh)
         if self.result_model.mesh is not None:
             self.view.set_display("mesh")
             self.hint.setVisible(False)
-
-    def _on_finished(self, result) -> None:  # noqa: ANN001 - engine.pipeline.RunResult
-        self._run_outcome = "finished"
-        sparse = result.sparse
-        cameras = dict(sparse.cameras) if sparse is not None else None
-        if result.dense is not None and len(result.dense):
-            cloud, kind = result.dense, "dense"
-        elif sparse is not None:
-            cloud, kind = sparse.points, "sparse"
-        else:
-            cloud, kind = PointCloud.empty(), "none"
-        self.cloud_model.set_cloud(cloud, cameras, kind)
-        mesh = getattr(result, "mesh", None)
-        if mesh is not None:
-            self._on_mesh(mesh)
-        name = self._run_set
-        report_data = (
-            self.project.last_report(name) if name and self.project.has_set(name) else None
-        )
-        self.result_model.set_report(report_data)
-        self._log_advice()
-        report = result.report
-        used = len(result.ingest.images)
-        placed = len(report.registered)
-        message = f"{placed} of {used} photos placed, {len(cloud):,} {kind} points"
-        if report.skipped:
-            message += f", {len(report.skipped)} file(s) skipped"
-        self._end_run("finished", message)
-        self.statusBar().showMessage(f"Finished: {message}.")
-        self._warn_unused_model(name, report)
-        self._warn_unplaced(name, report, used)
-
-    def _on_failed(self, message: str, details: str) -> None:
-        self._run_outcome = "failed"
-        name = self._run_set
-        self._end_run("failed", message)
-        context = ""
-        if name is not None and self.project.has_set(name):
-            # The live view was cleared for the run: show again what the run folder holds.
-            kept = name == self.current_set and self._show_run_folder(name)
-            context = "\n\n" + self._set_summary(name)
-            if kept:
-                context += " The results already in its run folder are kept and shown."
-        self.statusBar().showMessage("The run failed: see the message.")
-        self.errors.report("Reconstruction failed", message + context, details)
-
-    def _set_summary(self, name: str) -> str:
-        """'Image set 'X': 12 photos from 'folder'.' — which photos a message is about."""
-        image_set = self.project.image_set(name)
-        n = len(self.project.inputs_for_run(name))
-        sources = [f"'{s}'" for s in image_set.sources[:2]]
-        if len(image_set.sources) > 2:
-            sources.append(f"{len(image_set.sources) - 2} more")
-        where = f" from {', '.join(sources)}" if sources else ""
-        return f"Image set '{name}': {n} photo{'' if n == 1 else 's'}{where}."
-
-    def _warn_unplaced(self, name: str | None, report, used: int) -> None:  # noqa: ANN001
-        """Name the photos SfM could not place when they are many (another object, no overlap).
-
-        A few unplaced photos are usual and only badged; from :data:`UNPLACED_WARNING` of the
-        photos up, the run probably mixes products or has gaps, and a message says so.
-        """
-        unplaced = dict(getattr(report, "unregistered", {}) or {})
-        if name is None or not unplaced or len(unplaced) < UNPLACED_WARNING * max(used, 1):
-            return
-        names = sorted(unplaced)
-        lines = [f"• {n} — {unplaced[n]}" for n in names[:MAX_LISTED]]
-        if len(names) > MAX_LISTED:
-            lines.append(f"• … and {len(names) - MAX_LISTED} more (see the details).")
-        self.errors.warn(
-            "Photos not placed",
-            f"{len(unplaced)} of the {used} photos of '{name}' could not be placed in the model:"
-            "\n\n" + "\n".join(lines) + "\n\nPhotos of another object, or photos that do not "
-            "overlap the others, cannot be placed. Untick the photos of other objects, or take "
-            "photos in between (about 70% overlap with their neighbours) and run again; the "
-            "model of the placed photos is kept until then.",
-            "\n".join(f"{n}: {unplaced[n]}" for n in names),
-        )
-
-    def _warn_unused_model(self, name: str | None, report) -> None:  # noqa: ANN001 - RunReport
-        """Say so when the depth network the user chose could not be used (the run went on)."""
-        worker = self.worker
-        if name is None or worker is None or not self.project.has_set(name):
-            return
-        chosen = self.project.image_set(name).depth_model
-        used = getattr(report, "model", {}) or {}
-        status = used.get("depth_prior") if isinstance(used, dict) else None
-        config = worker.config
-        if not chosen or not config.depth_prior.enabled or config.stop_after != "dense":
-            return  # no network asked for, or a preset that never uses one
-        if isinstance(status, str) and status.startswith("not used"):
-            reason = status.removeprefix("not used:").strip()
-            self.errors.warn(
-                "Depth network not used",
-                f"The depth network chosen for '{name}' ({chosen}) could not be used: {reason}"
-                "\n\nThe model was built without it, so plain or shiny surfaces may have holes. "
-                "Choose a folder holding a complete Depth-Anything-V2 model (config.json and "
-                "model.safetensors) in the settings, or switch the depth network off.",
-            )
-
-    def _on_cancelled(self) -> None:
-        self._run_outcome = "cancelled"
-        self._end_run("cancelled", "Cancelled — run again to resume")
-        self.statusBar().showMessage("Cancelled — run again to resume.")
-
-    def _end_run(self, status: str, message: str) -> None:
-        self.progress_model.finish()
-        self.progress_panel.set_status(message)
-        name = self._run_set
-        if name is not None and self.project.has_set(name):
-            self.project.update_set(name, last_status=status, last_message=message)
-        self._save_if_saved()
-
-    def _on_done(self) -> None:
-        worker, self.worker = self.worker, None
-        if worker is not None:
-            worker.deleteLater()
-        self._set_running(False)
-        outcome = self._run_outcome or "cancelled"
-        self._run_set = None
-        self.run_ended.emit(outcome)
 
     # ================================================================== sample
 
@@ -1460,15 +1254,6 @@ class MainWindow(QMainWindow):
         self.mesh_action.setChecked(mesh)
         self.cloud_action.setChecked(not mesh)
 
-    def _log_advice(self) -> None:
-        coverage = self.result_model.coverage
-        if coverage is None:
-            return
-        logged = {entry["message"] for entry in coverage.preflight}  # the run logged these
-        for line in coverage.advice:
-            if line not in logged:
-                self.log_panel.append("WARNING", f"Advice: {line}")
-
     def show_about(self) -> AboutDialog:
         """Help ▸ About."""
         dialog = AboutDialog(self)
@@ -1495,18 +1280,7 @@ class MainWindow(QMainWindow):
 
     def wait_for_run(self, timeout_s: float = CLOSE_WAIT_S) -> bool:
         """Process events until the run's thread has ended (or ``timeout_s``); True if ended."""
-        worker = self.worker
-        deadline = time.monotonic() + timeout_s
-        while worker is not None and time.monotonic() < deadline:
-            ended = worker.wait(50)
-            QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-            if ended and not worker.is_running():
-                break
-        if worker is not None and worker.is_running():
-            return False
-        # 'done' may still be queued: deliver it so the window sees the run end.
-        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-        return True
+        return self.runs.wait(timeout_s)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: D102 - Qt override
         if self._closing:

@@ -47,28 +47,7 @@ PARTIAL_INTERVAL = 0.2
 THUMBNAIL_SIZE = 256
 
 
-def preload() -> None:
-    """Import what a run would import lazily, on the calling thread.
-
-    Torch, scipy, plotly's figure machinery and Pillow's plugins; called once when this module
-    is imported (so: on the GUI thread, at start-up). Why: importing a module holds the GIL
-    for its whole initialisation (torch's takes about a second here), so imports done in the
-    run's thread would freeze the window mid-run.
-    """
-    import plotly.graph_objects as go
-    import plotly.io as pio
-    import scipy.spatial  # noqa: F401 - fusion's KD-tree
-    from PIL import Image
-
-    import engine.stages.dense  # noqa: F401 - torch
-    import engine.stages.fuse  # noqa: F401
-
-    Image.init()
-    np.random.default_rng(0)
-    pio.to_html(go.Figure(go.Scatter3d(x=[0], y=[0], z=[0])), include_plotlyjs=False)
-
-
-preload()
+engine.pipeline.preload()
 
 
 def concat_clouds(clouds: Sequence[PointCloud]) -> PointCloud:
@@ -391,9 +370,7 @@ class _ThumbnailJob(QRunnable):
 
 def default_blur_warning() -> float:
     """Sharpness under which a thumbnail is badged ``blurry`` (the pre-flight's absolute floor)."""
-    from engine.stages.coverage import BLUR_FLOOR
-
-    return float(BLUR_FLOOR)
+    return float(engine.pipeline.BLUR_FLOOR)
 
 
 def make_thumbnail(

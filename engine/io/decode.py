@@ -14,7 +14,6 @@ import hashlib
 import io
 import logging
 import math
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -524,21 +523,20 @@ def write_png(path: Path | str, image: np.ndarray, *, compress_level: int = 3) -
     OutputError
         When the folder cannot be written.
     """
+    from engine.export._atomic import atomic_open
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.ascontiguousarray(image)).save(
-            tmp, format="PNG", compress_level=compress_level
-        )
-        os.replace(tmp, path)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         if is_disk_full(exc):
             raise disk_full_error(path.parent, path.name) from exc
         raise OutputError(
             f"Cannot write {path.name} in {path.parent}: "
             f"{exc.strerror or exc}. Check free disk space and permissions."
         ) from exc
+    with atomic_open(path, "wb") as fh:
+        Image.fromarray(np.ascontiguousarray(image)).save(
+            fh, format="PNG", compress_level=compress_level
+        )
     return path

@@ -436,3 +436,85 @@ def quiet_transformers() -> Iterator[None]:
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """A model folder found and checked, ready to load (see :func:`open_model_folder`)."""
+
+    resolved: ResolvedModel
+    label: str
+    """How messages name the model (``'org/name'`` or ``'folder'``)."""
+    config: dict[str, Any]
+    """Its ``config.json``."""
+    safe_files: list[Path]
+    """Its safetensors weight files."""
+
+    @property
+    def folder(self) -> Path:
+        """The folder holding the model."""
+        return self.resolved.folder
+
+
+def open_model_folder(
+    spec: str | Path,
+    *,
+    device: str,
+    allow_download: bool,
+    cache_dir: Path | None,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+    what: str,
+    how_to: str,
+    stage: str,
+) -> ModelFolder:
+    """Find a model (:func:`resolve_model`), check its folder and read its configuration.
+
+    The first half of every loader: ``device`` must be resolved already (``cpu`` or ``cuda``).
+
+    Raises
+    ------
+    ValueError
+        For a device other than ``cpu`` or ``cuda``.
+    ModelUnavailable
+        When the model is not found, not allowed to be downloaded, or its folder lacks a
+        configuration or safetensors weights.
+    """
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda' (resolve 'auto' first), not {device!r}")
+    resolved = resolve_model(
+        spec,
+        allow_download=allow_download,
+        cache_dir=cache_dir,
+        progress=progress,
+        cancel=cancel,
+        what=what,
+        how_to=how_to,
+        stage=stage,
+    )
+    folder = resolved.folder
+    label = f"'{resolved.repo_id or folder.name}'"
+    safe_files = check_model_folder(folder, label, how_to=how_to)
+    config = read_json(folder / "config.json", label, how_to)
+    return ModelFolder(resolved, label, config, safe_files)
+
+
+def check_loading(loading: dict[str, Any], what: str, label: str, folder: Path) -> None:
+    """Refuse weights ``from_pretrained`` loaded only in part (``output_loading_info``).
+
+    transformers fills missing weights with random values and only warns: refuse instead.
+
+    Raises
+    ------
+    ModelUnavailable
+        When weights are missing or of the wrong shape.
+    """
+    missing = sorted(loading.get("missing_keys") or ())
+    mismatched = list(loading.get("mismatched_keys") or ())
+    if missing or mismatched:
+        names = ", ".join((missing + [str(m) for m in mismatched])[:3])
+        raise ModelUnavailable(
+            f"{what} {label} in '{folder}' does not match its configuration "
+            f"({len(missing) + len(mismatched)} weights missing or of the wrong shape: {names} "
+            "...). Download or copy the model folder again."
+        )

@@ -32,11 +32,11 @@ from engine.models._hub import (
     UNKNOWN_LICENCE,
     ModelUnavailable,
     cache_repo_id,
-    check_model_folder,
+    check_loading,
     check_safetensors,
+    open_model_folder,
     quiet_transformers,
     read_json,
-    resolve_model,
     short_reason,
 )
 from engine.progress import CancelToken, ProgressCallback, no_progress
@@ -304,19 +304,18 @@ def load_depth_model(
     engine.progress.Cancelled
         When the run was cancelled during a download.
     """
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda' (resolve 'auto' first), not {device!r}")
-    resolved = resolve_model(
+    opened = open_model_folder(
         spec,
+        device=device,
         allow_download=allow_download,
         cache_dir=cache_dir,
         progress=progress,
         cancel=cancel,
+        what="Depth model",
+        how_to=HOW_TO_PROVIDE,
+        stage="depth_prior",
     )
-    folder = resolved.folder
-    label = f"'{resolved.repo_id or folder.name}'"
-    safe_files = check_model_folder(folder, label)
-    config = read_json(folder / "config.json", label)
+    resolved, folder, label, config = opened.resolved, opened.folder, opened.label, opened.config
     if config.get("auto_map"):
         raise ModelUnavailable(
             f"Depth model {label} in '{folder}' needs its own Python code (remote code), which "
@@ -328,7 +327,7 @@ def load_depth_model(
             f"model_type={config.get('model_type')!r}). {HOW_TO_PROVIDE}"
         )
     depth_type = str(config.get("depth_estimation_type") or "relative")
-    check_safetensors(safe_files, label, what="Depth model")
+    check_safetensors(opened.safe_files, label, what="Depth model")
 
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     proc_file = folder / "preprocessor_config.json"
@@ -388,14 +387,5 @@ def _load_network(folder: Path, label: str, dtype: torch.dtype) -> torch.nn.Modu
             f"Depth model {label} in '{folder}' could not be loaded ({exc.__class__.__name__}: "
             f"{short_reason(exc)}). Download or copy the model folder again."
         ) from exc
-    # transformers fills missing weights with random values and only warns: refuse instead
-    missing = sorted(loading.get("missing_keys") or ())
-    mismatched = list(loading.get("mismatched_keys") or ())
-    if missing or mismatched:
-        what = ", ".join((missing + [str(m) for m in mismatched])[:3])
-        raise ModelUnavailable(
-            f"Depth model {label} in '{folder}' does not match its configuration "
-            f"({len(missing) + len(mismatched)} weights missing or of the wrong shape: {what} "
-            "...). Download or copy the model folder again."
-        )
+    check_loading(loading, "Depth model", label, folder)
     return model

@@ -30,11 +30,10 @@ from engine.models._hub import (
     UNKNOWN_LICENCE,
     ModelUnavailable,
     cache_repo_id,
-    check_model_folder,
+    check_loading,
     check_safetensors,
+    open_model_folder,
     quiet_transformers,
-    read_json,
-    resolve_model,
     short_reason,
 )
 from engine.progress import CancelToken, ProgressCallback, no_progress
@@ -234,10 +233,9 @@ def load_segmentation_model(
     engine.progress.Cancelled
         When the run was cancelled during a download.
     """
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda' (resolve 'auto' first), not {device!r}")
-    resolved = resolve_model(
+    opened = open_model_folder(
         spec,
+        device=device,
         allow_download=allow_download,
         cache_dir=cache_dir,
         progress=progress,
@@ -246,10 +244,7 @@ def load_segmentation_model(
         how_to=HOW_TO_PROVIDE_SEGMENTATION,
         stage="masks",
     )
-    folder = resolved.folder
-    label = f"'{resolved.repo_id or folder.name}'"
-    safe_files = check_model_folder(folder, label, how_to=HOW_TO_PROVIDE_SEGMENTATION)
-    config = read_json(folder / "config.json", label, HOW_TO_PROVIDE_SEGMENTATION)
+    resolved, folder, label, config = opened.resolved, opened.folder, opened.label, opened.config
     if config.get("auto_map"):
         raise ModelUnavailable(
             f"{_WHAT} {label} in '{folder}' needs its own Python code (remote code), which "
@@ -262,7 +257,7 @@ def load_segmentation_model(
             f"{_WHAT} {label} in '{folder}' has no preprocessor_config.json (how to prepare "
             f"photos for it). {HOW_TO_PROVIDE_SEGMENTATION}"
         )
-    check_safetensors(safe_files, label, what=_WHAT)
+    check_safetensors(opened.safe_files, label, what=_WHAT)
 
     dtype = torch.float16 if device == "cuda" else torch.float32
     model, processor = _load_network(folder, label, dtype)
@@ -317,14 +312,5 @@ def _load_network(folder: Path, label: str, dtype: torch.dtype) -> tuple[torch.n
             "checkpoint that transformers supports (for example SegFormer), or copy the model "
             "folder again."
         ) from exc
-    # transformers fills missing weights with random values and only warns: refuse instead
-    missing = sorted(loading.get("missing_keys") or ())
-    mismatched = list(loading.get("mismatched_keys") or ())
-    if missing or mismatched:
-        what = ", ".join((missing + [str(m) for m in mismatched])[:3])
-        raise ModelUnavailable(
-            f"{_WHAT} {label} in '{folder}' does not match its configuration "
-            f"({len(missing) + len(mismatched)} weights missing or of the wrong shape: {what} "
-            "...). Download or copy the model folder again."
-        )
+    check_loading(loading, _WHAT, label, folder)
     return model, processor

@@ -142,6 +142,22 @@ class DenseResult:
         secs = [v["seconds"] for v in self.views.values() if not v.get("resumed")]
         return float(np.median(secs)) if secs else 0.0
 
+    def to_report(self, depth_map_size: int) -> dict[str, Any]:
+        """report.json's ``stages.dense`` (``depth_map_size``: the long side really used)."""
+        fractions = [v.get("valid_fraction", 0.0) for v in self.views.values()]
+        info: dict[str, Any] = {
+            "views": len(self.paths),
+            "device": self.device,
+            "depth_map_size": depth_map_size,
+            "seconds_per_view": round(self.seconds_per_view, 3),
+            "resumed_views": sum(1 for v in self.views.values() if v.get("resumed")),
+            "median_valid_fraction": round(float(np.median(fractions)), 4) if fractions else 0,
+            "skipped": self.skipped,
+        }
+        if self.memory_note:
+            info["memory"] = self.memory_note
+        return info
+
 
 @dataclass(frozen=True, eq=False)
 class View:

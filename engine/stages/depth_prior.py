@@ -322,6 +322,14 @@ class PriorResult:
     model: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
+    def to_report(self) -> dict[str, Any]:
+        """report.json's ``stages.depth_prior``."""
+        return {
+            "views_filled": self.views_used,
+            "filled_pixels": self.filled_pixels,
+            "not_filled": self.skipped,
+        }
+
 
 def model_info_dict(estimator: Any) -> dict[str, Any]:
     """The estimator's :class:`~engine.models.ModelInfo` as a dict, or its class name."""

@@ -39,6 +39,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.export._atomic import atomic_open
+
 logger = logging.getLogger(__name__)
 
 #: Bump when what is stored changes (the keys of the cache).
@@ -330,15 +332,14 @@ class FeatureStore:
     ) -> None:
         path = self.path(name, first_octave, extractor)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            key=np.int64(_cache_key(image, first_octave, self.max_features, extractor)),
-            keypoints=feats.keypoints,
-            descriptors=feats.descriptors,
-            response=feats.response,
-        )
-        os.replace(tmp, path)
+        with atomic_open(path, "wb") as fh:
+            np.savez(
+                fh,
+                key=np.int64(_cache_key(image, first_octave, self.max_features, extractor)),
+                keypoints=feats.keypoints,
+                descriptors=feats.descriptors,
+                response=feats.response,
+            )
 
     def get(self, image: Path, name: str, first_octave: int, extractor: str = "opencv") -> Features:
         """Features of one photo: from the cache, or extracted and cached."""

@@ -243,6 +243,14 @@ def _name_files(files: list[Path], root: Path | None) -> list[tuple[str, Path]]:
     return unique
 
 
+def image_names(files: list[Path]) -> dict[str, Path]:
+    """The names a run gives ``files`` when they are its inputs: name -> file.
+
+    The project uses it to know each photo's name in the run folder before the run.
+    """
+    return dict(_name_files(list(files), _common_root(list(files)))) if files else {}
+
+
 def _display_name(path: Path, root: Path | None) -> str:
     if root is not None:
         try:

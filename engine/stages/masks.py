@@ -1418,8 +1418,8 @@ def _turntables(
 
 def run(
     ingest: IngestResult,
-    work_dir: Path,
     cfg: MaskConfig,
+    work_dir: Path,
     *,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
@@ -1450,11 +1450,11 @@ def run(
     ----------
     ingest
         Output of the ingest stage.
+    cfg
+        The masks stage's settings.
     work_dir
         The work folder; masks are written to ``work_dir/masks/<name>.png`` (0 / 255, working
         size).
-    cfg
-        The masks stage's settings.
     progress
         Called with a :class:`ProgressEvent` (stage ``"masks"``) at the start and after each
         image.

@@ -60,6 +60,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from engine import run_folder
 from engine.config import MeshConfig
 from engine.errors import InputError, NoProductError, ReconstructionError
 from engine.export._atomic import write_bytes_atomic
@@ -75,7 +76,7 @@ logger = logging.getLogger(__name__)
 
 STAGE = "mesh"
 #: Where the pipeline keeps the mesh (reconstruction coordinates), relative to the work folder.
-MESH_FILE = "mesh/mesh.npz"
+MESH_FILE = run_folder.MESH_FILE
 #: A vertex farther than this many point spacings from every dense point is extrapolation.
 DENSITY_SPACINGS = 4.0
 #: ... or than this many Poisson octree cells (whichever is larger).
@@ -95,7 +96,7 @@ SPLAT_GRID = 256
 SPLAT_DEPTH_TOLERANCE = 0.03
 #: The product's silhouettes (the mesh seen from every photo) are written here, inside the
 #: mesh stage's work folder.
-PRODUCT_MASK_DIR = "product_masks"
+PRODUCT_MASK_DIR = run_folder.PRODUCT_MASKS_FOLDER
 #: A photo's mask agrees with the product found in 3D when their IoU reaches this.
 MIN_MASK_AGREEMENT = 0.8
 #: Mesh completeness: a product's dense point is covered when the mesh passes within this

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import pycolmap
 
+from engine import run_folder
 from engine.config import SfMConfig
 from engine.errors import ReconstructionError
 from engine.messages import grouped, named
@@ -905,7 +906,7 @@ def run(
     """
     cancel = cancel or CancelToken()
     names = [r.name for r in ingest.images]
-    work = run_dir / "work" / STAGE
+    work = run_folder.work_dir(run_dir) / STAGE
     long_side = max(max(r.width, r.height) for r in ingest.images)
     attempts = plan_attempts(cfg, len(names), long_side)
     store = features.FeatureStore(
@@ -1007,7 +1008,7 @@ def run(
         for line in grouped(unregistered, MAX_NAMED):  # one line for many photos
             logger.warning("%s", line)
         raise ReconstructionError(_too_few_message(names, placed, unregistered))
-    out = run_dir / "sparse" / "0"
+    out = run_folder.sparse_model_dir(run_dir)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     rec.write_binary(str(out))

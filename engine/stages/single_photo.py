@@ -102,6 +102,15 @@ class SinglePhotoResult:
     model: dict[str, Any] = field(default_factory=dict)
     depth_path: Path | None = None
 
+    def to_report(self) -> dict[str, Any]:
+        """report.json's ``stages.single_photo``."""
+        return {
+            "points": len(self.cloud),
+            "foreground": self.foreground_source,
+            "focal_source": self.focal_source,
+            "note": self.note,
+        }
+
 
 def _normalise(values: np.ndarray, where: np.ndarray) -> np.ndarray:
     """Map ``values`` to [0, 1] by their 1st / 99th percentiles over ``where`` (0.5 if flat)."""

@@ -190,8 +190,9 @@ def test_resources_and_default_workers(monkeypatch):
 
 
 def test_up_to_date_needs_same_photos_settings_and_a_finished_run(tmp_path):
-    """The resume check the batch relies on (engine.pipeline.Pipeline.up_to_date)."""
+    """The resume check the batch relies on (engine.run_folder.up_to_date, via Pipeline)."""
     import engine
+    from engine import run_folder
     from engine.export.report import write_json_atomic
     from engine.pipeline import Pipeline
 
@@ -210,7 +211,10 @@ def test_up_to_date_needs_same_photos_settings_and_a_finished_run(tmp_path):
     write_json_atomic(out / "config.json", cfg.to_dict())
     assert json.loads((out / "config.json").read_text())["depth_prior"]["model"] == "da"
     write_json_atomic(out / "report.json", {"status": "finished"})
-    state = {"key": {"inputs": pipe._input_key(), "engine": engine.__version__}, "done": {}}
+    state = {
+        "key": {"inputs": run_folder.input_key(photos), "engine": engine.__version__},
+        "done": {},
+    }
     write_json_atomic(out / "work" / "state.json", state)
     assert not pipe.up_to_date()  # the export did not finish
     state["done"]["export"] = {}

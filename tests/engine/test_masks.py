@@ -224,7 +224,7 @@ def gt_at(scene, name: str, size: tuple[int, int]) -> np.ndarray:
 def test_run_writes_masks_and_honours_mask_files(ingested):
     scene, result, work = ingested
     events = []
-    out = masks.run(result, work, MaskConfig(), progress=events.append)
+    out = masks.run(result, MaskConfig(), work, progress=events.append)
     names = [rec.name for rec in result.images]
     assert [rec.name for rec in out.images] == names
     file_mask = result.images[1]
@@ -282,7 +282,7 @@ def test_run_precedence_disabled_painted_file_automatic(ingested, tmp_path):
     # a stale mask of the switched-off photo from an earlier run
     (work / "masks" / f"{first}.png").write_bytes(b"stale")
     cfg = MaskConfig(override_dir=str(painted), disabled=(first,))
-    out = masks.run(result, work, cfg)
+    out = masks.run(result, cfg, work)
 
     assert out.disabled == (first,)
     assert out.user == (second, third)
@@ -310,7 +310,7 @@ def test_run_precedence_disabled_painted_file_automatic(ingested, tmp_path):
 
 def test_run_with_masks_switched_off_keeps_only_given_masks(ingested):
     _, result, work = ingested
-    out = masks.run(result, work, MaskConfig(enabled=False))
+    out = masks.run(result, MaskConfig(enabled=False), work)
     assert out.computed == () and out.from_files == (result.images[1].name,)
     assert [rec.mask_path is None for rec in out.images] == [True, False, True, True]
     # the three photos without a mask are used whole, with an all-255 mask for COLMAP
@@ -322,16 +322,16 @@ def test_run_with_masks_switched_off_keeps_only_given_masks(ingested):
 def test_painted_masks_must_exist_and_fit(ingested, tmp_path):
     _, result, work = ingested
     with pytest.raises(InputError, match="does not exist"):
-        masks.run(result, work, MaskConfig(override_dir=str(tmp_path / "nowhere")))
+        masks.run(result, MaskConfig(override_dir=str(tmp_path / "nowhere")), work)
     painted = tmp_path / "painted"
     painted.mkdir()
     name = result.images[0].name
     Image.fromarray(np.zeros((100, 100), np.uint8)).save(painted / f"{name}.png")
     with pytest.raises(InputError, match=f"{name}.png.*not the shape of photo"):
-        masks.run(result, work, MaskConfig(override_dir=str(painted)))
+        masks.run(result, MaskConfig(override_dir=str(painted)), work)
     (painted / f"{name}.png").write_bytes(b"not a png")
     with pytest.raises(InputError, match="cannot be read"):
-        masks.run(result, work, MaskConfig(override_dir=str(painted)))
+        masks.run(result, MaskConfig(override_dir=str(painted)), work)
 
 
 def extracted(work, names: list[str]) -> set[str]:
@@ -355,7 +355,7 @@ def test_pycolmap_drops_photos_without_a_mask_file_so_run_fills_them(ingested):
     """pycolmap 4.2.1 leaves out a photo whose mask file is missing (MASK_ERROR)."""
     _, result, work = ingested
     names = [rec.name for rec in result.images]
-    out = masks.run(result, work, MaskConfig(disabled=(names[0],)))
+    out = masks.run(result, MaskConfig(disabled=(names[0],)), work)
     assert out.whole == (names[0],)
     assert extracted(work, names) == set(names)
     (work / "masks" / f"{names[0]}.png").unlink()
@@ -373,7 +373,7 @@ def test_run_cancels_between_images(ingested):
             token.cancel()
 
     with pytest.raises(Cancelled):
-        masks.run(result, work, MaskConfig(), progress=progress, cancel=token)
+        masks.run(result, MaskConfig(), work, progress=progress, cancel=token)
     assert seen == [0, 1]
     written = sorted(p.name for p in (work / "masks").glob("*.png"))
     # the first photo's mask and the mask from the file, nothing after the cancellation
@@ -389,7 +389,7 @@ def test_run_reports_failures_and_keeps_no_mask(tmp_path):
         Image.fromarray(plain).save(photos / f"plain{i}.png")
     work = tmp_path / "work"
     result = ingest.run([photos], IngestConfig(), work)
-    out = masks.run(result, work, MaskConfig())
+    out = masks.run(result, MaskConfig(), work)
     assert out.computed == () and out.whole == ()
     assert [name for name, _ in out.failed] == ["plain0.png", "plain1.png"]
     assert all("no clear foreground" in reason for _, reason in out.failed)
@@ -408,7 +408,7 @@ def test_run_masks_every_scene_kind(small_scene, tmp_path, kind):
     scene = small_scene(kind)
     work = tmp_path / "work"
     result = ingest.run([scene.image_dir], IngestConfig(), work)
-    out = masks.run(result, work, MaskConfig())
+    out = masks.run(result, MaskConfig(), work)
     assert len(out.computed) == len(scene.image_paths) and not out.failed
     assert not out.turntable["detected"]
     scores = np.array(

@@ -199,7 +199,7 @@ def held_out_ingested(scene, tmp_path):
 
 def test_masks_stage_uses_the_model(trained, scene, held_out_ingested):
     result, work = held_out_ingested
-    out = masks.run(result, work, MaskConfig(model=str(trained)))
+    out = masks.run(result, MaskConfig(model=str(trained)), work)
     report = out.to_report()
     assert isinstance(report["model"], dict)
     assert report["model"]["name"] == "trained-seg" and report["model"]["source"] == "local"
@@ -217,14 +217,14 @@ def test_masks_stage_uses_the_model(trained, scene, held_out_ingested):
 def test_masks_stage_falls_back_when_the_model_is_missing(held_out_ingested, tmp_path, caplog):
     result, work = held_out_ingested
     missing = tmp_path / "no-such-model"
-    out = masks.run(result, work, MaskConfig(model=str(missing)))
+    out = masks.run(result, MaskConfig(model=str(missing)), work)
     report = out.to_report()
     assert report["model"].startswith("not used: ") and "no-such-model" in report["model"]
     assert "does not exist" in report["model"]
     assert any("Segmentation model not used" in r.message for r in caplog.records)
     assert len(out.computed) == len(HELD_OUT)
     assert {s["method"] for s in out.stats.values()} == {"border"}
-    assert masks.run(result, work, MaskConfig()).to_report()["model"] == masks.NO_MODEL
+    assert masks.run(result, MaskConfig(), work).to_report()["model"] == masks.NO_MODEL
 
 
 def test_cli_mask_model_flag_reaches_the_masks_stage(monkeypatch, tmp_path):

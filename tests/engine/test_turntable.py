@@ -39,7 +39,7 @@ def shoot(scene_factory, tmp_path_factory):
             run_dir = tmp_path_factory.mktemp(f"turntable_{kind}")
             cfg = preset("standard")
             images = ingest.run([scene.image_dir], cfg.ingest, run_dir / "work")
-            result = masks.run(images, run_dir / "work", cfg.masks)
+            result = masks.run(images, cfg.masks, run_dir / "work")
             cache[kind] = (scene, images, result, run_dir)
         return cache[kind]
 
@@ -141,6 +141,6 @@ def test_bottle_turntable_masks_miss_only_still_parts(shoot):
 def test_turntable_detection_can_be_switched_off(shoot, tmp_path):
     scene, images, _, _ = shoot("box")
     few = dataclasses.replace(images, images=images.images[:6])
-    out = masks.run(few, tmp_path / "work", MaskConfig(static_background=False))
+    out = masks.run(few, MaskConfig(static_background=False), tmp_path / "work")
     assert not out.turntable["detected"]
     assert all(s["method"] == "border" for s in out.stats.values())

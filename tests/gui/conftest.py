@@ -28,10 +28,10 @@ def _partial_models_allowed(monkeypatch):
     tests/engine/test_sfm.py and by the two-things set of tests/gui/test_fault_matrix_gui.py);
     these tests are about the window, not about that rule.
     """
-    from gui import project as project_module
+    import engine.config
     from gui import settings_panel
 
-    for module in (settings_panel, project_module):
+    for module in (settings_panel, engine.config):
         real = module.preset
 
         def allowing(name, _real=real, **overrides):  # noqa: ANN001, ANN202

@@ -33,12 +33,14 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 import engine.config
 import engine.pipeline
+import engine.stages.scale
 from engine.errors import OutputError
-from gui import project as project_module
 from gui import settings_panel
 from gui.main_window import MainWindow
 from gui.project import MANIFEST, Project
 
+#: The presets as the engine defines them (the fixtures below shrink them for these tests).
+REAL_PRESET = engine.config.preset
 TINY = {"n_azimuth": 8, "elevations_deg": (20, 45), "width": 320, "height": 240}
 RUN_TIMEOUT_MS = 240_000
 #: Folder names with spaces and characters outside ASCII (photos and projects live there).
@@ -76,7 +78,7 @@ def _small_presets(monkeypatch):
         return small_standard(cfg) if name == "standard" else cfg
 
     monkeypatch.setattr(settings_panel, "preset", shrunk)
-    monkeypatch.setattr(project_module, "preset", shrunk)
+    monkeypatch.setattr(engine.config, "preset", shrunk)
 
 
 @pytest.fixture(scope="module")
@@ -427,8 +429,8 @@ def test_runs_that_cannot_run_say_why_and_keep_the_last_result(
     # random textures): the set is named with its folders, and so are photos the run could not
     # place. A real run's rule (the conftest lifts it for the tiny shoot): under half placed is
     # no model.
-    for module in (settings_panel, project_module):
-        monkeypatch.setattr(module, "preset", engine.config.preset)
+    for module in (settings_panel, engine.config):
+        monkeypatch.setattr(module, "preset", REAL_PRESET)
     others = tmp_path / "Andere Dinge"
     others.mkdir()
     for i in range(20):
@@ -488,14 +490,14 @@ def test_disk_full_mid_run_keeps_the_project_and_the_last_run(
     files = run_files(run)
     reached = []
 
-    def full_disk(self, *args, **kwargs):  # noqa: ANN001, ANN202 - the scale stage
+    def full_disk(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - the scale stage
         reached.append(True)
         raise OutputError(
             f"Cannot write scale.json in {run}: [Errno {errno.ENOSPC}] No space left on "
             "device. Free some disk space and run again."
         )
 
-    monkeypatch.setattr(engine.pipeline.Pipeline, "_scale", full_disk)
+    monkeypatch.setattr(engine.stages.scale, "run", full_disk)
     assert run_and_wait(qtbot, win) == "failed"
     assert reached  # the run resumed SfM and failed in a later stage
     box = last_box(win, "Reconstruction failed")

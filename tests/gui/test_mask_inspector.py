@@ -175,7 +175,7 @@ def test_switched_off_and_painted_masks_reach_the_next_runs_config(
         def start(self):
             pass
 
-    monkeypatch.setattr("gui.main_window.RunWorker", Stub)
+    monkeypatch.setattr("gui.run_controller.RunWorker", Stub)
     assert win.start_run(name)
     win.worker = None  # the stub never ends
     cfg = captured[0]
