@@ -665,7 +665,7 @@ def test_ray_local_runs_products_as_tasks(tmp_path, batch_runs):
             "the Ray path of the batch cannot be checked without it."
         )
     catalogue = tmp_path / "catalogue"
-    for folder in ("bottles/green bottle", "too few"):
+    for folder in ("bottles/green bottle", "bottles/second", "too few"):
         shutil.copytree(batch_runs["catalogue"] / folder, catalogue / folder)
     shutil.copy(batch_runs["catalogue"] / "catalogue.csv", catalogue / "catalogue.csv")
     site = tmp_path / "site"
@@ -688,16 +688,18 @@ def test_ray_local_runs_products_as_tasks(tmp_path, batch_runs):
         products["too-few"]["exit_code"]
         == _by_slug(batch_runs["full_summary"])["too-few"]["exit_code"]
     )
-    # the same files as the local path's run folder
-    local = batch_runs["site"] / PRODUCTS / KILLED_SLUG
-    remote = site / PRODUCTS / KILLED_SLUG
-    names = {p.relative_to(local).as_posix() for p in local.rglob("*") if "work" not in p.parts}
-    names_ray = {
-        p.relative_to(remote).as_posix() for p in remote.rglob("*") if "work" not in p.parts
-    }
-    assert names_ray == names
+    assert products["bottles-second"]["status"] == "finished", products["bottles-second"]
+    # the same files as the local path's run folders
+    for slug in (KILLED_SLUG, "bottles-second"):
+        local = batch_runs["site"] / PRODUCTS / slug
+        remote = site / PRODUCTS / slug
+        names = {p.relative_to(local).as_posix() for p in local.rglob("*") if "work" not in p.parts}
+        names_ray = {
+            p.relative_to(remote).as_posix() for p in remote.rglob("*") if "work" not in p.parts
+        }
+        assert names_ray == names, slug
     assert green["dimensions_mm"][2] == pytest.approx(250.0, abs=0.5)
-    assert sorted(result.computed) == [KILLED_SLUG, "too-few"]
+    assert sorted(result.computed) == sorted([KILLED_SLUG, "bottles-second", "too-few"])
     again = run_catalogue(catalogue, site, batch_runs["config"], ray_address="local")
     assert again.computed == []
 
