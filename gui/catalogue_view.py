@@ -40,7 +40,8 @@ from PySide6.QtWidgets import (
 
 from engine.catalogue import CatalogueResult, Product, run_products
 from engine.config import PipelineConfig
-from engine.errors import VitrineError
+from engine.errors import OutputError, VitrineError
+from engine.export import write_bytes_atomic
 from engine.progress import CancelToken, ProgressEvent
 
 logger = logging.getLogger(__name__)
@@ -82,10 +83,8 @@ def remember_ray_address(home: Path, address: str) -> None:
     data["ray_address"] = address
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{SETTINGS_FILE}.part")
-        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
+        write_bytes_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+    except (OSError, OutputError) as exc:
         logger.info("Could not record the Ray address in %s: %s", path, exc)
 
 
