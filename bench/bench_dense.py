@@ -10,6 +10,8 @@ is resumed):
   of tests/tiny_models.py, fuse.run. Its depth is noise: this variant measures the prior's cost
   and that it does no harm, never what real weights would bring.
 - ``mvs+prior (real weights)``: as above with the model folder given by ``--depth-model``.
+- ``mvs, backdrop rim kept`` (``--variants mvs norim``): ``mvs`` with ``dense.backdrop_rim``
+  off, to see what dropping the backdrop's fringe does to accuracy.
 
 Seconds are medians over the repeats; accuracy is scored on the last repeat's cloud (the stages
 are deterministic) after the similarity: precision, recall (completeness) and F-score against
@@ -62,6 +64,9 @@ from tests.tiny_models import INPUT, make_tiny_depth_model  # noqa: E402
 
 SYNTHETIC = ("bottle", "box", "lowtex")
 MVS, TINY, REAL = "mvs", "mvs+tiny prior", "mvs+prior (real weights)"
+NO_RIM = "mvs, backdrop rim kept"
+#: --variants names -> table labels (``norim``: DenseConfig.backdrop_rim off, for the side by side)
+VARIANTS = {"mvs": MVS, "tiny": TINY, "norim": NO_RIM}
 TINY_NOTE = (
     "mvs+tiny prior uses a tiny random-weight Depth-Anything model (tests/tiny_models.py): its "
     "depth is noise, so it cannot improve the cloud; the row measures the prior stage's cost and "
@@ -194,6 +199,13 @@ def main() -> None:
         help="longest side of the depth maps on every device (0: the standard preset's, which "
         "is smaller on the CPU than on a GPU)",
     )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["mvs", "tiny"],
+        choices=sorted(VARIANTS),
+        help="variants run side by side (a real prior is added with --depth-model)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -235,7 +247,8 @@ def main() -> None:
                 estimators[(REAL, d)] = load_depth_model(
                     args.depth_model, device=d, input_size=cfg.depth_prior.input_size
                 )
-        variants = [MVS, TINY] + ([REAL] if args.depth_model else [])
+        variants = [VARIANTS[v] for v in args.variants] + ([REAL] if args.depth_model else [])
+        no_rim = cfg.replace(dense=dataclasses.replace(cfg.dense, backdrop_rim=False))
 
         for name in args.scenes:
             scene = render_scene(
@@ -270,11 +283,16 @@ def main() -> None:
             clouds: dict[tuple[str, str], object] = {}
             for rep in range(args.repeats):
                 # Variants and devices side by side in each repeat: they see the same load.
-                for variant in variants:
+                for number, variant in enumerate(variants):
                     for d in devices:
-                        work = tmp / f"{name}_work" / f"{variant.split()[0]}_{d}"
+                        work = tmp / f"{name}_work" / f"variant{number}_{d}"
                         row, cloud = run_variant(
-                            images, model, cfg, work, d, estimators.get((variant, d))
+                            images,
+                            model,
+                            no_rim if variant == NO_RIM else cfg,
+                            work,
+                            d,
+                            estimators.get((variant, d)),
                         )
                         shutil.rmtree(work, ignore_errors=True)
                         reps.setdefault((variant, d), []).append(row)

@@ -128,6 +128,12 @@ class DenseConfig:
     consistency check, not this, is what removes wrong depths."""
     min_texture: float = 1.0
     """Pixels whose NCC window varies less than this (grey levels, std) get no MVS depth."""
+    backdrop_rim: bool = True
+    """Drop depths that a plain backdrop's pixels took from the product's outline: a window
+    that straddles the outline gives the backdrop beside it the product's depth (a dark or
+    light fringe round the model). Within the coarsest level's window reach of a large region
+    without depth, a pixel whose colour is the backdrop's there, not the product's nearby,
+    loses its depth (``dense.backdrop_rim``)."""
     max_batch_pixels: int = 0
     """Pixels x hypotheses x sources per batch; 0 sizes it to the device's free memory."""
     memory_budget_mb: float = 0.0

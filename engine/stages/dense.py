@@ -53,6 +53,7 @@ import torch.nn.functional as F  # noqa: N812 - the universal torch idiom
 
 from engine.config import DenseConfig
 from engine.errors import ReconstructionError
+from engine.imageops import nearest_colour
 from engine.io import read_image, read_mask
 from engine.io.depthmaps import depth_map_path, load_depth_map, save_depth_map
 from engine.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
@@ -620,14 +621,91 @@ def estimate_depth(
     std = (_box(r * r, cfg.window) - mean**2).clamp_min(0).sqrt()[0, 0].cpu().numpy()
     in_range = (depth_c >= d_range[0]) & (depth_c <= d_range[1])
     keep = (conf_c >= cfg.min_confidence) & (std >= cfg.min_texture) & in_range
+    if ref.mask is not None:
+        keep &= ref.mask[y0:y1, x0:x1]
+    if cfg.backdrop_rim:
+        reach = 2 * (cfg.window // 2) * 2 ** (levels - 1)
+        keep &= ~backdrop_rim(ref.rgb[y0:y1, x0:x1], keep, reach)
     depth = np.zeros((h_full, w_full), np.float32)
     conf = np.zeros((h_full, w_full), np.float32)
     depth[y0:y1, x0:x1] = np.where(keep, depth_c, 0)
     conf[y0:y1, x0:x1] = np.where(keep, conf_c, 0)
-    if ref.mask is not None:
-        depth[~ref.mask] = 0
-        conf[~ref.mask] = 0
     return depth, conf
+
+
+#: A rim pixel is the backdrop's when its colour is this much closer (RGB levels, 0..441) to
+#: the backdrop beside it than to the product near it: clearly, not within JPEG noise.
+RIM_MARGIN = 20.0
+#: The backdrop is plain when the robust spread (RGB levels) of its colours along the region's
+#: frame is at most this. Plain cloth, paper or a studio sweep under uneven light spread 2 to
+#: 22 on the dev sets; cluttered rooms and tables 30 to 180.
+RIM_PLAIN_SPREAD = 25.0
+
+
+def backdrop_rim(rgb: np.ndarray, valid: np.ndarray, reach: int) -> np.ndarray:
+    """Pixels with depth that are the backdrop's colour beside the backdrop.
+
+    NCC windows straddling the product's outline give the plain backdrop beside it the
+    product's depth, up to the coarsest level's window reach outside the outline; fusion keeps
+    such a fringe, as it is consistent between nearby views (a dark skirt round a product on
+    black cloth). The backdrop is what the region's frame shows without depth; when it is
+    plain (:data:`RIM_PLAIN_SPREAD`) its colour is the median of those frame pixels, and every
+    pixel without depth within three robust spreads of it (at least :data:`RIM_MARGIN`) is
+    backdrop, also where it shows through a gap of the product. A plain patch of the product
+    has no depth either but keeps its own colour, so its edge is left alone. A pixel with
+    depth within ``reach`` of backdrop is dropped when its colour is clearly
+    (:data:`RIM_MARGIN`) closer to the nearest backdrop pixel's than to the product's around it
+    (the depth pixels farther in, averaged over ``reach``). Surface of the backdrop's own
+    colour right at the outline goes with the fringe: the windows cannot
+    tell the two apart.
+
+    Parameters
+    ----------
+    rgb
+        ``(H, W, 3)`` uint8 colour of the region.
+    valid
+        ``(H, W)`` bool: pixels with depth.
+    reach
+        Width of the rim in pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` bool: the pixels to drop.
+    """
+    none = np.zeros_like(valid)
+    if reach <= 0 or valid.all() or not valid.any():
+        return none
+    image = cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), 1.0)
+    frame = np.zeros_like(valid)
+    frame[[0, -1], :] = frame[:, [0, -1]] = True
+    frame &= ~valid
+    if frame.sum() < 0.25 * 2 * sum(valid.shape):  # the frame is mostly product or surface
+        return none
+    colours = image[frame]
+    centre = np.median(colours, axis=0)
+    spread = np.linalg.norm(colours - centre, axis=1)
+    sigma = 1.4826 * float(np.median(spread))
+    if sigma > RIM_PLAIN_SPREAD:  # clutter or print, not a plain backdrop: no such fringe
+        return none
+    limit = max(RIM_MARGIN, 3.0 * sigma)
+    backdrop = ~valid & (np.linalg.norm(image - centre, axis=-1) <= limit)
+    distance = cv2.distanceTransform((~backdrop).astype(np.uint8), cv2.DIST_L2, 3)
+    rim = valid & (distance <= reach)
+    inner = valid & ~rim
+    if not rim.any() or not inner.any():
+        return none
+    weight = cv2.GaussianBlur(inner.astype(np.float32), (0, 0), reach)
+    local = cv2.GaussianBlur(image * inner[..., None], (0, 0), reach)
+    product = np.where(
+        (weight > 0.05)[..., None],
+        local / np.maximum(weight, 1e-6)[..., None],
+        nearest_colour(image, inner),
+    )
+    beside = nearest_colour(image, backdrop)
+    to_product = np.linalg.norm(image - product, axis=-1)
+    to_backdrop = np.linalg.norm(image - beside, axis=-1)
+    return rim & (to_backdrop + RIM_MARGIN < to_product)
 
 
 # --------------------------------------------------------------------------- the stage

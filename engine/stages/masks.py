@@ -55,6 +55,7 @@ import numpy as np
 
 from engine.config import MaskConfig
 from engine.errors import InputError
+from engine.imageops import nearest_colour
 from engine.io import ImageReadError, binarize_mask, read_image, read_mask, write_png
 from engine.messages import grouped
 from engine.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
@@ -272,10 +273,12 @@ def _kmeans(samples: np.ndarray, k: int, iterations: int = 12) -> tuple[np.ndarr
         d = np.min([np.sum((samples - c) ** 2, axis=1) for c in centres], axis=0)
         centres.append(samples[int(np.argmax(d))])
     c = np.array(centres)
-    labels = np.zeros(len(samples), int)
+    labels = np.full(len(samples), -1)
     for _ in range(iterations):
         d = np.sum((samples[:, None, :] - c[None]) ** 2, axis=2)
-        labels = np.argmin(d, axis=1)
+        previous, labels = labels, np.argmin(d, axis=1)
+        if np.array_equal(labels, previous):  # converged: the medians would not move
+            break
         for j in range(k):
             if np.any(labels == j):
                 c[j] = np.median(samples[labels == j], axis=0)
@@ -593,15 +596,6 @@ def _grabcut_band(
     return out
 
 
-def _nearest_colour(image: np.ndarray, source: np.ndarray) -> np.ndarray:
-    """Colour of the nearest ``source`` pixel, for every pixel."""
-    src = np.where(source, 0, 255).astype(np.uint8)
-    _, labels = cv2.distanceTransformWithLabels(src, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL)
-    flat = np.flatnonzero(source.ravel())
-    index = flat[np.clip(labels.ravel() - 1, 0, flat.size - 1)]
-    return image.reshape(-1, image.shape[-1])[index].reshape(image.shape)
-
-
 def _snap_once(
     rgb: np.ndarray, mask: np.ndarray, radius: int, gap: int, smooth: float
 ) -> tuple[np.ndarray, float]:
@@ -621,8 +615,8 @@ def _snap_once(
         return mask, 0.0
     pixel = rgb[y0:y1, x0:x1].astype(np.float32)
     image = cv2.GaussianBlur(pixel, (0, 0), smooth) if smooth > 0 else pixel
-    fg = _nearest_colour(image, inside)
-    bg = _nearest_colour(image, outside)
+    fg = nearest_colour(image, inside)
+    bg = nearest_colour(image, outside)
     diff = fg - bg
     denom = np.sum(diff * diff, axis=-1)
     alpha = np.sum((pixel - bg) * diff, axis=-1) / np.maximum(denom, 1e-6)

@@ -278,6 +278,59 @@ def test_masks_restrict_the_work_to_the_product(scene_factory):
     assert (depth[~ref.mask] == 0).all() and (depth[ref.mask] > 0).mean() > 0.8
 
 
+def test_the_backdrops_fringe_loses_its_depth_and_the_product_keeps_its(scene_factory):
+    """Windows straddling the outline give black cloth beside it the product's depth."""
+    scene = scene_factory("bottle", backdrop="dark")
+    model = _truth_model(scene)
+    records = {r.name: r for r in _records(scene)}
+    counts = {}
+    for rim in (False, True):
+        cfg = dataclasses.replace(CFG, backdrop_rim=rim)
+        outside = covered = product = 0
+        for name in (scene.cameras[13].name, scene.cameras[30].name):
+            ref = dense.prepare_view(records[name], model.cameras[name], cfg.max_image_size)
+            views = [
+                dense.prepare_view(records[s], model.cameras[s], cfg.max_image_size)
+                for s in dense.select_sources(model, cfg)[name]
+            ]
+            pts = dense._visible_points(model, name)
+            d_range = dense.depth_range(pts, model.cameras[name], cfg.depth_margin)
+            with torch.inference_mode():
+                depth, _ = dense.estimate_depth(
+                    ref, views, d_range, cfg, "cpu", dense.region_of_interest(ref, pts)
+                )
+            obj = np.isfinite(depth_map("bottle", ref.camera))
+            outside += int(((depth > 0) & ~obj).sum())
+            covered += int(((depth > 0) & obj).sum())
+            product += int(obj.sum())
+        counts[rim] = (outside, covered / product)
+    (fringe_kept, coverage_kept), (fringe, coverage) = counts[False], counts[True]
+    assert fringe_kept > 1000, counts  # the fringe is there without the check ...
+    assert fringe <= 0.15 * fringe_kept, counts  # ... and mostly gone with it
+    assert coverage >= 0.97 and coverage >= coverage_kept - 0.01, counts
+
+
+def test_backdrop_rim_takes_the_backdrops_colour_at_the_outline_only():
+    h, w = 120, 160
+    rgb = np.full((h, w, 3), 12, np.uint8)  # black cloth
+    rng = np.random.default_rng(1)
+    product = np.zeros((h, w), bool)
+    product[30:90, 40:120] = True
+    rgb[product] = rng.integers(150, 230, (int(product.sum()), 3), dtype=np.uint8)
+    rgb[55:65, 75:85] = 190  # a plain patch of the product: a small hole without depth
+    fringe = cv2.dilate(product.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    valid = fringe.copy()
+    valid[55:65, 75:85] = False
+    drop = dense.backdrop_rim(rgb, valid, reach=8)
+    assert drop[fringe & ~product].mean() > 0.95  # the cloth that took the product's depth
+    assert drop[product].mean() < 0.01  # the product, also at its outline and round its hole
+    assert not dense.backdrop_rim(rgb, np.ones((h, w), bool), reach=8).any()
+    cluttered = rgb.copy()  # a room behind: no plain backdrop, so no such fringe to drop
+    cluttered[~fringe] = rng.integers(0, 256, (int((~fringe).sum()), 3), dtype=np.uint8)
+    assert not dense.backdrop_rim(cluttered, valid, reach=8).any()
+    assert not dense.backdrop_rim(rgb, valid, reach=0).any()
+
+
 def test_too_few_placed_photos_is_a_clear_error(scene_factory, tmp_path):
     from engine.errors import ReconstructionError
 
