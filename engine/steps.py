@@ -427,6 +427,8 @@ def dense(ctx: RunContext, ingest: IngestResult, sparse: SparseModel) -> tuple[P
             dataclasses.asdict(cfg.fuse),
             prior_key,
             [p.name for p in maps],
+            # the depth maps' own keys: recomputed maps (a new algorithm version) are fused anew
+            sorted(dense.keys.items()),
         ]
     )
     done = ctx.state.get("fuse")

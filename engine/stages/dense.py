@@ -74,7 +74,7 @@ STAGE = "dense"
 #: Points per view sent to the live preview while depth maps are computed.
 PREVIEW_POINTS = 20_000
 #: Bump when the algorithm changes so cached depth maps are recomputed.
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2
 #: Bytes of memory one evaluated element (pixel x hypothesis x source) needs in the sweep:
 #: about 14 float32 temporaries.
 BYTES_PER_ELEMENT = 4 * 14
@@ -127,6 +127,9 @@ class DenseResult:
         Image name -> why no depth map was computed for it.
     memory_note
         What was done when memory ran short ("" when it did not).
+    keys
+        Image name -> fingerprint of its depth map (settings, algorithm version, photo, mask,
+        pose, sources, range): what fusion downstream is keyed on.
     """
 
     folder: Path
@@ -136,6 +139,7 @@ class DenseResult:
     skipped: dict[str, str] = field(default_factory=dict)
     memory_note: str = ""
     """Empty, or what the stage did when memory ran short (smaller batches, CPU fallback)."""
+    keys: dict[str, str] = field(default_factory=dict)
 
     @property
     def seconds_per_view(self) -> float:
@@ -655,9 +659,9 @@ def backdrop_rim(rgb: np.ndarray, valid: np.ndarray, reach: int) -> np.ndarray:
     has no depth either but keeps its own colour, so its edge is left alone. A pixel with
     depth within ``reach`` of backdrop is dropped when its colour is clearly
     (:data:`RIM_MARGIN`) closer to the nearest backdrop pixel's than to the product's around it
-    (the depth pixels farther in, averaged over ``reach``). Surface of the backdrop's own
-    colour right at the outline goes with the fringe: the windows cannot
-    tell the two apart.
+    (the depth pixels farther in, averaged over ``reach``). Surface of the product right at
+    the outline that is nearer the backdrop's colour than the product's (a deep shadow at its
+    foot) goes with the fringe: the windows cannot tell the two apart.
 
     Parameters
     ----------
@@ -829,6 +833,7 @@ def run(
 
     paths: list[Path] = []
     stats: dict[str, dict[str, Any]] = {}
+    keys: dict[str, str] = {}
     skipped: dict[str, str] = {}
     n = len(names)
     progress(ProgressEvent(STAGE, 0, n, f"depth maps on {dev.type.upper()}"))
@@ -850,6 +855,7 @@ def run(
             continue
         path = depth_map_path(out_dir, name)
         key = _fingerprint(cfg, records[name], cam, srcs, d_range)
+        keys[name] = key
         if path.exists():
             try:
                 dm, meta = load_depth_map(path)
@@ -923,7 +929,7 @@ def run(
         )
     for note in notes:
         logger.warning("%s", note)
-    return DenseResult(out_dir, tuple(paths), stats, dev.type, skipped, " ".join(notes))
+    return DenseResult(out_dir, tuple(paths), stats, dev.type, skipped, " ".join(notes), keys)
 
 
 _CPU = torch.device("cpu")

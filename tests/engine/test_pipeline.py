@@ -329,6 +329,14 @@ def test_standard_run_with_the_depth_prior_writes_a_dense_cloud_and_resumes(
     assert again.mesh.num_triangles == result.mesh.num_triangles
     assert again.report.stages["dense"]["resumed_views"] == len(report["registered"])
 
+    # Depth maps of a newer algorithm are computed again, and fused again: the cloud is never
+    # the old maps' while the maps on disk are new.
+    monkeypatch.undo()
+    monkeypatch.setattr(dense, "ALGORITHM_VERSION", dense.ALGORITHM_VERSION + 1)
+    newer = reconstruct([small_scene.image_dir], out, cfg)
+    assert {"dense", "fuse"} <= set(newer.report.stage_seconds)
+    assert newer.report.stages["dense"].get("resumed_views", 0) == 0
+
 
 def test_no_depth_prior_flag_and_missing_weights_are_reported(small_scene, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
