@@ -74,7 +74,7 @@ STAGE = "dense"
 #: Points per view sent to the live preview while depth maps are computed.
 PREVIEW_POINTS = 20_000
 #: Bump when the algorithm changes so cached depth maps are recomputed.
-ALGORITHM_VERSION = 2
+ALGORITHM_VERSION = 3
 #: Bytes of memory one evaluated element (pixel x hypothesis x source) needs in the sweep:
 #: about 14 float32 temporaries.
 BYTES_PER_ELEMENT = 4 * 14
@@ -659,9 +659,10 @@ def backdrop_rim(rgb: np.ndarray, valid: np.ndarray, reach: int) -> np.ndarray:
     has no depth either but keeps its own colour, so its edge is left alone. A pixel with
     depth within ``reach`` of backdrop is dropped when its colour is clearly
     (:data:`RIM_MARGIN`) closer to the nearest backdrop pixel's than to the product's around it
-    (the depth pixels farther in, averaged over ``reach``). Surface of the product right at
-    the outline that is nearer the backdrop's colour than the product's (a deep shadow at its
-    foot) goes with the fringe: the windows cannot tell the two apart.
+    (the depth pixels farther in, averaged over ``reach``) and it passes for backdrop itself
+    (within the spread that made the backdrop). A shaded edge of the product (the dark green
+    foot of a bottle on black cloth) keeps its depth; surface of the backdrop's own colour
+    right at the outline goes with the fringe: the windows cannot tell the two apart.
 
     Parameters
     ----------
@@ -680,7 +681,8 @@ def backdrop_rim(rgb: np.ndarray, valid: np.ndarray, reach: int) -> np.ndarray:
     none = np.zeros_like(valid)
     if reach <= 0 or valid.all() or not valid.any():
         return none
-    image = cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), 1.0)
+    raw = rgb.astype(np.float32)
+    image = cv2.GaussianBlur(raw, (0, 0), 1.0)
     frame = np.zeros_like(valid)
     frame[[0, -1], :] = frame[:, [0, -1]] = True
     frame &= ~valid
@@ -709,7 +711,9 @@ def backdrop_rim(rgb: np.ndarray, valid: np.ndarray, reach: int) -> np.ndarray:
     beside = nearest_colour(image, backdrop)
     to_product = np.linalg.norm(image - product, axis=-1)
     to_backdrop = np.linalg.norm(image - beside, axis=-1)
-    return rim & (to_backdrop + RIM_MARGIN < to_product)
+    # and the pixel itself passes for backdrop (unblurred: right at the outline too)
+    like_backdrop = np.linalg.norm(raw - nearest_colour(raw, backdrop), axis=-1) <= limit
+    return rim & like_backdrop & (to_backdrop + RIM_MARGIN < to_product)
 
 
 # --------------------------------------------------------------------------- the stage
