@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QObject
@@ -36,11 +36,12 @@ logger = logging.getLogger(__name__)
 
 
 class _Glue(QObject):
-    """What the three helpers share: the window, its project, saving and the status bar."""
+    """What the helpers share: the window, the dialog open now, saving, the status bar."""
 
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
         self.window = window
+        self.dialog: Any = None
 
     def _status(self, text: str, ms: int = 0) -> None:
         self.window.statusBar().showMessage(text, ms)
@@ -59,10 +60,6 @@ class ExportGlue(_Glue):
     dialog
         The export dialog open now (None before the first).
     """
-
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.dialog: ExportDialog | None = None
 
     def show_export(self) -> ExportDialog | None:
         """File ▸ Export…: the selected set's exportable files."""
@@ -85,10 +82,6 @@ class InspectorGlue(_Glue):
     dialog
         The inspector open now (None before the first).
     """
-
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.dialog: MaskInspector | None = None
 
     def inspect_photo(self, path: str | Path) -> MaskInspector | None:
         """Open the mask inspector of a photo of the selected set (double-click on a thumbnail)."""
@@ -180,10 +173,6 @@ class ScaleGlue(_Glue):
         The scale dialog open now (None before the first).
     """
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.dialog: SetScaleDialog | None = None
-
     def show_set_scale(self) -> SetScaleDialog | None:
         """View ▸ Set scale…: a known product size, or two picked points and their distance."""
         window = self.window
@@ -241,10 +230,6 @@ class CatalogueGlue(_Glue):
     dialog
         The catalogue view (None before the first; one is kept while it runs).
     """
-
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.dialog: CatalogueDialog | None = None
 
     def running(self) -> bool:
         """Whether the catalogue is running."""

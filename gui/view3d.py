@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyqtgraph import Vector
@@ -307,6 +307,18 @@ def _define_gl_classes() -> dict[str, type]:
     return {"view": GuardedGLView, "points": Points, "lines": Lines, "mesh": MeshItem}
 
 
+def _lines(color: tuple, width: float, options: str | dict) -> Any:
+    """An empty line-segment item (``mode='lines'``: consecutive vertex pairs)."""
+    return _gl_class("lines")(
+        pos=np.zeros((0, 3), np.float32),
+        color=color,
+        width=width,
+        mode="lines",
+        antialias=False,
+        glOptions=options,
+    )
+
+
 def _make_items(point_size: float) -> tuple:
     """The view's items: cloud, preview, camera pyramids, mesh, marker dots, marker line."""
     # 'opaque': depth test, no blending (the default 'additive' washes colours out to white).
@@ -321,14 +333,7 @@ def _make_items(point_size: float) -> tuple:
         )
         for _ in range(2)
     )
-    frustums = _gl_class("lines")(
-        pos=np.zeros((0, 3), np.float32),
-        color=(1.0, 0.75, 0.2, 1.0),
-        width=1.0,
-        mode="lines",
-        antialias=False,
-        glOptions="opaque",
-    )
+    frustums = _lines((1.0, 0.75, 0.2, 1.0), 1.0, "opaque")
     mesh = _gl_class("mesh")()
     # Picked points stay visible through the surface: no depth test, drawn last
     from OpenGL import GL
@@ -341,14 +346,7 @@ def _make_items(point_size: float) -> tuple:
         pxMode=True,
         glOptions=on_top,
     )
-    marker_line = _gl_class("lines")(
-        pos=np.zeros((0, 3), np.float32),
-        color=(1.0, 0.85, 0.1, 1.0),
-        width=2.0,
-        mode="lines",
-        antialias=False,
-        glOptions=on_top,
-    )
+    marker_line = _lines((1.0, 0.85, 0.1, 1.0), 2.0, on_top)
     markers.setDepthValue(10)
     marker_line.setDepthValue(10)
     return points, preview, frustums, mesh, markers, marker_line
