@@ -255,18 +255,15 @@ def mesh(
     path = rf.mesh_file(ctx.out_dir)
     done = ctx.state.get("mesh")
     if done is not None and done.get("key") == mesh_key and path.is_file():
-        mesh = mesh_stage.load_mesh(path)
-        stats = done["stats"]
-        logger.info("Mesh already done: %d triangles (resumed).", mesh.num_triangles)
-        ctx.progress(ProgressEvent("mesh", 1, 1, "resumed", mesh))
+        result = mesh_stage.MeshResult(mesh_stage.load_mesh(path), done["stats"])
+        logger.info("Mesh already done: %d triangles (resumed).", result.mesh.num_triangles)
+        ctx.progress(ProgressEvent("mesh", 1, 1, "resumed", result.mesh))
     else:
         try:
             result = ctx.timed(
                 "mesh",
                 lambda: mesh_stage.run(
-                    cloud,
-                    sparse.cameras,
-                    ingest.images,
+                    mesh_stage.MeshInputs(cloud, sparse.cameras, ingest.images),
                     cfg,
                     ctx.work / "mesh",
                     progress=ctx.progress,
@@ -282,10 +279,10 @@ def mesh(
             ctx.report.warnings.append(f"No mesh: {exc} The point cloud is still exported.")
             logger.warning("No mesh: %s", exc)
             return None
-        mesh, stats = result.mesh, dict(result.stats)
-        mesh_stage.save_mesh(path, mesh)
-        ctx.state.finish("mesh", {"key": mesh_key, "stats": stats})
-    ctx.report.stages["mesh"] = {"built": True, **stats}
+        mesh_stage.save_mesh(path, result.mesh)
+        ctx.state.finish("mesh", {"key": mesh_key, "stats": dict(result.stats)})
+    ctx.report.stages["mesh"] = result.to_report()
+    mesh, stats = result.mesh, result.stats
     disagreeing = stats.get("masks_disagreeing") or []
     if disagreeing:
         ctx.report.warnings.append(
@@ -316,14 +313,9 @@ def scale(
     """
     from engine.stages import scale as scale_stage
 
+    inputs = scale_stage.ScaleInputs(sparse.cameras, ingest.images, product, support)
     result = scale_stage.run(
-        sparse.cameras,
-        ingest.images,
-        product,
-        ctx.config.scale,
-        support=support,
-        progress=ctx.progress,
-        cancel=ctx.cancel,
+        inputs, ctx.config.scale, None, progress=ctx.progress, cancel=ctx.cancel
     )
     ctx.report.stages["scale"] = result.to_report()
     ctx.report.frame = frame_report(result.up, result.transform)
@@ -354,12 +346,11 @@ def coverage(
     # otherwise coverage finds it from the cameras held level, which stays right when part
     # of the way round is missing.
     up = scale.up if getattr(scale, "up_source", "") in ("markers", "support") else None
+    inputs = coverage_stage.CoverageInputs(
+        sparse.cameras, centre, up=up, expected=[r.name for r in ingest.images]
+    )
     result = coverage_stage.run(
-        sparse.cameras,
-        centre,
-        ctx.config.coverage,
-        up=up,
-        expected=[r.name for r in ingest.images],
+        inputs, ctx.config.coverage, None, progress=ctx.progress, cancel=ctx.cancel
     )
     info = ctx.report.stages.setdefault("coverage", {})
     info.update(result.to_report())
@@ -382,8 +373,7 @@ def dense(ctx: RunContext, ingest: IngestResult, sparse: SparseModel) -> tuple[P
     dense = ctx.timed(
         "dense",
         lambda: dense_stage.run(
-            ingest,
-            sparse,
+            dense_stage.DenseInputs(ingest, sparse),
             dense_cfg,
             ctx.work / "dense",
             device=ctx.device,
@@ -515,10 +505,10 @@ def single_photo(ctx: RunContext, ingest: IngestResult) -> PointCloud:
     result = ctx.timed(
         "depth_prior",
         lambda: relief_stage.run(
-            rec,
+            relief_stage.SinglePhotoInputs(rec),
+            relief_stage.SinglePhotoConfig(focal_px=rec.focal_px),
             rf.work_dir(ctx.out_dir) / "single_photo",
             estimator=estimator,
-            focal_px=rec.focal_px,
             progress=ctx.progress,
             cancel=ctx.cancel,
         ),
