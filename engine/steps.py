@@ -110,21 +110,7 @@ def ingest(ctx: RunContext) -> IngestResult:
             ),
         )
         ctx.state.finish("ingest", {"result": rf.ingest_to_json(ingest, out)})
-    ctx.report.inputs = {
-        "photos_given": len(ingest.images) + len(ingest.skipped),
-        "photos_used": len(ingest.images),
-        "cameras": len({r.camera_key for r in ingest.images}),
-        "focal_prior": sorted({r.focal_source for r in ingest.images}),
-        "images": [
-            {
-                "name": r.name,
-                "width": r.width,
-                "height": r.height,
-                "sharpness": round(r.sharpness, 1),
-            }
-            for r in ingest.images
-        ],
-    }
+    ctx.report.inputs = ingest.to_report()
     ctx.report.skipped = [{"file": s.path, "reason": s.reason} for s in ingest.skipped]
     ctx.report.warnings.extend(ingest.warnings)
     preflight(ctx, ingest)
@@ -421,20 +407,19 @@ def dense(ctx: RunContext, ingest: IngestResult, sparse: SparseModel) -> tuple[P
     )
     done = ctx.state.get("fuse")
     if done is not None and done.get("key") == fuse_key and (out / rf.DENSE_PLY).is_file():
-        cloud = read_ply(out / rf.DENSE_PLY)
-        stats = done["stats"]
-        logger.info("Fusion already done: %d points (resumed).", len(cloud))
-        ctx.progress(ProgressEvent("fuse", 1, 1, "resumed", cloud))
+        fused = fuse_stage.FuseResult(read_ply(out / rf.DENSE_PLY), done["stats"])
+        logger.info("Fusion already done: %d points (resumed).", len(fused.cloud))
+        ctx.progress(ProgressEvent("fuse", 1, 1, "resumed", fused.cloud))
     else:
-        result = ctx.timed(
+        fused = ctx.timed(
             "fuse",
             lambda: fuse_stage.run(
                 maps, cfg.fuse, out / rf.DENSE_PLY, progress=ctx.progress, cancel=ctx.cancel
             ),
         )
-        cloud, stats = result.cloud, result.stats
-        ctx.state.finish("fuse", {"key": fuse_key, "stats": stats})
-    ctx.report.stages["fuse"] = stats
+        ctx.state.finish("fuse", {"key": fuse_key, "stats": fused.stats})
+    ctx.report.stages["fuse"] = fused.to_report()
+    cloud, stats = fused.cloud, fused.stats
     if isinstance(ctx.report.model.get("depth_prior"), dict):
         ctx.report.model["depth_prior"]["fused_point_fraction"] = stats.get("prior_fraction", 0.0)
     return cloud, fuse_key
