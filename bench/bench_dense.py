@@ -93,7 +93,7 @@ def run_variant(images, model, cfg, work: Path, device: str, estimator) -> tuple
     if device == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    res = dense.run(images, model, cfg.dense, work / "dense", device=device)
+    res = dense.run(dense.DenseInputs(images, model), cfg.dense, work / "dense", device=device)
     t1 = time.perf_counter()
     maps = list(res.paths)
     prior_filled, prior_reasons = None, None

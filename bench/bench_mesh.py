@@ -69,7 +69,9 @@ def main() -> None:
 
     t = time.perf_counter()
     res = mesh_stage.run(
-        _gt_cloud(scene), scene.camera_dict(), _records(scene), FAST, out / "gt_work"
+        mesh_stage.MeshInputs(_gt_cloud(scene), scene.camera_dict(), _records(scene)),
+        FAST,
+        out / "gt_work",
     )
     rows.append(
         _row(
@@ -93,10 +95,12 @@ def main() -> None:
             dataclasses.replace(r, mask_path=masks[Path(r.name).stem]) for r in images.images
         ),
     )
-    depth = dense.run(images, model, cfg.dense, out / "dense", device="cpu")
+    depth = dense.run(dense.DenseInputs(images, model), cfg.dense, out / "dense", device="cpu")
     fused = fuse.run(list(depth.paths), cfg.fuse, out / "dense.ply")
     t = time.perf_counter()
-    res = mesh_stage.run(fused.cloud, model.cameras, images, cfg.mesh, out / "mesh_work")
+    res = mesh_stage.run(
+        mesh_stage.MeshInputs(fused.cloud, model.cameras, images), cfg.mesh, out / "mesh_work"
+    )
     seconds = time.perf_counter() - t
     s, rot, tr = align_cameras(model.cameras, scene.camera_dict(), sorted(model.cameras))
     world = s * np.asarray(res.mesh.vertices, np.float64) @ rot.T + tr

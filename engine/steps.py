@@ -110,21 +110,7 @@ def ingest(ctx: RunContext) -> IngestResult:
             ),
         )
         ctx.state.finish("ingest", {"result": rf.ingest_to_json(ingest, out)})
-    ctx.report.inputs = {
-        "photos_given": len(ingest.images) + len(ingest.skipped),
-        "photos_used": len(ingest.images),
-        "cameras": len({r.camera_key for r in ingest.images}),
-        "focal_prior": sorted({r.focal_source for r in ingest.images}),
-        "images": [
-            {
-                "name": r.name,
-                "width": r.width,
-                "height": r.height,
-                "sharpness": round(r.sharpness, 1),
-            }
-            for r in ingest.images
-        ],
-    }
+    ctx.report.inputs = ingest.to_report()
     ctx.report.skipped = [{"file": s.path, "reason": s.reason} for s in ingest.skipped]
     ctx.report.warnings.extend(ingest.warnings)
     preflight(ctx, ingest)
@@ -255,18 +241,15 @@ def mesh(
     path = rf.mesh_file(ctx.out_dir)
     done = ctx.state.get("mesh")
     if done is not None and done.get("key") == mesh_key and path.is_file():
-        mesh = mesh_stage.load_mesh(path)
-        stats = done["stats"]
-        logger.info("Mesh already done: %d triangles (resumed).", mesh.num_triangles)
-        ctx.progress(ProgressEvent("mesh", 1, 1, "resumed", mesh))
+        result = mesh_stage.MeshResult(mesh_stage.load_mesh(path), done["stats"])
+        logger.info("Mesh already done: %d triangles (resumed).", result.mesh.num_triangles)
+        ctx.progress(ProgressEvent("mesh", 1, 1, "resumed", result.mesh))
     else:
         try:
             result = ctx.timed(
                 "mesh",
                 lambda: mesh_stage.run(
-                    cloud,
-                    sparse.cameras,
-                    ingest.images,
+                    mesh_stage.MeshInputs(cloud, sparse.cameras, ingest.images),
                     cfg,
                     ctx.work / "mesh",
                     progress=ctx.progress,
@@ -282,10 +265,10 @@ def mesh(
             ctx.report.warnings.append(f"No mesh: {exc} The point cloud is still exported.")
             logger.warning("No mesh: %s", exc)
             return None
-        mesh, stats = result.mesh, dict(result.stats)
-        mesh_stage.save_mesh(path, mesh)
-        ctx.state.finish("mesh", {"key": mesh_key, "stats": stats})
-    ctx.report.stages["mesh"] = {"built": True, **stats}
+        mesh_stage.save_mesh(path, result.mesh)
+        ctx.state.finish("mesh", {"key": mesh_key, "stats": dict(result.stats)})
+    ctx.report.stages["mesh"] = result.to_report()
+    mesh, stats = result.mesh, result.stats
     disagreeing = stats.get("masks_disagreeing") or []
     if disagreeing:
         ctx.report.warnings.append(
@@ -316,14 +299,9 @@ def scale(
     """
     from engine.stages import scale as scale_stage
 
+    inputs = scale_stage.ScaleInputs(sparse.cameras, ingest.images, product, support)
     result = scale_stage.run(
-        sparse.cameras,
-        ingest.images,
-        product,
-        ctx.config.scale,
-        support=support,
-        progress=ctx.progress,
-        cancel=ctx.cancel,
+        inputs, ctx.config.scale, None, progress=ctx.progress, cancel=ctx.cancel
     )
     ctx.report.stages["scale"] = result.to_report()
     ctx.report.frame = frame_report(result.up, result.transform)
@@ -354,12 +332,11 @@ def coverage(
     # otherwise coverage finds it from the cameras held level, which stays right when part
     # of the way round is missing.
     up = scale.up if getattr(scale, "up_source", "") in ("markers", "support") else None
+    inputs = coverage_stage.CoverageInputs(
+        sparse.cameras, centre, up=up, expected=[r.name for r in ingest.images]
+    )
     result = coverage_stage.run(
-        sparse.cameras,
-        centre,
-        ctx.config.coverage,
-        up=up,
-        expected=[r.name for r in ingest.images],
+        inputs, ctx.config.coverage, None, progress=ctx.progress, cancel=ctx.cancel
     )
     info = ctx.report.stages.setdefault("coverage", {})
     info.update(result.to_report())
@@ -382,8 +359,7 @@ def dense(ctx: RunContext, ingest: IngestResult, sparse: SparseModel) -> tuple[P
     dense = ctx.timed(
         "dense",
         lambda: dense_stage.run(
-            ingest,
-            sparse,
+            dense_stage.DenseInputs(ingest, sparse),
             dense_cfg,
             ctx.work / "dense",
             device=ctx.device,
@@ -433,20 +409,19 @@ def dense(ctx: RunContext, ingest: IngestResult, sparse: SparseModel) -> tuple[P
     )
     done = ctx.state.get("fuse")
     if done is not None and done.get("key") == fuse_key and (out / rf.DENSE_PLY).is_file():
-        cloud = read_ply(out / rf.DENSE_PLY)
-        stats = done["stats"]
-        logger.info("Fusion already done: %d points (resumed).", len(cloud))
-        ctx.progress(ProgressEvent("fuse", 1, 1, "resumed", cloud))
+        fused = fuse_stage.FuseResult(read_ply(out / rf.DENSE_PLY), done["stats"])
+        logger.info("Fusion already done: %d points (resumed).", len(fused.cloud))
+        ctx.progress(ProgressEvent("fuse", 1, 1, "resumed", fused.cloud))
     else:
-        result = ctx.timed(
+        fused = ctx.timed(
             "fuse",
             lambda: fuse_stage.run(
                 maps, cfg.fuse, out / rf.DENSE_PLY, progress=ctx.progress, cancel=ctx.cancel
             ),
         )
-        cloud, stats = result.cloud, result.stats
-        ctx.state.finish("fuse", {"key": fuse_key, "stats": stats})
-    ctx.report.stages["fuse"] = stats
+        ctx.state.finish("fuse", {"key": fuse_key, "stats": fused.stats})
+    ctx.report.stages["fuse"] = fused.to_report()
+    cloud, stats = fused.cloud, fused.stats
     if isinstance(ctx.report.model.get("depth_prior"), dict):
         ctx.report.model["depth_prior"]["fused_point_fraction"] = stats.get("prior_fraction", 0.0)
     return cloud, fuse_key
@@ -517,10 +492,10 @@ def single_photo(ctx: RunContext, ingest: IngestResult) -> PointCloud:
     result = ctx.timed(
         "depth_prior",
         lambda: relief_stage.run(
-            rec,
+            relief_stage.SinglePhotoInputs(rec),
+            relief_stage.SinglePhotoConfig(focal_px=rec.focal_px),
             rf.work_dir(ctx.out_dir) / "single_photo",
             estimator=estimator,
-            focal_px=rec.focal_px,
             progress=ctx.progress,
             cancel=ctx.cancel,
         ),

@@ -91,6 +91,24 @@ class IngestResult:
     image_dir: Path
     warnings: tuple[str, ...] = ()
 
+    def to_report(self) -> dict[str, Any]:
+        """report.json's ``inputs``: photos given and used, cameras, focal priors, each photo."""
+        return {
+            "photos_given": len(self.images) + len(self.skipped),
+            "photos_used": len(self.images),
+            "cameras": len({r.camera_key for r in self.images}),
+            "focal_prior": sorted({r.focal_source for r in self.images}),
+            "images": [
+                {
+                    "name": r.name,
+                    "width": r.width,
+                    "height": r.height,
+                    "sharpness": round(r.sharpness, 1),
+                }
+                for r in self.images
+            ],
+        }
+
 
 @dataclass(frozen=True)
 class CameraPose:

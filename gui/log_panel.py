@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Iterable
 
+from PySide6.QtCore import QObject
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import QPlainTextEdit, QVBoxLayout, QWidget
+
+from gui.errors import QtLogHandler
 
 #: Colours of the levels that deserve attention (others use the default text colour).
 LEVEL_COLOURS = {"WARNING": "#b36b00", "ERROR": "#c0392b", "CRITICAL": "#c0392b"}
@@ -69,3 +73,26 @@ class LogPanel(QWidget):
     def lines(self) -> list[str]:
         """The lines shown (for tests and copying)."""
         return self.text.toPlainText().splitlines()
+
+    def follow(self, loggers: Iterable[str], parent: QObject | None = None) -> QtLogHandler:
+        """Show the records of the named loggers from now on (``gui`` at INFO if it is unset).
+
+        Returns
+        -------
+        QtLogHandler
+            The handler attached to them (give it to :meth:`unfollow`).
+        """
+        handler = QtLogHandler(parent=parent)
+        handler.setFormatter(PanelFormatter())
+        handler.record.connect(self.append)
+        for name in loggers:
+            logging.getLogger(name).addHandler(handler)
+        if logging.getLogger("gui").level == logging.NOTSET:
+            logging.getLogger("gui").setLevel(logging.INFO)
+        return handler
+
+    @staticmethod
+    def unfollow(handler: QtLogHandler, loggers: Iterable[str]) -> None:
+        """Detach ``handler`` (from :meth:`follow`) from the named loggers."""
+        for name in loggers:
+            logging.getLogger(name).removeHandler(handler)

@@ -74,8 +74,9 @@ class RunController(QObject):
         The live cloud moved to a new frame: the view should fit it again.
     shown()
         Something is on show (the window hides its hint).
-    show_run_folder_requested(str)
-        A failed run cleared the live view: show again what the set's run folder holds.
+    mesh_loaded()
+        A set's run folder put a mesh on show (:meth:`show_run_folder`): the view should show
+        it.
     save_requested()
         The project's state changed (a set's last status): a saved project saves it.
     ended(str)
@@ -91,6 +92,7 @@ class RunController(QObject):
     refit = Signal()
     shown = Signal()
     save_requested = Signal()
+    mesh_loaded = Signal()
     ended = Signal(str)
 
     def __init__(
@@ -102,7 +104,6 @@ class RunController(QObject):
         progress_model: ProgressModel,
         errors: ErrorSink,
         *,
-        show_run_folder: Callable[[str], bool],
         current_set: Callable[[], str | None],
         parent: QObject | None = None,
     ) -> None:
@@ -113,7 +114,6 @@ class RunController(QObject):
         self.result_model = result_model
         self.progress_model = progress_model
         self.errors = errors
-        self.show_run_folder = show_run_folder
         self.current_set = current_set
         self.worker: RunWorker | None = None
         self.snapshot_counts: Counter[str] = Counter()
@@ -229,6 +229,17 @@ class RunController(QObject):
 
     # ------------------------------------------------------------------ during the run
 
+    def stop_for_close(self, timeout_s: float = CLOSE_WAIT_S) -> bool:
+        """The window closes and the run was cancelled: wait for it; False (reported) if late."""
+        self.status.emit("Stopping the run before closing…")
+        if self.wait(timeout_s):
+            return True
+        self.errors.report(
+            "The run is still stopping",
+            "The reconstruction did not stop in time. Wait a moment and close again.",
+        )
+        return False
+
     def _on_progress(self, event) -> None:  # noqa: ANN001 - engine.progress.ProgressEvent
         if event.stage == "pipeline":
             self.progress_model.update(event.message, 0, 0, "starting")
@@ -302,6 +313,39 @@ class RunController(QObject):
                 context += " The results already in its run folder are kept and shown."
         self.status.emit("The run failed: see the message.")
         self.errors.report("Reconstruction failed", message + context, details)
+
+    def show_run_folder(self, name: str) -> bool:
+        """Put the cloud, cameras, report and mesh of the set's run folder on show.
+
+        Returns
+        -------
+        bool
+            Whether there was a cloud or a mesh to show.
+        """
+        project = self.project()
+        cloud, cameras, kind, report = project.last_result(name)
+        if cloud is not None:
+            self.cloud_model.set_cloud(cloud, cameras, kind or "cloud")
+        else:
+            self.cloud_model.set_cloud(PointCloud.empty(), cameras, "none")
+        self.result_model.set_report(report)
+        mesh = project.last_mesh(name)
+        self.result_model.set_mesh(mesh)
+        if mesh is not None:
+            self.mesh_loaded.emit()
+        return (cloud is not None and len(cloud) > 0) or mesh is not None
+
+    def show_last_result(self, name: str) -> None:
+        """Show what the set's last run left in its run folder, and how it ended (no run)."""
+        self.show_run_folder(name)
+        image_set = self.project().image_set(name)
+        self.progress_model.reset()
+        status = ""
+        if image_set.last_status != "new":
+            status = f"Last run {image_set.last_status}"
+            if image_set.last_message:
+                status += f": {image_set.last_message}"
+        self.panel_status.emit(status)
 
     def set_summary(self, name: str) -> str:
         """'Image set 'X': 12 photos from 'folder'.' — which photos a message is about."""

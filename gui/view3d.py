@@ -21,21 +21,51 @@ drivers, ``VITRINE_NO_OPENGL=1``) the view shows a label instead.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyqtgraph import Vector
-from PySide6.QtCore import QEvent, QObject, QPointF, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QImage, QMatrix4x4
 from PySide6.QtWidgets import QLabel, QStackedLayout, QWidget
 
 from engine.types import CameraPose, Mesh
 from gui.models import CloudModel
 from gui.results import ResultModel
+from gui.view3d_budget import (  # noqa: F401 - PREVIEW_MIN_POINTS: tests import it from here
+    LIVE_MIN_POINTS,
+    PREVIEW_MIN_POINTS,
+    SETTLE_MS,
+    DrawBudget,
+    MovingPreview,
+    moves_camera,
+)
+from gui.view3d_geometry import (  # noqa: F401 - the names tests and callers import from here
+    FRUSTUM_FRACTION,
+    MESH_DEFAULT_RGB,
+    camera_up,
+    display_rotation,
+    frame_view,
+    frustum_depth,
+    frustum_segments,
+    mesh_rgba,
+    rgb_to_rgba_float,
+    robust_bounds,
+    rotation_to_z,
+    vertex_normals,
+)
+from gui.view3d_picking import (  # noqa: F401 - the names tests and callers import from here
+    PICK_RADIUS_PX,
+    Markers,
+    is_pick,
+    pick_point,
+    project_to_screen,
+    qmatrix_to_numpy,
+    world_to_clip,
+)
 
 if TYPE_CHECKING:
     from pyqtgraph.opengl import GLLinePlotItem
@@ -44,28 +74,8 @@ logger = logging.getLogger(__name__)
 
 #: Qt platform plugins that never provide an OpenGL context for widgets.
 _NO_GL_PLATFORMS = {"offscreen", "minimal"}
-#: Fraction of the scene's extent used for a camera pyramid's depth.
-FRUSTUM_FRACTION = 0.05
-#: Largest number of points used to estimate the robust bounding box (percentiles).
-_BOUNDS_SAMPLE = 200_000
-#: Fewest points in the preview drawn while the camera moves.
-PREVIEW_MIN_POINTS = 50_000
-#: Fewest points drawn while a run computes (see :meth:`PointCloudView.live_budget`).
-LIVE_MIN_POINTS = 100_000
-#: The preview lasts this long after the last mouse, wheel or key event.
-SETTLE_MS = 300
 #: How the view can show the result.
 DISPLAY_MODES = ("cloud", "mesh")
-#: Colour of a mesh without vertex colours (light grey).
-MESH_DEFAULT_RGB = (200, 200, 205)
-#: A shift+click picks the frontmost point within this many pixels of the cursor.
-PICK_RADIUS_PX = 6.0
-_INTERACTION_EVENTS = {
-    QEvent.Type.MouseButtonPress,
-    QEvent.Type.MouseMove,
-    QEvent.Type.Wheel,
-    QEvent.Type.KeyPress,
-}
 
 _gl_status: tuple[bool, str] | None = None
 
@@ -127,180 +137,6 @@ def _probe_opengl() -> tuple[bool, str]:
         context.doneCurrent()
         surface.destroy()
     return True, ""
-
-
-def rgb_to_rgba_float(rgb: np.ndarray) -> np.ndarray:
-    """Convert uint8 ``(N, 3)`` colours to float32 ``(N, 4)`` RGBA in [0, 1], alpha 1.
-
-    One multiply straight into the output's first three columns: about 20 ms for 3 million
-    points on one core, a third faster than ``astype`` followed by a division.
-    """
-    out = np.empty((rgb.shape[0], 4), np.float32)
-    np.multiply(rgb, np.float32(1.0 / 255.0), out=out[:, :3])
-    out[:, 3] = 1.0
-    return out
-
-
-def robust_bounds(xyz: np.ndarray, lo_pct: float = 1.0, hi_pct: float = 99.0) -> np.ndarray:
-    """Per-axis percentile box of ``xyz`` as ``[[xmin, ymin, zmin], [xmax, ymax, zmax]]``.
-
-    Estimated on an evenly strided subset of at most 200,000 points, so stray points far from
-    the object do not inflate the box, and millions of points cost a few milliseconds.
-    """
-    if len(xyz) == 0:
-        raise ValueError("robust_bounds needs at least one point")
-    step = max(1, len(xyz) // _BOUNDS_SAMPLE)
-    sample = np.asarray(xyz[::step], dtype=np.float64)
-    return np.percentile(sample, [lo_pct, hi_pct], axis=0)
-
-
-def camera_up(R: np.ndarray) -> np.ndarray:
-    """World direction of a camera's "up" (OpenCV axes: y points down, so up is ``-R[1]``)."""
-    return -np.asarray(R, dtype=np.float64)[1]
-
-
-def rotation_to_z(up: np.ndarray) -> np.ndarray:
-    """The rotation matrix taking the unit vector ``up`` onto ``+z`` (the display's up)."""
-    u = np.asarray(up, dtype=np.float64)
-    u = u / np.linalg.norm(u)
-    z = np.array([0.0, 0.0, 1.0])
-    c = float(u @ z)
-    if c < -1.0 + 1e-9:  # up is -z: half a turn about x
-        return np.diag([1.0, -1.0, -1.0])
-    v = np.cross(u, z)
-    vx = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
-    return np.eye(3) + vx + vx @ vx / (1.0 + c)
-
-
-def frustum_segments(cameras: list[CameraPose], depth: float) -> np.ndarray:
-    """Line-segment vertices of one pyramid per camera, ``(8 * 2 * len(cameras), 3)`` float32.
-
-    Each pyramid has its apex at the camera centre and its base at camera depth ``depth``,
-    spanning the image's corners; consecutive vertex pairs are segments (``mode='lines'``).
-    """
-    if not cameras:
-        return np.zeros((0, 3), np.float32)
-    out = []
-    for cam in cameras:
-        K = np.asarray(cam.K, dtype=np.float64)
-        fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-        u = np.array([0.0, cam.width, cam.width, 0.0])
-        v = np.array([0.0, 0.0, cam.height, cam.height])
-        corners_cam = np.stack([(u - cx) / fx * depth, (v - cy) / fy * depth, np.full(4, depth)])
-        R = np.asarray(cam.R, dtype=np.float64)
-        t = np.asarray(cam.t, dtype=np.float64).reshape(3)
-        corners = (R.T @ (corners_cam - t[:, None])).T  # (4, 3) world
-        apex = -R.T @ t
-        nxt = np.roll(corners, -1, axis=0)
-        sides = np.stack([np.repeat(apex[None], 4, axis=0), corners], axis=1)  # (4, 2, 3)
-        base = np.stack([corners, nxt], axis=1)
-        out.append(np.concatenate([sides, base]).reshape(-1, 3))
-    return np.concatenate(out).astype(np.float32)
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unit per-vertex normals, ``(N, 3)`` float32: area-weighted sums of the face normals.
-
-    Vertices used by no face (or only by degenerate faces) get ``(0, 0, 1)``.
-    """
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    if len(f) == 0:
-        out = np.zeros((len(v), 3), np.float32)
-        out[:, 2] = 1.0
-        return out
-    face_n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2 x area
-    idx = f.ravel()
-    sums = np.stack(
-        [np.bincount(idx, np.repeat(face_n[:, k], 3), minlength=len(v)) for k in range(3)], axis=1
-    )
-    norm = np.linalg.norm(sums, axis=1)
-    ok = norm > 0
-    out = np.zeros_like(sums)
-    out[ok] = sums[ok] / norm[ok, None]
-    out[~ok] = (0.0, 0.0, 1.0)
-    return out.astype(np.float32)
-
-
-def qmatrix_to_numpy(matrix: QMatrix4x4) -> np.ndarray:
-    """A ``QMatrix4x4`` as a row-major ``(4, 4)`` float64 array (``M @ [x, y, z, 1]``)."""
-    return np.array(matrix.data(), dtype=np.float64).reshape(4, 4).T  # data() is column-major
-
-
-def project_to_screen(
-    points: np.ndarray, mvp: np.ndarray, width: float, height: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Project world points through a model-view-projection matrix to widget pixels.
-
-    Parameters
-    ----------
-    points
-        ``(N, 3)`` world coordinates.
-    mvp
-        ``(4, 4)`` row-major matrix from world to clip coordinates (OpenGL conventions).
-    width, height
-        Size of the widget in pixels (logical: as mouse events give them).
-
-    Returns
-    -------
-    tuple of ndarray
-        ``(xy (N, 2) pixels from the top-left, depth (N,) normalised device z in [-1, 1],
-        visible (N,) bool: in front of the camera and inside the clipping volume)``.
-    """
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    clip = pts @ mvp[:3, :3].T + mvp[:3, 3]
-    w = pts @ mvp[3, :3] + mvp[3, 3]
-    visible = w > 1e-12
-    safe_w = np.where(visible, w, 1.0)
-    ndc = clip / safe_w[:, None]
-    visible &= np.all(np.abs(ndc) <= 1.0, axis=1)
-    xy = np.stack([(ndc[:, 0] + 1.0) * 0.5 * width, (1.0 - ndc[:, 1]) * 0.5 * height], axis=1)
-    return xy, ndc[:, 2], visible
-
-
-def pick_point(
-    points: np.ndarray,
-    mvp: np.ndarray,
-    size: tuple[float, float],
-    click: tuple[float, float],
-    radius_px: float = PICK_RADIUS_PX,
-) -> int | None:
-    """Index of the point a click picks: the frontmost one within ``radius_px`` of the click.
-
-    Frontmost, not nearest on screen, so a click on a surface never picks a point of the far
-    side that projects to the same pixel. When none is that close, the radius is doubled up to
-    three times.
-
-    Parameters
-    ----------
-    points
-        ``(N, 3)`` world coordinates.
-    mvp
-        ``(4, 4)`` row-major world-to-clip matrix (see :func:`project_to_screen`).
-    size
-        ``(width, height)`` of the widget in pixels.
-    click
-        ``(x, y)`` of the click in the same pixels, from the top-left.
-    radius_px
-        Search radius in pixels.
-
-    Returns
-    -------
-    int or None
-        Index into ``points``, or None when no visible point is near the click.
-    """
-    if len(points) == 0:
-        return None
-    xy, depth, visible = project_to_screen(points, mvp, *size)
-    d2 = np.sum((xy - np.asarray(click, dtype=np.float64)) ** 2, axis=1)
-    radius = float(radius_px)
-    for _ in range(4):
-        near = np.flatnonzero(visible & (d2 <= radius * radius))
-        if len(near):
-            order = np.lexsort((d2[near], depth[near]))
-            return int(near[order[0]])
-        radius *= 2.0
-    return None
 
 
 def _to_qcolor(color: QColor | tuple | str) -> QColor:
@@ -471,6 +307,51 @@ def _define_gl_classes() -> dict[str, type]:
     return {"view": GuardedGLView, "points": Points, "lines": Lines, "mesh": MeshItem}
 
 
+def _lines(color: tuple, width: float, options: str | dict) -> Any:
+    """An empty line-segment item (``mode='lines'``: consecutive vertex pairs)."""
+    return _gl_class("lines")(
+        pos=np.zeros((0, 3), np.float32),
+        color=color,
+        width=width,
+        mode="lines",
+        antialias=False,
+        glOptions=options,
+    )
+
+
+def _make_items(point_size: float) -> tuple:
+    """The view's items: cloud, preview, camera pyramids, mesh, marker dots, marker line."""
+    # 'opaque': depth test, no blending (the default 'additive' washes colours out to white).
+    # Hidden while empty: nothing to draw, and no zero-byte buffer to upload.
+    points, preview = (
+        _gl_class("points")(
+            pos=np.zeros((0, 3), np.float32),
+            color=(1.0, 1.0, 1.0, 1.0),
+            size=point_size,
+            pxMode=True,
+            glOptions="opaque",
+        )
+        for _ in range(2)
+    )
+    frustums = _lines((1.0, 0.75, 0.2, 1.0), 1.0, "opaque")
+    mesh = _gl_class("mesh")()
+    # Picked points stay visible through the surface: no depth test, drawn last
+    from OpenGL import GL
+
+    on_top = {GL.GL_DEPTH_TEST: False, GL.GL_BLEND: False, GL.GL_CULL_FACE: False}
+    markers = _gl_class("points")(
+        pos=np.zeros((0, 3), np.float32),
+        color=(1.0, 0.85, 0.1, 1.0),
+        size=12.0,
+        pxMode=True,
+        glOptions=on_top,
+    )
+    marker_line = _lines((1.0, 0.85, 0.1, 1.0), 2.0, on_top)
+    markers.setDepthValue(10)
+    marker_line.setDepthValue(10)
+    return points, preview, frustums, mesh, markers, marker_line
+
+
 def _current_context():  # noqa: ANN202 - QOpenGLContext or None
     from PySide6.QtGui import QOpenGLContext
 
@@ -506,6 +387,71 @@ _MESH_SHADER = """
         gl_FragColor = vec4(v_color.rgb * light, v_color.a);
     }
 """
+
+
+class _Scene:
+    """The items the GL view draws: the cloud, its moving preview, camera pyramids, mesh, markers.
+
+    Uploads arrays to them and shows or hides them; the view decides what and when.
+    """
+
+    def __init__(self, view: QWidget, point_size: float) -> None:
+        self.points, self.preview, self.frustums, self.mesh, *markers = _make_items(point_size)
+        self.markers = tuple(markers)
+        for item in self.items:
+            item.setVisible(False)
+            view.addItem(item)
+
+    @property
+    def items(self) -> tuple:
+        """All items, in drawing order."""
+        return (self.points, self.preview, self.frustums, self.mesh, *self.markers)
+
+    def set_transform(self, matrix: QMatrix4x4) -> None:
+        """Place every item by ``matrix`` (reconstruction to display frame)."""
+        for item in self.items:
+            item.setTransform(matrix)
+
+    def set_point_size(self, px: float) -> None:
+        """Draw the cloud and its preview ``px`` pixels wide."""
+        self.points.setData(size=px)
+        self.preview.setData(size=px)
+
+    def show(self, points: bool, preview: bool, mesh: bool) -> None:
+        """Show or hide the cloud, its preview and the mesh."""
+        self.mesh.setVisible(mesh)
+        self.preview.setVisible(preview)
+        self.points.setVisible(points)
+
+    def upload_cloud(self, xyz: np.ndarray, rgb: np.ndarray, size: float) -> np.ndarray | None:
+        """Upload the cloud (hidden when empty); returns its robust box (None when empty)."""
+        if len(xyz) == 0:
+            self.points.setVisible(False)
+            return None
+        self.points.setData(
+            pos=np.ascontiguousarray(xyz, dtype=np.float32),
+            color=rgb_to_rgba_float(rgb),
+            size=size,
+        )
+        return robust_bounds(xyz)
+
+    def upload_mesh(self, mesh: Mesh | None) -> tuple[int, np.ndarray | None]:
+        """Upload the mesh; returns ``(triangles, box)``, ``(0, None)`` for no or an empty mesh."""
+        if mesh is None or len(mesh) == 0 or mesh.num_triangles == 0:
+            return 0, None
+        vertices = np.asarray(mesh.vertices, dtype=np.float64)
+        faces = np.asarray(mesh.faces, dtype=np.int64)
+        normals = vertex_normals(vertices, faces)
+        self.mesh.set_arrays(vertices, faces, mesh_rgba(mesh), normals)
+        return len(faces), robust_bounds(vertices, 0.0, 100.0)
+
+    def upload_cameras(self, cameras: list[CameraPose], bounds: np.ndarray | None, visible: bool):
+        """Build a pyramid per camera, sized to the scene (``bounds``: the cloud's box)."""
+        if not cameras:
+            self.frustums.setVisible(False)
+            return
+        self.frustums.setData(pos=frustum_segments(cameras, frustum_depth(cameras, bounds)))
+        self.frustums.setVisible(visible)
 
 
 class PointCloudView(QWidget):
@@ -560,10 +506,8 @@ class PointCloudView(QWidget):
         interactive_frame_ms: float = 50.0,
     ) -> None:
         super().__init__(parent)
-        if max_draw_points < 1:
-            raise ValueError(f"max_draw_points must be positive, got {max_draw_points}")
         self._model = model
-        self._max_draw_points = int(max_draw_points)
+        self._budget = DrawBudget(max_draw_points, interactive_frame_ms)
         self._point_size = float(point_size)
         self._background = _to_qcolor(background)
         self._cameras_visible = True
@@ -574,26 +518,19 @@ class PointCloudView(QWidget):
         self._needs_reset = True
         self._bounds: np.ndarray | None = None  # robust box of the drawn points, world frame
         self._frustum_count = 0
-        self._interactive_frame_ms = float(interactive_frame_ms)
-        self._frame_s_per_point: float | None = None  # measured on frames without uploads
-        self._last_frame_points = 0
-        self._preview_active = False
-        self._preview_stride = 0  # stride the preview item holds (0: none built)
         self._results = results
         self._display = "cloud"
         self._mesh_dirty = False
         self._mesh_triangles = 0
         self._mesh_bounds: np.ndarray | None = None
-        self._marked: np.ndarray = np.zeros((0, 3))
+        self._markers = Markers()
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(int(throttle_ms))
         self._timer.timeout.connect(self._apply_pending)
-        self._settle_timer = QTimer(self)
-        self._settle_timer.setSingleShot(True)
-        self._settle_timer.setInterval(SETTLE_MS)
-        self._settle_timer.timeout.connect(self._end_preview)
+        self._preview = MovingPreview(self._budget, SETTLE_MS, self)
+        self._preview.ended.connect(self._end_preview)
 
         self._stack = QStackedLayout(self)
         self._stack.setContentsMargins(0, 0, 0, 0)
@@ -602,12 +539,7 @@ class PointCloudView(QWidget):
         self._label.setWordWrap(True)
         self._stack.addWidget(self._label)
         self._view = None
-        self._points_item = None
-        self._preview_item = None
-        self._frustum_item = None
-        self._mesh_item = None
-        self._marker_item = None
-        self._marker_line = None
+        self._scene: _Scene | None = None
         self._unavailable_reason = ""
 
         ok, reason = opengl_status()
@@ -634,56 +566,12 @@ class PointCloudView(QWidget):
     def _build_gl(self) -> None:
         view = _gl_class("view")(self, self._fall_back)
         view.setBackgroundColor(self._background)
-        # 'opaque': depth test, no blending (the default 'additive' washes colours out to white).
-        # Hidden while empty: nothing to draw, and no zero-byte buffer to upload.
-        points, preview = (
-            _gl_class("points")(
-                pos=np.zeros((0, 3), np.float32),
-                color=(1.0, 1.0, 1.0, 1.0),
-                size=self._point_size,
-                pxMode=True,
-                glOptions="opaque",
-            )
-            for _ in range(2)
-        )
-        frustums = _gl_class("lines")(
-            pos=np.zeros((0, 3), np.float32),
-            color=(1.0, 0.75, 0.2, 1.0),
-            width=1.0,
-            mode="lines",
-            antialias=False,
-            glOptions="opaque",
-        )
-        mesh = _gl_class("mesh")()
-        # Picked points stay visible through the surface: no depth test, drawn last
-        from OpenGL import GL
-
-        on_top = {GL.GL_DEPTH_TEST: False, GL.GL_BLEND: False, GL.GL_CULL_FACE: False}
-        markers = _gl_class("points")(
-            pos=np.zeros((0, 3), np.float32),
-            color=(1.0, 0.85, 0.1, 1.0),
-            size=12.0,
-            pxMode=True,
-            glOptions=on_top,
-        )
-        marker_line = _gl_class("lines")(
-            pos=np.zeros((0, 3), np.float32),
-            color=(1.0, 0.85, 0.1, 1.0),
-            width=2.0,
-            mode="lines",
-            antialias=False,
-            glOptions=on_top,
-        )
-        markers.setDepthValue(10)
-        marker_line.setDepthValue(10)
-        for item in (points, preview, frustums, mesh, markers, marker_line):
-            item.setVisible(False)
-            view.addItem(item)
+        scene = _Scene(view, self._point_size)
         view.installEventFilter(self)
         view.frameSwapped.connect(self._on_frame_swapped)
-        self._view, self._points_item, self._frustum_item = view, points, frustums
-        self._preview_item = preview
-        self._mesh_item, self._marker_item, self._marker_line = mesh, markers, marker_line
+        self._view, self._scene = view, scene
+        self._markers.attach(*scene.markers)
+        self._preview.attach(scene.points, scene.preview)
         self._stack.addWidget(view)
         self._stack.setCurrentWidget(view)
 
@@ -694,10 +582,10 @@ class PointCloudView(QWidget):
             self._stack.removeWidget(self._view)
             self._view.hide()
             self._view.deleteLater()
-            self._view = self._points_item = self._preview_item = self._frustum_item = None
-            self._mesh_item = self._marker_item = self._marker_line = None
+            self._view = self._scene = None
+            self._markers.attach(None, None)
+            self._preview.attach(None, None)
             self._point_count = 0
-            self._preview_active = False
         self._update_label()
         self._stack.setCurrentWidget(self._label)
 
@@ -736,7 +624,7 @@ class PointCloudView(QWidget):
     @property
     def frustum_item(self) -> GLLinePlotItem | None:
         """The camera pyramids' ``GLLinePlotItem`` (None without OpenGL)."""
-        return self._frustum_item
+        return self._scene.frustums if self._scene is not None else None
 
     @property
     def frustum_count(self) -> int:
@@ -751,12 +639,12 @@ class PointCloudView(QWidget):
     @property
     def mesh_item(self) -> QObject | None:
         """The mesh's ``GLMeshItem`` (None without OpenGL)."""
-        return self._mesh_item
+        return self._scene.mesh if self._scene is not None else None
 
     @property
     def points_item(self) -> QObject | None:
         """The cloud's ``GLScatterPlotItem`` (None without OpenGL)."""
-        return self._points_item
+        return self._scene.points if self._scene is not None else None
 
     @property
     def mesh_triangles(self) -> int:
@@ -800,36 +688,18 @@ class PointCloudView(QWidget):
 
     def set_marked_points(self, points: list | np.ndarray) -> None:
         """Mark up to two picked points (reconstruction coordinates), joined by a line."""
-        marked = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-        self._marked = marked
-        if self._marker_item is None:
-            return
-        if len(marked) == 0:
-            self._marker_item.setVisible(False)
-            self._marker_line.setVisible(False)
-            return
-        self._marker_item.setData(pos=marked.astype(np.float32))
-        self._marker_item.setVisible(True)
-        if len(marked) >= 2:
-            self._marker_line.setData(pos=marked[:2].astype(np.float32))
-            self._marker_line.setVisible(True)
-        else:
-            self._marker_line.setVisible(False)
+        self._markers.set(points)
 
     @property
     def marked_points(self) -> np.ndarray:
         """The marked points, ``(K, 3)``."""
-        return self._marked.copy()
+        return self._markers.points
 
     def world_to_clip(self) -> np.ndarray | None:
         """The current ``(4, 4)`` row-major matrix from reconstruction to clip coordinates."""
         if self._view is None:
             return None
-        view = self._view
-        w, h = max(view.width(), 1), max(view.height(), 1)
-        projection = view.projectionMatrix((0, 0, w, h), (0, 0, w, h))
-        matrix = projection * view.viewMatrix() * self._points_item.transform()
-        return qmatrix_to_numpy(matrix)
+        return world_to_clip(self._view, self._scene.points.transform())
 
     def pick(self, x: float, y: float, radius_px: float = PICK_RADIUS_PX) -> np.ndarray | None:
         """The point under ``(x, y)`` (widget pixels), or None when nothing is near it.
@@ -857,41 +727,30 @@ class PointCloudView(QWidget):
     @property
     def last_frame_points(self) -> int:
         """Points drawn in the last frame shown (fewer than :attr:`point_count` in a preview)."""
-        return self._last_frame_points
+        return self._budget.last_frame_points
 
     @property
     def preview_active(self) -> bool:
         """True while the thinned preview is drawn because the camera is moving."""
-        return self._preview_active
+        return self._budget.preview_active
 
     @property
     def full_frame_ms(self) -> float | None:
         """Estimated full-detail frame time from the last one measured (None before any)."""
-        if self._frame_s_per_point is None:
-            return None
-        return 1000.0 * self._frame_s_per_point * self._point_count
+        return self._budget.full_frame_ms(self._point_count)
 
     def live_budget(self, frame_ms: float = 40.0, floor: int = LIVE_MIN_POINTS) -> int:
-        """Points that can be drawn in about ``frame_ms`` by the frame cost measured so far.
-
-        Used while a run computes on the same CPU: software OpenGL (no GPU) redrawing a growing
-        cloud would otherwise stall the window for hundreds of milliseconds per frame. Before
-        any frame was measured this is ``floor``.
-        """
-        if self._frame_s_per_point is None or self._frame_s_per_point <= 0:
-            return floor
-        return max(floor, int(frame_ms / 1000.0 / self._frame_s_per_point))
+        """Points that fit a ``frame_ms`` frame in a run (see :meth:`DrawBudget.live_budget`)."""
+        return self._budget.live_budget(frame_ms, floor)
 
     @property
     def max_draw_points(self) -> int:
         """Most points drawn; larger snapshots are decimated uniformly (fixed seed)."""
-        return self._max_draw_points
+        return self._budget.max_draw_points
 
     @max_draw_points.setter
     def max_draw_points(self, value: int) -> None:
-        if value < 1:
-            raise ValueError(f"max_draw_points must be positive, got {value}")
-        self._max_draw_points = int(value)
+        self._budget.max_draw_points = value
         self._on_model_changed()
 
     @property
@@ -904,9 +763,8 @@ class PointCloudView(QWidget):
         if px <= 0:
             raise ValueError(f"point size must be positive, got {px}")
         self._point_size = float(px)
-        if self._points_item is not None:
-            self._points_item.setData(size=self._point_size)
-            self._preview_item.setData(size=self._point_size)
+        if self._scene is not None:
+            self._scene.set_point_size(self._point_size)
 
     @property
     def background(self) -> QColor:
@@ -927,8 +785,8 @@ class PointCloudView(QWidget):
     def set_cameras_visible(self, visible: bool) -> None:
         """Show or hide the camera pyramids."""
         self._cameras_visible = bool(visible)
-        if self._frustum_item is not None:
-            self._frustum_item.setVisible(self._cameras_visible and self._frustum_count > 0)
+        if self._scene is not None:
+            self._scene.frustums.setVisible(self._cameras_visible and self._frustum_count > 0)
 
     def flush(self) -> None:
         """Apply a pending model change now instead of at the next timer tick."""
@@ -948,48 +806,14 @@ class PointCloudView(QWidget):
             return
         by_name = self._model.cameras
         cams = [by_name[k] for k in sorted(by_name)]  # the same first camera after a resume
-        rotation = np.eye(3)
-        if cams:
-            up = np.mean([camera_up(c.R) for c in cams], axis=0)
-            if np.linalg.norm(up) > 1e-6:
-                rotation = rotation_to_z(up)
-        matrix = _matrix4(rotation)  # world -> display, where +z is up
-        for item in (
-            self._points_item,
-            self._preview_item,
-            self._frustum_item,
-            self._mesh_item,
-            self._marker_item,
-            self._marker_line,
-        ):
-            item.setTransform(matrix)
-
-        centres = np.array([c.center for c in cams]) if cams else np.zeros((0, 3))
+        rotation = display_rotation(cams)
+        self._scene.set_transform(_matrix4(rotation))  # world -> display, where +z is up
         bounds = self._mesh_bounds if self.mesh_shown() or self._bounds is None else self._bounds
-        if bounds is not None:
-            lo, hi = bounds
-        elif len(centres):
-            lo, hi = centres.min(axis=0), centres.max(axis=0)
-        else:
+        size = (self._view.width(), self._view.height())
+        framing = frame_view(rotation, cams, bounds, self._view.opts["fov"], size)
+        if framing is None:
             return
-        centre_w = (lo + hi) / 2.0
-        radius = max(0.5 * float(np.linalg.norm(hi - lo)), 1e-6)
-        centre = rotation @ centre_w
-
-        # pyqtgraph's fov is horizontal; fit the sphere in the narrower of the two angles
-        fov = math.radians(self._view.opts["fov"])
-        w, h = max(self._view.width(), 1), max(self._view.height(), 1)
-        half = min(fov / 2.0, math.atan(math.tan(fov / 2.0) * h / w))
-        distance = radius / math.sin(half) * 1.05
-
-        elevation, azimuth = 30.0, 45.0
-        if len(centres):
-            d = rotation @ (centres[0] - centre_w)
-            norm = float(np.linalg.norm(d))
-            if norm > 1e-9:
-                elevation = float(np.clip(math.degrees(math.asin(d[2] / norm)), -85.0, 85.0))
-                if math.hypot(d[0], d[1]) > 1e-9:
-                    azimuth = math.degrees(math.atan2(d[1], d[0]))
+        centre, distance, elevation, azimuth = framing
         self._view.setCameraPosition(
             pos=Vector(*centre), distance=distance, elevation=elevation, azimuth=azimuth
         )
@@ -1004,9 +828,7 @@ class PointCloudView(QWidget):
         """
         if self._view is None or self.mesh_shown():
             return
-        self._settle_timer.start()
-        if not self._preview_active:
-            self._show_preview()
+        self._preview.moved(self._point_count)
 
     def grab_frame(self) -> QImage:
         """Render the view now and return the frame (the fallback label's pixels without GL)."""
@@ -1018,56 +840,19 @@ class PointCloudView(QWidget):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         """Start the preview on camera-moving input over the GL view (the view still gets it)."""
-        if (
-            watched is self._view
-            and event.type() == QEvent.Type.MouseButtonPress
-            and event.button() == Qt.MouseButton.LeftButton
-            and event.modifiers() & Qt.KeyboardModifier.ShiftModifier
-        ):
-            self._pick_event(event.position())
+        if watched is self._view and is_pick(event):
+            point = self.pick(event.position().x(), event.position().y())
+            if point is not None:
+                self.point_picked.emit(point)
             return True  # a pick, not the start of an orbit
-        if watched is self._view and event.type() in _INTERACTION_EVENTS:
-            hovering = (
-                event.type() == QEvent.Type.MouseMove and event.buttons() == Qt.MouseButton.NoButton
-            )
-            if not hovering:
-                self.note_interaction()
+        if watched is self._view and moves_camera(event):
+            self.note_interaction()
         return super().eventFilter(watched, event)
 
-    def _pick_event(self, position: QPointF) -> None:
-        point = self.pick(position.x(), position.y())
-        if point is not None:
-            self.point_picked.emit(point)
-
-    def _wanted_stride(self) -> int:
-        """Every how many points the preview keeps (1: no preview needed)."""
-        n = self._point_count
-        if self._frame_s_per_point is None or n == 0:
-            return 1
-        full_ms = 1000.0 * self._frame_s_per_point * n
-        if full_ms <= self._interactive_frame_ms:
-            return 1
-        k = max(PREVIEW_MIN_POINTS, int(n * self._interactive_frame_ms / full_ms))
-        return math.ceil(n / k) if k < n else 1
-
-    def _show_preview(self) -> None:
-        stride = self._wanted_stride()
-        if stride <= 1:
-            self._end_preview()
-            return
-        if stride != self._preview_stride:
-            # every k-th point of the uploaded arrays: uniform across fused views, no shuffle
-            full = self._points_item
-            self._preview_item.setData(pos=full.pos[::stride], color=full.color[::stride])
-            self._preview_stride = stride
-        self._preview_item.setVisible(True)
-        self._points_item.setVisible(False)
-        self._preview_active = True
-
     def _end_preview(self) -> None:
-        if not self._preview_active or self._view is None:
+        if not self._budget.preview_active or self._view is None:
             return
-        self._preview_active = False
+        self._budget.preview_active = False
         self._update_visibility()
         self._view.update()
 
@@ -1077,16 +862,7 @@ class PointCloudView(QWidget):
             return
         seconds = time.perf_counter() - view.paint_started
         view.paint_started = None
-        drawn = len(self._preview_item.pos) if self._preview_active else self._point_count
-        self._last_frame_points = drawn
-        if drawn and not view.paint_uploaded:
-            # Fixed costs (clearing, compositing) count as per-point cost too: on a slow
-            # renderer that thins the preview a little more, towards the budget
-            self._frame_s_per_point = seconds / drawn
-            if self._preview_active:
-                stride = self._wanted_stride()
-                if self._preview_stride and not 0.8 <= stride / self._preview_stride <= 1.25:
-                    self._show_preview()  # adapt to the measured preview frames
+        self._preview.frame_shown(seconds, self._point_count, view.paint_uploaded)
 
     # -- model subscription
 
@@ -1122,76 +898,34 @@ class PointCloudView(QWidget):
             self.reset_view()
 
     def _update_visibility(self) -> None:
-        if self._view is None:
+        if self._scene is None:
             return
-        mesh = self.mesh_shown()
-        self._mesh_item.setVisible(mesh)
-        self._preview_item.setVisible(self._preview_active and not mesh)
-        self._points_item.setVisible(
-            self._point_count > 0 and not mesh and not self._preview_active
-        )
+        mesh, preview = self.mesh_shown(), self._budget.preview_active
+        cloud = self._point_count > 0 and not mesh and not preview
+        self._scene.show(cloud, preview and not mesh, mesh)
 
     def _apply_mesh(self) -> None:
-        mesh: Mesh | None = self._results.mesh if self._results is not None else None
-        if mesh is None or len(mesh) == 0 or mesh.num_triangles == 0:
-            self._mesh_triangles = 0
-            self._mesh_bounds = None
-        else:
-            vertices = np.asarray(mesh.vertices, dtype=np.float64)
-            faces = np.asarray(mesh.faces, dtype=np.int64)
-            rgba = np.empty((len(vertices), 4), np.uint8)
-            if mesh.vertex_colors is not None and len(mesh.vertex_colors) == len(vertices):
-                rgba[:, :3] = np.asarray(mesh.vertex_colors)[:, :3]
-            else:
-                rgba[:, :3] = MESH_DEFAULT_RGB
-            rgba[:, 3] = 255
-            self._mesh_item.set_arrays(vertices, faces, rgba, vertex_normals(vertices, faces))
-            self._mesh_triangles = len(faces)
-            self._mesh_bounds = robust_bounds(vertices, 0.0, 100.0)
-            if self._point_count == 0 and self._display == "mesh":
-                self._needs_reset = True
+        mesh = self._results.mesh if self._results is not None else None
+        self._mesh_triangles, self._mesh_bounds = self._scene.upload_mesh(mesh)
+        if self._mesh_triangles and self._point_count == 0 and self._display == "mesh":
+            self._needs_reset = True
         self._update_visibility()
 
     def _apply_cloud(self) -> None:
         snap = self._model.snapshot()
-        xyz, rgb = snap.xyz, snap.rgb
-        n = len(xyz)
-        if n > self._max_draw_points:
-            idx = np.random.default_rng(0).choice(n, self._max_draw_points, replace=False)
-            idx.sort()  # keeps memory access in order for the upload
-            xyz, rgb = xyz[idx], rgb[idx]
-            n = len(xyz)
-        self._preview_stride = 0
-        if n == 0:
-            self._points_item.setVisible(False)
-            self._bounds = None
+        xyz, rgb = self._budget.decimate(snap.xyz, snap.rgb)
+        self._budget.preview_stride = 0
+        self._bounds = self._scene.upload_cloud(xyz, rgb, self._point_size)
+        if self._bounds is None:
             self._needs_reset = True
-        else:
-            self._points_item.setData(
-                pos=np.ascontiguousarray(xyz, dtype=np.float32),
-                color=rgb_to_rgba_float(rgb),
-                size=self._point_size,
-            )
-            self._bounds = robust_bounds(xyz)
-        self._point_count = n
+        self._point_count = len(xyz)
         self._redraws += 1
         self._update_visibility()
-        if self._preview_active:
-            self._show_preview()  # still moving: thin the new cloud too
+        if self._budget.preview_active:
+            self._preview.show(self._point_count)  # still moving: thin the new cloud too
 
     def _apply_cameras(self) -> None:
         by_name = self._model.cameras  # a copy per access: read once
         cams = [by_name[k] for k in sorted(by_name)]
         self._frustum_count = len(cams)
-        if not cams:
-            self._frustum_item.setVisible(False)
-            return
-        centres = np.array([c.center for c in cams])
-        lo, hi = centres.min(axis=0), centres.max(axis=0)
-        if self._bounds is not None:
-            lo, hi = np.minimum(lo, self._bounds[0]), np.maximum(hi, self._bounds[1])
-        extent = float(np.linalg.norm(hi - lo))
-        if extent <= 0:
-            extent = 1.0
-        self._frustum_item.setData(pos=frustum_segments(cams, FRUSTUM_FRACTION * extent))
-        self._frustum_item.setVisible(self._cameras_visible)
+        self._scene.upload_cameras(cams, self._bounds, self._cameras_visible)

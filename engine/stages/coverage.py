@@ -19,6 +19,7 @@ import logging
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import cv2
@@ -593,13 +594,39 @@ def _elevation_gaps(elev: np.ndarray, n_used: int) -> list[tuple[int, str]]:
     return gaps
 
 
+@dataclass(frozen=True)
+class CoverageInputs:
+    """What the coverage stage maps.
+
+    Attributes
+    ----------
+    cameras
+        Registered cameras by image name (the SfM model).
+    centre
+        The product centre in the same frame; None: the point nearest every camera's optical
+        axis (where the photos were aimed).
+    up
+        World up; None: :func:`engine.geometry.up_direction` of the cameras, towards the
+        centre.
+    expected
+        Names of all the photos meant to be placed (or the SfM's ``unregistered`` mapping);
+        those not in ``cameras`` are named in a note, since the gaps may be where they were
+        taken.
+    """
+
+    cameras: Mapping[str, CameraPose]
+    centre: np.ndarray | Sequence[float] | None = None
+    up: np.ndarray | Sequence[float] | None = None
+    expected: Collection[str] | None = None
+
+
 def run(
-    cameras: Mapping[str, CameraPose],
-    centre: np.ndarray | Sequence[float] | None,
+    inputs: CoverageInputs,
     cfg: CoverageConfig,
+    out_dir: Path | None = None,
     *,
-    up: np.ndarray | Sequence[float] | None = None,
-    expected: Collection[str] | None = None,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
 ) -> CoverageResult:
     """Map the registered cameras' viewing directions around the product and name the gaps.
 
@@ -610,20 +637,18 @@ def run(
 
     Parameters
     ----------
-    cameras
-        Registered cameras by image name (the SfM model).
-    centre
-        The product centre in the same frame; None: the point nearest every camera's optical
-        axis (where the photos were aimed).
+    inputs
+        The cameras, the product centre and up, the photos meant to be placed
+        (:class:`CoverageInputs`).
     cfg
         Coverage settings (``azimuth_bins``, ``elevation_bins``).
-    up
-        World up; None: :func:`engine.geometry.up_direction` of the cameras, towards the
-        centre.
-    expected
-        Names of all the photos meant to be placed (or the SfM's ``unregistered`` mapping);
-        those not in ``cameras`` are named in a note, since the gaps may be where they were
-        taken.
+    out_dir
+        Unused: the stage writes nothing (None; the argument keeps every stage's ``run``
+        alike).
+    progress
+        Not called: the map takes milliseconds.
+    cancel
+        Checked once, before mapping.
 
     Returns
     -------
@@ -634,7 +659,12 @@ def run(
     ------
     ValueError
         When ``cfg`` asks for no bins.
+    engine.progress.Cancelled
+        When the run was cancelled.
     """
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    cameras, centre, up, expected = inputs.cameras, inputs.centre, inputs.up, inputs.expected
     n_az, n_el = int(cfg.azimuth_bins), int(cfg.elevation_bins)
     if n_az < 1 or n_el < 1:
         raise ValueError("coverage needs at least one azimuth and one elevation bin")

@@ -110,6 +110,22 @@ def for_device(cfg: DenseConfig, device: str | torch.device) -> DenseConfig:
 
 
 @dataclass(frozen=True)
+class DenseInputs:
+    """What the dense stage computes depth maps from.
+
+    Attributes
+    ----------
+    ingest
+        The ingested photos (working copies and masks).
+    sparse
+        The SfM model: registered cameras and sparse points (they bound each view's depths).
+    """
+
+    ingest: IngestResult
+    sparse: SparseModel
+
+
+@dataclass(frozen=True)
 class DenseResult:
     """Output of the dense stage.
 
@@ -790,8 +806,7 @@ def _preview_points(dm: DepthMap, limit: int = PREVIEW_POINTS, min_conf: float =
 
 
 def run(
-    ingest: IngestResult,
-    sparse: SparseModel,
+    inputs: DenseInputs,
     cfg: DenseConfig,
     out_dir: Path,
     *,
@@ -801,6 +816,20 @@ def run(
 ) -> DenseResult:
     """Compute a depth map for every registered view into ``out_dir`` (resumable).
 
+    Parameters
+    ----------
+    inputs
+        The ingested photos and the SfM model (:class:`DenseInputs`).
+    cfg
+        Dense settings (:func:`for_device` applies the CPU's working size).
+    out_dir
+        Folder of the depth maps, one file per view; a view whose file is there with the same
+        settings is not computed again.
+    device
+        ``"cpu"`` or ``"cuda"`` (resolved once by the caller).
+    progress, cancel
+        ``dense`` events per view; the token is checked between views and batches.
+
     Raises
     ------
     ReconstructionError
@@ -809,6 +838,7 @@ def run(
         Between views and between batches of depth hypotheses when the user cancels.
     """
     cancel = cancel or CancelToken()
+    ingest, sparse = inputs.ingest, inputs.sparse
     dev = torch.device(device)
     cfg = for_device(cfg, dev)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -104,6 +104,10 @@ class FuseResult:
     cloud: PointCloud
     stats: dict[str, Any] = field(default_factory=dict)
 
+    def to_report(self) -> dict[str, Any]:
+        """report.json's ``stages.fuse``: the statistics."""
+        return dict(self.stats)
+
 
 @dataclass
 class _View:

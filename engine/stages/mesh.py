@@ -187,6 +187,29 @@ class MeshResult:
     mesh: Mesh
     stats: dict[str, Any] = field(default_factory=dict)
 
+    def to_report(self) -> dict[str, Any]:
+        """report.json's ``stages.mesh``: ``built`` and the statistics."""
+        return {"built": True, **self.stats}
+
+
+@dataclass(frozen=True)
+class MeshInputs:
+    """What the mesh stage builds from.
+
+    Attributes
+    ----------
+    cloud
+        Fused points with colours and (preferably) normals, reconstruction coordinates.
+    cameras
+        Registered cameras by image name.
+    images
+        The ingested photos (their working copies give the texture, their masks the trim).
+    """
+
+    cloud: PointCloud
+    cameras: Mapping[str, CameraPose]
+    images: Sequence[ImageRecord] | IngestResult
+
 
 @dataclass
 class _View:
@@ -223,11 +246,9 @@ class _View:
 
 
 def run(
-    cloud: PointCloud,
-    cameras: Mapping[str, CameraPose],
-    images: Sequence[ImageRecord] | IngestResult,
+    inputs: MeshInputs,
     cfg: MeshConfig,
-    work_dir: Path,
+    out_dir: Path,
     *,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
@@ -236,16 +257,14 @@ def run(
 
     Parameters
     ----------
-    cloud
-        Fused points with colours and (preferably) normals, reconstruction coordinates.
-    cameras
-        Registered cameras by image name.
-    images
-        The ingested photos (their working copies give the texture, their masks the trim).
+    inputs
+        The fused cloud, the registered cameras and the ingested photos (:class:`MeshInputs`).
     cfg
         Mesh settings.
-    work_dir
-        A folder for scratch files (``work_dir/mesh_scratch``, removed afterwards).
+    out_dir
+        The stage's folder: scratch files (``out_dir/mesh_scratch``, removed afterwards) and
+        the product's outline in each photo (``out_dir/product_masks``). The mesh itself is
+        returned; the caller saves it (:func:`save_mesh`).
     progress
         Receives :class:`~engine.progress.ProgressEvent` objects (stage ``"mesh"``); the last
         one carries the finished :class:`~engine.types.Mesh` as ``partial``.
@@ -266,7 +285,8 @@ def run(
     cancel = cancel or CancelToken()
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
-    records = _records(images)
+    cloud, cameras, work_dir = inputs.cloud, inputs.cameras, out_dir
+    records = _records(inputs.images)
     views = [_view(name, cam, records.get(name)) for name, cam in sorted(cameras.items())]
     total = 6 + (len(views) + 1 if cfg.texture_size > 0 else 0)
     step = 0

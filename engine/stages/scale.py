@@ -35,6 +35,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -844,19 +845,11 @@ def _known_dimension(cfg: ScaleConfig, box: OrientedBox | None) -> tuple[float |
     return cfg.known_dimension_mm * 1e-3 / units, ""
 
 
-def run(
-    cameras: Mapping[str, CameraPose],
-    images: Sequence[ImageRecord],
-    points: np.ndarray,
-    cfg: ScaleConfig,
-    *,
-    support: Mapping[str, Any] | None = None,
-    progress: ProgressCallback = no_progress,
-    cancel: CancelToken | None = None,
-) -> ScaleResult:
-    """True scale, product frame and dimensions.
+@dataclass(frozen=True, eq=False)
+class ScaleInputs:
+    """What the scale stage measures.
 
-    Parameters
+    Attributes
     ----------
     cameras
         Registered cameras by image name.
@@ -865,13 +858,40 @@ def run(
     points
         (N, 3) product geometry in reconstruction coordinates (mesh vertices or the dense
         cloud), already trimmed to the product.
-    cfg
-        Marker size and dictionary, known distance, known dimension.
     support
         The plane the product stands on, as the mesh stage reports it (``{"normal": [..],
         "level": ..}``, the normal pointing to the cameras' side): without markers it gives the
         product's up and the height of its base (a table or sheet fused from thousands of points
-        is level to a fraction of a degree; the cameras' up is good to a degree or so).
+        is level to a fraction of a degree; the cameras' up is good to a degree or so). None
+        when none was found.
+    """
+
+    cameras: Mapping[str, CameraPose]
+    images: Sequence[ImageRecord]
+    points: np.ndarray
+    support: Mapping[str, Any] | None = None
+
+
+def run(
+    inputs: ScaleInputs,
+    cfg: ScaleConfig,
+    out_dir: Path | None = None,
+    *,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> ScaleResult:
+    """True scale, product frame and dimensions.
+
+    Parameters
+    ----------
+    inputs
+        The cameras, the photos, the product's points and the support it stands on
+        (:class:`ScaleInputs`).
+    cfg
+        Marker size and dictionary, known distance, known dimension.
+    out_dir
+        Unused: the stage writes nothing (None; the argument keeps every stage's ``run``
+        alike). The caller records the result in the report.
     progress
         ``ProgressEvent("scale", ...)`` per photo searched, then one when done.
     cancel
@@ -882,6 +902,7 @@ def run(
     ScaleResult
         Never raises for bad settings: they leave a note and no scale from that source.
     """
+    cameras, images, points, support = inputs.cameras, inputs.images, inputs.points, inputs.support
     cams = list(cameras.values())
     up = up_direction(cams)
     notes: list[str] = []

@@ -61,6 +61,47 @@ RELIEF_CONFIDENCE = 0.5
 
 
 @dataclass(frozen=True)
+class SinglePhotoConfig:
+    """Settings of a single-photo relief.
+
+    Not part of :class:`engine.config.PipelineConfig`: a run makes a relief only when a single
+    photo is usable, with that photo's own focal prior.
+
+    Attributes
+    ----------
+    focal_px
+        Focal length in pixels of the photo as read (after ``max_size``); None uses the EXIF
+        focal prior, else 1.2 x the longest side.
+    max_size
+        Longest side the photo is read at (None: full size); one point per pixel.
+    depth_ratio
+        Depth of the farthest foreground point relative to the nearest.
+    """
+
+    focal_px: float | None = None
+    max_size: int | None = 1024
+    depth_ratio: float = DEFAULT_DEPTH_RATIO
+
+
+@dataclass(frozen=True, eq=False)
+class SinglePhotoInputs:
+    """The photo a relief is made of.
+
+    Attributes
+    ----------
+    photo
+        The photo (any format :func:`engine.io.read_image` reads), or an ingested
+        :class:`~engine.types.ImageRecord` (its working copy, focal prior and mask are used).
+    mask
+        Product mask (bool or 0/255 array, or a mask file); None looks for one beside the photo
+        as ingest does, else separates the product by depth.
+    """
+
+    photo: Path | str | ImageRecord
+    mask: np.ndarray | Path | str | None = None
+
+
+@dataclass(frozen=True)
 class SinglePhotoResult:
     """A single photo's relief.
 
@@ -230,14 +271,11 @@ def _load_mask(mask: np.ndarray | Path | str, width: int, height: int) -> np.nda
 
 
 def run(
-    image_path: Path | str | ImageRecord,
+    inputs: SinglePhotoInputs,
+    cfg: SinglePhotoConfig,
     out_dir: Path,
     *,
     estimator: Estimator,
-    focal_px: float | None = None,
-    mask: np.ndarray | Path | str | None = None,
-    max_size: int | None = 1024,
-    depth_ratio: float = DEFAULT_DEPTH_RATIO,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
 ) -> SinglePhotoResult:
@@ -245,23 +283,14 @@ def run(
 
     Parameters
     ----------
-    image_path
-        The photo (any format :func:`engine.io.read_image` reads), or an ingested
-        :class:`~engine.types.ImageRecord` (its working copy, focal prior and mask are used).
+    inputs
+        The photo and its mask, if any (:class:`SinglePhotoInputs`).
+    cfg
+        Focal length, working size and depth range (:class:`SinglePhotoConfig`).
     out_dir
         Folder where the relief is saved as a depth map (created).
     estimator
         The depth network (:func:`engine.models.load_depth_model`).
-    focal_px
-        Focal length in pixels of the photo as read (after ``max_size``); None uses the EXIF
-        focal prior, else 1.2 x the longest side.
-    mask
-        Product mask (bool or 0/255 array, or a mask file); None looks for one beside the photo
-        as ingest does, else separates the product by depth.
-    max_size
-        Longest side the photo is read at (None: full size); one point per pixel.
-    depth_ratio
-        Depth of the farthest foreground point relative to the nearest.
     progress, cancel
         ``single_photo`` events per step; the token is checked between steps.
 
@@ -277,7 +306,8 @@ def run(
     engine.progress.Cancelled
         When the run was cancelled.
     """
-    path, name, mask_src, record_prior = _photo_inputs(image_path, mask)
+    path, name, mask_src, record_prior = _photo_inputs(inputs.photo, inputs.mask)
+    focal_px, max_size, depth_ratio = cfg.focal_px, cfg.max_size, cfg.depth_ratio
     total = 4
 
     def step(i: int, msg: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 from engine.config import CoverageConfig, IngestConfig
 from engine.geometry import up_direction
 from engine.stages import coverage, ingest
+from engine.stages.coverage import CoverageInputs
 from engine.synthetic import render_scene, ring_cameras
 from engine.types import CameraPose
 from tests.conftest import dataset, read_ground_truth
@@ -41,7 +42,7 @@ def ring_set(els=(15.0, 35.0, 55.0), kind="bottle", drop=None):
 
 def test_full_three_ring_set_has_no_gap_and_counts_every_camera():
     cams = ring_set()
-    result = coverage.run(cams, None, CFG)
+    result = coverage.run(CoverageInputs(cams), CFG)
     assert result.gaps == [] and result.advice == []
     assert result.counts.shape == (CFG.elevation_bins, CFG.azimuth_bins)
     assert result.counts.sum() == 36
@@ -58,7 +59,7 @@ def test_full_three_ring_set_has_no_gap_and_counts_every_camera():
 
 
 def test_missing_top_ring_names_the_highest_elevation():
-    result = coverage.run(ring_set((15.0, 35.0)), None, CFG)
+    result = coverage.run(CoverageInputs(ring_set((15.0, 35.0))), CFG)
     assert len(result.gaps) == 1 and result.advice == result.gaps
     gap = result.gaps[0]
     deg = float(re.search(r"above (\d+) deg", gap).group(1))
@@ -77,7 +78,7 @@ def test_missing_top_ring_names_the_highest_elevation():
     ],
 )
 def test_height_gaps(els, words):
-    result = coverage.run(ring_set(els), None, CFG)
+    result = coverage.run(CoverageInputs(ring_set(els)), CFG)
     assert len(result.gaps) == 1, result.gaps
     for w in words:
         assert w in result.gaps[0]
@@ -92,7 +93,7 @@ def test_missing_azimuth_sector_is_named_within_a_bin(lo, hi):
     full = ring_set()
     cams = ring_set(drop=dropped)
     assert 26 <= len(cams) <= 30
-    result = coverage.run(cams, None, CFG)
+    result = coverage.run(CoverageInputs(cams), CFG)
     sector = [g for g in result.gaps if g.startswith("No photos between")]
     assert len(sector) == 1, result.gaps
     start, end = (float(v) for v in re.search(r"between (\d+) and (\d+) deg", sector[0]).groups())
@@ -116,7 +117,7 @@ def test_missing_azimuth_sector_is_named_within_a_bin(lo, hi):
 def test_partial_top_ring_is_named_separately():
     cams = ring_set(drop=lambda c: "_r2_" in c.name and 90 <= world_azimuth(c) < 300)
     names = [c.name for c in ring_cameras("bottle", n_azimuth=12)]
-    result = coverage.run(cams, None, CFG, expected=names)
+    result = coverage.run(CoverageInputs(cams, expected=names), CFG)
     assert len(result.gaps) == 1 and "views from above" in result.gaps[0]
     found = re.search(r"between (\d+) and (\d+) deg", result.gaps[0])
     start, end = float(found.group(1)), float(found.group(2))
@@ -145,8 +146,8 @@ def test_same_result_in_any_frame(els):
     moved = similarity(cams, 0.037, rot, np.array([4.0, -7.0, 2.5]))
     centre = np.mean([c.center for c in cams.values()], axis=0)
     centre[2] = 0.1
-    a = coverage.run(cams, centre, CFG)
-    b = coverage.run(moved, 0.037 * rot @ centre + np.array([4.0, -7.0, 2.5]), CFG)
+    a = coverage.run(CoverageInputs(cams, centre), CFG)
+    b = coverage.run(CoverageInputs(moved, 0.037 * rot @ centre + np.array([4.0, -7.0, 2.5])), CFG)
     np.testing.assert_array_equal(a.counts, b.counts)
     assert a.gaps == b.gaps and a.notes == b.notes and a.gaps
     np.testing.assert_allclose(b.stats["up"], rot @ np.array(a.stats["up"]), atol=1e-6)
@@ -154,24 +155,24 @@ def test_same_result_in_any_frame(els):
     for name in views_a:
         assert views_b[name] == pytest.approx(views_a[name], abs=0.11)
     # with no centre given, the point the cameras aim at is found in both frames alike
-    c = coverage.run(moved, None, CFG)
-    assert c.gaps == coverage.run(cams, None, CFG).gaps
+    c = coverage.run(CoverageInputs(moved), CFG)
+    assert c.gaps == coverage.run(CoverageInputs(cams), CFG).gaps
 
 
 def test_level_up_survives_a_missing_sector_where_the_ring_fit_tilts():
     cams = list(ring_set(drop=lambda c: 120 <= world_azimuth(c) < 200).values())
     # up_direction fits the level image axes first (a ring-plane fit tilts by 12 deg here)
     assert math.degrees(math.acos(up_direction(cams)[2])) < 0.1
-    result = coverage.run({c.name: c for c in cams}, None, CFG)
+    result = coverage.run(CoverageInputs({c.name: c for c in cams}), CFG)
     assert result.stats["up_source"] == "cameras"
     assert math.degrees(math.acos(min(1.0, result.stats["up"][2]))) < 0.1
     # a given up is used as is
-    given = coverage.run({c.name: c for c in cams}, None, CFG, up=[0, 0, 2.0])
+    given = coverage.run(CoverageInputs({c.name: c for c in cams}, up=[0, 0, 2.0]), CFG)
     assert given.stats["up_source"] == "given" and given.stats["up"] == [0, 0, 1]
 
 
 def test_report_and_text_map():
-    result = coverage.run(ring_set((15.0, 35.0)), None, CFG)
+    result = coverage.run(CoverageInputs(ring_set((15.0, 35.0))), CFG)
     report = json.loads(json.dumps(result.to_report()))
     assert report["azimuth_edges"] == pytest.approx(np.arange(-15, 360, 30))
     assert report["elevation_edges"] == pytest.approx(np.arange(-90, 91, 30))
@@ -187,7 +188,7 @@ def test_report_and_text_map():
 
 
 def test_no_cameras_is_a_gap_not_an_error():
-    result = coverage.run({}, None, CFG, expected=["a.jpg", "b.jpg"])
+    result = coverage.run(CoverageInputs({}, expected=["a.jpg", "b.jpg"]), CFG)
     assert result.counts.sum() == 0 and len(result.gaps) == 1
     assert "No photo could be placed" in result.gaps[0]
     assert result.stats["unplaced"] == ["a.jpg", "b.jpg"]
@@ -352,7 +353,7 @@ def test_real_gantry_ring_duplicate_and_height(tmp_path):
     assert "Only 15 different views" in advice[1].message
     cams = read_ground_truth(root / "cameras.json")
     bbox = json.loads((root / "cameras.json").read_text())["bbox"]
-    cover = coverage.run(cams, np.mean(bbox, axis=0), CFG)
+    cover = coverage.run(CoverageInputs(cams, np.mean(bbox, axis=0)), CFG)
     # the ring's axis (SOURCE.md: normal 0.012, 0.999, -0.037), the box centre 60 mm below
     # the ring plane at 0.56 m: about 6 degrees of elevation
     assert cover.stats["up_source"] == "cameras"  # square to the level (rolled) image axes
@@ -380,6 +381,21 @@ def test_a_camera_looking_away_is_not_counted():
     c = cams[name]
     turned = np.diag([-1.0, 1.0, -1.0]) @ c.R  # turned round to face away from the product
     cams[name] = dataclasses.replace(c, R=turned, t=-turned @ c.center)
-    result = coverage.run(cams, None, CFG)
+    result = coverage.run(CoverageInputs(cams), CFG)
     assert result.counts.sum() == 35 and result.stats["facing_away"] == [name]
     assert any(n.startswith(f"{name} does not look at the product") for n in result.notes)
+
+
+def test_coverage_takes_the_uniform_stage_arguments_and_honours_cancel(tmp_path):
+    from engine.progress import Cancelled, CancelToken
+
+    cams = ring_set((15.0, 35.0))
+    events = []
+    result = coverage.run(CoverageInputs(cams), CFG, None, progress=events.append)
+    assert result.counts.sum() == len(cams) and events == []  # it writes and reports nothing
+    again = coverage.run(CoverageInputs(cams), CFG, tmp_path)
+    assert again.gaps == result.gaps and list(tmp_path.iterdir()) == []
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        coverage.run(CoverageInputs(cams), CFG, None, cancel=token)

@@ -169,7 +169,9 @@ def test_run_writes_resumes_and_reports_progress(scene_factory, tmp_path, monkey
     ingest, model = _small_run_inputs(scene)
     cfg = dataclasses.replace(CFG, num_sources=3)
     events = []
-    res = dense.run(ingest, model, cfg, tmp_path / "dense", progress=events.append)
+    res = dense.run(
+        dense.DenseInputs(ingest, model), cfg, tmp_path / "dense", progress=events.append
+    )
     assert len(res.paths) == 6 and not res.skipped
     assert [e.current for e in events] == list(range(7))
     assert all(len(e.partial) > 100 for e in events[1:]), "each view feeds the live preview"
@@ -182,7 +184,7 @@ def test_run_writes_resumes_and_reports_progress(scene_factory, tmp_path, monkey
         raise AssertionError("recomputed a finished view")
 
     monkeypatch.setattr(dense, "estimate_depth", boom)
-    again = dense.run(ingest, model, cfg, tmp_path / "dense")
+    again = dense.run(dense.DenseInputs(ingest, model), cfg, tmp_path / "dense")
     assert again.paths == res.paths
     assert all(v["resumed"] for v in again.views.values())
 
@@ -200,10 +202,10 @@ def test_the_cpu_caps_the_depth_map_size(scene_factory, tmp_path):
     cfg = dataclasses.replace(
         CFG, max_image_size=800, cpu_max_image_size=200, levels=0, num_sources=2
     )
-    res = dense.run(ingest, model, cfg, tmp_path / "dense", device="cpu")
+    res = dense.run(dense.DenseInputs(ingest, model), cfg, tmp_path / "dense", device="cpu")
     assert load_depth_map(res.paths[0])[0].depth.shape == (150, 200)
     bigger = dataclasses.replace(cfg, cpu_max_image_size=400)
-    again = dense.run(ingest, model, bigger, tmp_path / "dense", device="cpu")
+    again = dense.run(dense.DenseInputs(ingest, model), bigger, tmp_path / "dense", device="cpu")
     assert not any(v.get("resumed") for v in again.views.values())
     assert load_depth_map(again.paths[0])[0].depth.shape == (300, 400)
 
@@ -220,7 +222,9 @@ def test_cancel_between_views(scene_factory, tmp_path):
             token.cancel()
 
     with pytest.raises(Cancelled):
-        dense.run(ingest, model, CFG, tmp_path / "d", progress=progress, cancel=token)
+        dense.run(
+            dense.DenseInputs(ingest, model), CFG, tmp_path / "d", progress=progress, cancel=token
+        )
     assert max(seen) == 1
 
 
@@ -337,7 +341,7 @@ def test_too_few_placed_photos_is_a_clear_error(scene_factory, tmp_path):
     scene = scene_factory("bottle")
     ingest, model = _small_run_inputs(scene, 1)
     with pytest.raises(ReconstructionError, match="at least two placed photos"):
-        dense.run(ingest, model, CFG, tmp_path / "d")
+        dense.run(dense.DenseInputs(ingest, model), CFG, tmp_path / "d")
 
 
 def test_pinhole_camera_scales_intrinsics():

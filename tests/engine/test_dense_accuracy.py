@@ -22,7 +22,9 @@ def test_fused_cloud_matches_the_true_surface(solved, kind, tmp_path):
     scene, images, model, _ = solved(kind)
     cfg = preset("standard")
     events = []
-    depth = dense.run(images, model, cfg.dense, tmp_path / "dense", progress=events.append)
+    depth = dense.run(
+        dense.DenseInputs(images, model), cfg.dense, tmp_path / "dense", progress=events.append
+    )
     fused = fuse.run(list(depth.paths), cfg.fuse, tmp_path / "dense.ply")
     truth = scene.camera_dict()
     s, rot, t = align_cameras(model.cameras, truth, sorted(model.cameras))

@@ -180,7 +180,10 @@ def meshed(box, tmp_path_factory):
     events: list[ProgressEvent] = []
     work = tmp_path_factory.mktemp("mesh_work")
     result = mesh_stage.run(
-        _gt_cloud(box), box.camera_dict(), _records(box), FAST, work, progress=events.append
+        mesh_stage.MeshInputs(_gt_cloud(box), box.camera_dict(), _records(box)),
+        FAST,
+        work,
+        progress=events.append,
     )
     return result, events, work
 
@@ -251,7 +254,7 @@ def test_without_masks_or_normals(box, tmp_path):
     cfg = dataclasses.replace(FAST, texture_size=0)
     cloud = _gt_cloud(box)
     cloud = PointCloud(cloud.xyz, cloud.rgb, np.zeros_like(cloud.normals))  # saved without
-    result = mesh_stage.run(cloud, box.camera_dict(), records, cfg, tmp_path)
+    result = mesh_stage.run(mesh_stage.MeshInputs(cloud, box.camera_dict(), records), cfg, tmp_path)
     m = result.mesh
     assert result.stats["masks"] == 0 and result.stats["floor_cut"]
     assert m.uv is None and m.texture is None and m.vertex_colors is not None
@@ -284,7 +287,7 @@ def test_too_few_points_and_cancel(box, tmp_path):
     cloud = _gt_cloud(box)
     few = PointCloud(cloud.xyz[:50], cloud.rgb[:50], cloud.normals[:50])
     with pytest.raises(ReconstructionError, match="too few"):
-        mesh_stage.run(few, box.camera_dict(), _records(box), FAST, tmp_path)
+        mesh_stage.run(mesh_stage.MeshInputs(few, box.camera_dict(), _records(box)), FAST, tmp_path)
     token = CancelToken()
 
     def cancel_on_first(event: ProgressEvent) -> None:
@@ -292,9 +295,7 @@ def test_too_few_points_and_cancel(box, tmp_path):
 
     with pytest.raises(Cancelled):
         mesh_stage.run(
-            cloud,
-            box.camera_dict(),
-            _records(box),
+            mesh_stage.MeshInputs(cloud, box.camera_dict(), _records(box)),
             FAST,
             tmp_path,
             progress=cancel_on_first,
@@ -315,9 +316,11 @@ def test_mesh_from_real_dense_output(solved, tmp_path):
     )
     cfg = preset("standard")  # on the CPU: 560 px depth maps, Poisson depth 8
     assert dense.for_device(cfg.dense, "cpu").max_image_size == 560
-    depth = dense.run(images, model, cfg.dense, tmp_path / "dense", device="cpu")
+    depth = dense.run(dense.DenseInputs(images, model), cfg.dense, tmp_path / "dense", device="cpu")
     fused = fuse.run(list(depth.paths), cfg.fuse, tmp_path / "dense.ply")
-    result = mesh_stage.run(fused.cloud, model.cameras, images, cfg.mesh, tmp_path / "work")
+    result = mesh_stage.run(
+        mesh_stage.MeshInputs(fused.cloud, model.cameras, images), cfg.mesh, tmp_path / "work"
+    )
     m = result.mesh
     assert 0.5 * cfg.mesh.max_triangles <= m.num_triangles <= cfg.mesh.max_triangles
     s, rot, t = align_cameras(model.cameras, scene.camera_dict(), sorted(model.cameras))

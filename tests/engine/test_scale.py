@@ -18,6 +18,7 @@ from engine.config import ScaleConfig, preset
 from engine.geometry import align_cameras
 from engine.progress import Cancelled, CancelToken
 from engine.stages import ingest, scale, sfm
+from engine.stages.scale import ScaleInputs
 from engine.synthetic import BOX_SIZE, marker_layout, ring_cameras
 from engine.types import CameraPose, ImageRecord
 
@@ -106,9 +107,7 @@ def test_markers_give_true_scale_and_dimensions(marker_solved):
     scene, images, model, (s, rot, t), product = marker_solved
     events = []
     result = scale.run(
-        model.cameras,
-        images.images,
-        product,
+        ScaleInputs(model.cameras, images.images, product),
         ScaleConfig(marker_size_mm=MARKER_MM),
         progress=events.append,
     )
@@ -154,7 +153,7 @@ def test_markers_give_true_scale_and_dimensions(marker_solved):
 @pytest.mark.slow
 def test_without_markers_there_is_no_true_scale(marker_solved):
     _, images, model, (s, _, _), product = marker_solved
-    result = scale.run(model.cameras, images.images, product, ScaleConfig())
+    result = scale.run(ScaleInputs(model.cameras, images.images, product), ScaleConfig())
     assert result.source == "none"
     assert result.metres_per_unit is None and result.dimensions_mm is None
     assert result.note == scale.NO_SCALE_NOTE[0].upper() + scale.NO_SCALE_NOTE[1:]
@@ -171,13 +170,11 @@ def test_without_markers_there_is_no_true_scale(marker_solved):
 def test_marker_settings_that_find_nothing_leave_a_note(marker_solved):
     _, images, model, _, product = marker_solved
     cfg = ScaleConfig(marker_size_mm=MARKER_MM, marker_dictionary="DICT_6X6_50")
-    result = scale.run(model.cameras, images.images, product, cfg)
+    result = scale.run(ScaleInputs(model.cameras, images.images, product), cfg)
     assert result.source == "none" and result.metres_per_unit is None
     assert "no printed marker (40 mm DICT_6X6_50) found" in result.note
     bad = scale.run(
-        model.cameras,
-        images.images,
-        product,
+        ScaleInputs(model.cameras, images.images, product),
         ScaleConfig(marker_size_mm=MARKER_MM, marker_dictionary="DICT_9X9_1"),
     )
     assert bad.source == "none" and "unknown ArUco dictionary 'DICT_9X9_1'" in bad.note
@@ -197,7 +194,7 @@ def test_markers_entered_distance_disagreeing_is_reported(marker_solved):
         known_distance_mm=1.03 * true_mm,
         known_points=(tuple(pa), tuple(pb)),
     )
-    result = scale.run(model.cameras, images.images, product, cfg)
+    result = scale.run(ScaleInputs(model.cameras, images.images, product), cfg)
     assert result.source == "known_distance"
     assert abs(result.metres_per_unit / s - 1.03) < 0.005
     assert "scale from the markers differs by -2.9% from the one used (known distance)" in (
@@ -279,7 +276,7 @@ def test_known_distance_is_exact(moved_box):
         known_distance_mm=1000 * float(np.linalg.norm(b - a)),
         known_points=(tuple(s * rot @ a + t), tuple(s * rot @ b + t)),
     )
-    result = scale.run(cams, [], pts, cfg)
+    result = scale.run(ScaleInputs(cams, [], pts), cfg)
     assert result.source == "known_distance" and result.note == ""
     assert result.metres_per_unit == pytest.approx(1 / s, rel=1e-9)
     # the cameras are held level: square to their image x axes is the true up (their jittered
@@ -301,7 +298,7 @@ def test_known_distance_is_exact(moved_box):
 def test_known_dimension_is_exact(moved_box, which, index):
     s, _, _, pts, cams = moved_box
     cfg = ScaleConfig(known_dimension=which, known_dimension_mm=BOX_MM[index])
-    result = scale.run(cams, [], pts, cfg)
+    result = scale.run(ScaleInputs(cams, [], pts), cfg)
     assert result.source == "known_dimension"
     assert result.metres_per_unit == pytest.approx(1 / s, rel=1e-3)
     assert result.dimensions_mm[index] == pytest.approx(BOX_MM[index], rel=1e-12)
@@ -335,7 +332,7 @@ def test_known_dimension_is_exact(moved_box, which, index):
 )
 def test_bad_settings_leave_a_note(moved_box, cfg, words):
     _, _, _, pts, cams = moved_box
-    result = scale.run(cams, [], pts, cfg)
+    result = scale.run(ScaleInputs(cams, [], pts), cfg)
     assert result.source == "none" and result.metres_per_unit is None
     assert words in result.note and "No true scale" in result.note
     assert len(result.dimensions_units) == 3
@@ -344,7 +341,7 @@ def test_bad_settings_leave_a_note(moved_box, cfg, words):
 def test_no_product_points(moved_box):
     s, _, _, _, cams = moved_box
     cfg = ScaleConfig(known_dimension="height", known_dimension_mm=220.0)
-    result = scale.run(cams, [], np.zeros((0, 3)), cfg)
+    result = scale.run(ScaleInputs(cams, [], np.zeros((0, 3))), cfg)
     assert result.source == "none" and result.dimensions_mm is None
     assert result.dimensions_units == ()
     assert "no product points to measure" in result.note
@@ -499,14 +496,14 @@ def test_the_support_plane_gives_up_and_the_base(moved_box):
         for c in cams.values()
     }
     support = {"normal": list(true_up), "level": level}
-    result = scale.run(askew, [], kept, ScaleConfig(), support=support)
+    result = scale.run(ScaleInputs(askew, [], kept, support=support), ScaleConfig())
     assert result.up_source == "support"
     assert math.degrees(math.acos(min(1.0, result.up @ true_up))) < 1e-6
     framed = kept @ result.transform[:3, :3].T + result.transform[:3, 3]
     # the base on the support (z = 0 in the export's frame), the height the box's own
     assert framed[:, 2].min() > 0 and result.box.size[2] == pytest.approx(s * BOX_SIZE[2], 1e-3)
     # without the support the base is the lowest fused point: the height comes out short
-    plain = scale.run(askew, [], kept, ScaleConfig())
+    plain = scale.run(ScaleInputs(askew, [], kept), ScaleConfig())
     assert plain.up_source != "support"
     assert plain.box.size[2] < 0.99 * s * BOX_SIZE[2]
 

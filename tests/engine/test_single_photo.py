@@ -10,6 +10,7 @@ from engine.io.depthmaps import load_depth_map
 from engine.models import ModelUnavailable, load_depth_model
 from engine.progress import Cancelled, CancelToken
 from engine.stages import single_photo
+from engine.stages.single_photo import SinglePhotoConfig, SinglePhotoInputs
 from engine.synthetic import FOCAL_35MM, SENSOR_WIDTH_MM, depth_map, render_scene
 from engine.types import ORIGIN_PRIOR
 from tests.tiny_models import INPUT
@@ -52,7 +53,11 @@ class TrueDepthEstimator:
 def test_relief_from_the_tiny_network(photo, estimator, tmp_path):
     events = []
     res = single_photo.run(
-        photo.image_paths[0], tmp_path, estimator=estimator, max_size=None, progress=events.append
+        SinglePhotoInputs(photo.image_paths[0]),
+        SinglePhotoConfig(max_size=None),
+        tmp_path,
+        estimator=estimator,
+        progress=events.append,
     )
     cloud = res.cloud
     assert len(cloud) > 0.005 * W * H
@@ -78,11 +83,19 @@ def test_relief_from_the_tiny_network(photo, estimator, tmp_path):
 
 def test_mask_decides_the_foreground(photo, estimator, tmp_path):
     mask = read_mask(photo.mask_paths[0]) > 127
-    res = single_photo.run(photo.image_paths[0], tmp_path, estimator=estimator, mask=mask)
+    res = single_photo.run(
+        SinglePhotoInputs(photo.image_paths[0], mask),
+        SinglePhotoConfig(),
+        tmp_path,
+        estimator=estimator,
+    )
     assert res.foreground_source == "mask"
     assert len(res.cloud) == int(mask.sum())
     res2 = single_photo.run(
-        photo.image_paths[0], tmp_path, estimator=estimator, mask=photo.mask_paths[0]
+        SinglePhotoInputs(photo.image_paths[0], photo.mask_paths[0]),
+        SinglePhotoConfig(),
+        tmp_path,
+        estimator=estimator,
     )
     assert len(res2.cloud) == len(res.cloud)
 
@@ -91,7 +104,10 @@ def test_relief_geometry_with_a_perfect_network(photo, tmp_path):
     truth = depth_map("bottle", photo.cameras[0])
     on = np.isfinite(truth)
     res = single_photo.run(
-        photo.image_paths[0], tmp_path, estimator=TrueDepthEstimator(truth), focal_px=300.0
+        SinglePhotoInputs(photo.image_paths[0]),
+        SinglePhotoConfig(focal_px=300.0),
+        tmp_path,
+        estimator=TrueDepthEstimator(truth),
     )
     assert res.focal_px == 300.0 and res.focal_source == "given"
     # without a mask the product is found by depth: the far backdrop is dropped
@@ -117,11 +133,17 @@ def test_cancel_and_unreadable_photo(photo, estimator, tmp_path):
     token = CancelToken()
     token.cancel()
     with pytest.raises(Cancelled):
-        single_photo.run(photo.image_paths[0], tmp_path, estimator=estimator, cancel=token)
+        single_photo.run(
+            SinglePhotoInputs(photo.image_paths[0]),
+            SinglePhotoConfig(),
+            tmp_path,
+            estimator=estimator,
+            cancel=token,
+        )
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a photo")
     with pytest.raises(ImageReadError, match="notes.jpg"):
-        single_photo.run(bad, tmp_path, estimator=estimator)
+        single_photo.run(SinglePhotoInputs(bad), SinglePhotoConfig(), tmp_path, estimator=estimator)
 
 
 def test_without_weights_the_message_says_what_to_do(tmp_path, monkeypatch):
@@ -158,7 +180,12 @@ def test_ingested_record_brings_its_focal_and_mask(photo, tmp_path):
         focal_source="exif_sensor",
         mask_path=photo.mask_paths[0],
     )
-    res = single_photo.run(record, tmp_path, estimator=TrueDepthEstimator(truth), max_size=None)
+    res = single_photo.run(
+        SinglePhotoInputs(record),
+        SinglePhotoConfig(max_size=None),
+        tmp_path,
+        estimator=TrueDepthEstimator(truth),
+    )
     assert res.image_name == "bottle.jpg"
     assert res.focal_source == "exif_sensor" and res.focal_px == pytest.approx(200.0)
     assert res.foreground_source == "mask"

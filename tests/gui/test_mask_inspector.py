@@ -144,7 +144,7 @@ def test_switched_off_and_painted_masks_reach_the_next_runs_config(
     name = win.current_set
     fake_last_run(win.project, name, photos)
     win.select_set(name)
-    win._show_images(name)
+    win.set_panel.show_images(name)
     assert win.thumbs.mask_state_of(photos[0]) == "auto"
     assert win.run_config(name).masks == PipelineConfig().masks  # nothing changed yet
 
@@ -292,7 +292,7 @@ def test_a_photo_the_run_could_not_mask_says_why(qtbot, photos):
     # what the engine leaves for it: an all-white mask file (COLMAP needs one per photo)
     write_png(run / "work" / "masks" / "p0.png.png", np.full((H, W), 255, np.uint8))
     write_png(run / "work" / "masks" / "p1.png.png", rect_mask())
-    win._show_images(name)
+    win.set_panel.show_images(name)
     assert win.thumbs.mask_state_of(photos[1]) == "auto"
     inspector = win.inspect_photo(photos[0])
     assert inspector.source == "none"
@@ -322,7 +322,7 @@ def test_the_product_found_in_3d_can_replace_a_wrong_mask(qtbot, photos):
     yy, xx = np.mgrid[: H // 2, : W // 2]
     product_small[(yy - 22) ** 2 + (xx - 30) ** 2 < 15**2] = 255
     write_png(run / "work" / "mesh" / "product_masks" / "p0.png.png", product_small)
-    win._show_images(name)
+    win.set_panel.show_images(name)
 
     inspector = win.inspect_photo(photos[0])
     assert "disagrees with the product the last run found in 3D" in inspector.note.text()
