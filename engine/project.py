@@ -519,7 +519,7 @@ class ProjectMasks:
 
         Named after the set's run folder, which keeps its name when the set is renamed.
         """
-        return self._base() / PAINTED_MASKS / Path(self.image_set(set_name).run_dir).name
+        return self.base_folder() / PAINTED_MASKS / Path(self.image_set(set_name).run_dir).name
 
     def painted_mask_path(self, set_name: str, path: Path | str) -> Path | None:
         """The mask painted for a photo, when there is one on disk."""
@@ -786,9 +786,10 @@ class Project(ProjectMasks):
         image_set = self.image_set(name)
         del self._sets[name]
         if delete_results:
-            shutil.rmtree(self._base() / image_set.run_dir, ignore_errors=True)
+            shutil.rmtree(self.base_folder() / image_set.run_dir, ignore_errors=True)
             shutil.rmtree(
-                self._base() / PAINTED_MASKS / Path(image_set.run_dir).name, ignore_errors=True
+                self.base_folder() / PAINTED_MASKS / Path(image_set.run_dir).name,
+                ignore_errors=True,
             )
         self._touch()
         self._sets_changed()
@@ -975,7 +976,8 @@ class Project(ProjectMasks):
 
     # ------------------------------------------------------------------ run folders
 
-    def _base(self) -> Path:
+    def base_folder(self) -> Path:
+        """The folder runs go into: the project's, or a temporary one while it is unsaved."""
         if self.folder is not None:
             return self.folder
         if self._temp_folder is None:
@@ -995,7 +997,7 @@ class Project(ProjectMasks):
 
     def run_dir(self, set_name: str) -> Path:
         """Absolute run folder of a set (inside the project folder, or the temporary one)."""
-        return self._base() / self.image_set(set_name).run_dir
+        return self.base_folder() / self.image_set(set_name).run_dir
 
     def last_result(
         self, set_name: str

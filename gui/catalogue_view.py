@@ -110,14 +110,12 @@ def set_products(
         one of an unsaved project). A set that cannot run (no photos, a painted mask that
         cannot be prepared) is a product with its ``problem``, listed as failed.
     """
-    site: Path | None = None
+    site: Path = project.base_folder()
     products: list[Product] = []
     by_slug: dict[str, str] = {}
     for name in names:
         run_dir = project.run_dir(name)
         slug = run_dir.name
-        if site is None:
-            site = run_dir.parent.parent
         by_slug[slug] = name
         photos = tuple(project.inputs_for_run(name))
         problem = ""
@@ -136,7 +134,7 @@ def set_products(
                 folder=name, slug=slug, photos=photos, name=name, problem=problem, config=config
             )
         )
-    return site or Path("."), products, by_slug
+    return site, products, by_slug
 
 
 class CatalogueWorker(QObject):
@@ -349,8 +347,7 @@ class CatalogueDialog(QDialog):
         return self.table.item(row, 2).text(), self.table.item(row, 3).text()
 
     def _site_folder(self) -> Path | None:
-        names = self.project.set_names
-        return self.project.run_dir(names[0]).parent.parent if names else None
+        return self.project.base_folder() if self.project.set_names else None
 
     def gallery_path(self) -> Path | None:
         """The gallery's index.html when there is one."""
