@@ -133,7 +133,9 @@ class DenseConfig:
     that straddles the outline gives the backdrop beside it the product's depth (a dark or
     light fringe round the model). Within the coarsest level's window reach of a large region
     without depth, a pixel whose colour is the backdrop's there, not the product's nearby,
-    loses its depth (``dense.backdrop_rim``)."""
+    loses its depth (``dense.backdrop_rim``). Views with a mask skip it: the mask already
+    bounds the product (and a thin light part, lego's base plate seen edge-on, keeps its
+    depth)."""
     max_batch_pixels: int = 0
     """Pixels x hypotheses x sources per batch; 0 sizes it to the device's free memory."""
     memory_budget_mb: float = 0.0

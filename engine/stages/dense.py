@@ -74,7 +74,7 @@ STAGE = "dense"
 #: Points per view sent to the live preview while depth maps are computed.
 PREVIEW_POINTS = 20_000
 #: Bump when the algorithm changes so cached depth maps are recomputed.
-ALGORITHM_VERSION = 3
+ALGORITHM_VERSION = 4
 #: Bytes of memory one evaluated element (pixel x hypothesis x source) needs in the sweep:
 #: about 14 float32 temporaries.
 BYTES_PER_ELEMENT = 4 * 14
@@ -643,7 +643,7 @@ def estimate_depth(
     keep = (conf_c >= cfg.min_confidence) & (std >= cfg.min_texture) & in_range
     if ref.mask is not None:
         keep &= ref.mask[y0:y1, x0:x1]
-    if cfg.backdrop_rim:
+    if cfg.backdrop_rim and ref.mask is None:  # a mask already bounds the product
         reach = 2 * (cfg.window // 2) * 2 ** (levels - 1)
         keep &= ~backdrop_rim(ref.rgb[y0:y1, x0:x1], keep, reach)
     depth = np.zeros((h_full, w_full), np.float32)
