@@ -53,7 +53,7 @@ import torch.nn.functional as F  # noqa: N812 - the universal torch idiom
 
 from engine.config import DenseConfig
 from engine.errors import ReconstructionError
-from engine.imageops import nearest_colour
+from engine.imageops import nearest_colour, nearest_index
 from engine.io import read_image, read_mask
 from engine.io.depthmaps import depth_map_path, load_depth_map, save_depth_map
 from engine.progress import CancelToken, ProgressCallback, ProgressEvent, no_progress
@@ -724,11 +724,11 @@ def backdrop_rim(rgb: np.ndarray, valid: np.ndarray, reach: int) -> np.ndarray:
         local / np.maximum(weight, 1e-6)[..., None],
         nearest_colour(image, inner),
     )
-    beside = nearest_colour(image, backdrop)
+    nearest = nearest_index(backdrop)  # one distance transform for both colours below
     to_product = np.linalg.norm(image - product, axis=-1)
-    to_backdrop = np.linalg.norm(image - beside, axis=-1)
+    to_backdrop = np.linalg.norm(image - image.reshape(-1, 3)[nearest], axis=-1)
     # and the pixel itself passes for backdrop (unblurred: right at the outline too)
-    like_backdrop = np.linalg.norm(raw - nearest_colour(raw, backdrop), axis=-1) <= limit
+    like_backdrop = np.linalg.norm(raw - raw.reshape(-1, 3)[nearest], axis=-1) <= limit
     return rim & like_backdrop & (to_backdrop + RIM_MARGIN < to_product)
 
 
