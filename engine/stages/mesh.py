@@ -114,8 +114,18 @@ FLOOR_MIN_REACH = 1.3
 FLOOR_MAX_TILT_DEG = 30.0
 #: Points within this share of the cloud's height (or 3 point spacings) of the plane are on it.
 FLOOR_TOLERANCE = 0.01
-#: At most this share of the points may lie below the support.
+#: At most this share of the points may lie below the support, under its footprint (within
+#: :data:`FLOOR_UNDER_REACH` of its points, across): a product's own flat top or base has the
+#: product's sides there. What lies lower beyond the support's edge (the floor around a table,
+#: the books a plush sits on) is the room's, and does not count.
 FLOOR_MAX_BELOW = 0.02
+#: ... that reach: this share of the cloud's size (its 2-98% diagonal), or 3 point spacings.
+FLOOR_UNDER_REACH = 0.01
+#: The user's own masks (beside the photos, or painted) that claim this share of the
+#: support's visible points make it part of the product (a model's base plate): it is kept.
+FLOOR_IN_MASKS = 0.5
+#: Mask sources that are the user's word on what the product is (``ImageRecord.mask_source``).
+OWN_MASK_SOURCES = frozenset({"file", "painted"})
 #: RANSAC trials for the support plane.
 FLOOR_RANSAC_TRIALS = 400
 #: Where the cameras aim lies this share of their distance (median) above a support that
@@ -329,6 +339,21 @@ def run(
         if why:
             raise NoProductError(NOTHING_AIMED_MESSAGE.format(what=why))
         floor = None  # a flat product: nothing stands on the plane, the cameras aim at it
+    own = {
+        name: m
+        for name, m in masks.items()
+        if (rec := records.get(name)) is not None and rec.mask_source in OWN_MASK_SOURCES
+    }
+    if floor is not None and own:
+        claimed = _masks_claim(xyz, floor, views, own, cancel)
+        stats["support_in_own_masks"] = round(claimed, 3)
+        if claimed >= FLOOR_IN_MASKS:
+            logger.info(
+                "mesh: the plane under the product lies inside your masks (%.0f%% of it): it "
+                "is kept as part of the product",
+                100 * claimed,
+            )
+            floor = None
     keep = np.ones(len(xyz), bool)
     if floor is not None:
         keep = np.einsum("nj,j->n", xyz, floor[0]) > floor[1]
@@ -650,7 +675,8 @@ def _find_floor(xyz: np.ndarray, cams: Sequence[CameraPose]) -> Support | None:
     :data:`FLOOR_MAX_TILT_DEG` of the cameras' up (:func:`engine.geometry.up_direction`; the
     support may be tilted against it, a table against a camera held askew), holding at least
     :data:`FLOOR_MIN_FRACTION` of the points, with the cameras on its upper side, hardly any
-    point below it, and reaching :data:`FLOOR_MIN_REACH` times wider than what stands on it (a
+    point under it (:func:`_under_share`; the floor beyond a table's edge may lie lower), and
+    reaching :data:`FLOOR_MIN_REACH` times wider than what stands on it (a
     product's own flat base or top is not a support; half of each, around the middle of what
     stands on it). Returns the :class:`Support`: points at ``p @ normal <= height`` belong to
     it (its thickness of noise included). A plane with hardly anything above it comes back
@@ -666,6 +692,10 @@ def _find_floor(xyz: np.ndarray, cams: Sequence[CameraPose]) -> Support | None:
     spacing = max(float(np.median(d[:, 1])), 1e-9)
     extent = float(np.ptp(sample @ up))
     tol = max(3.0 * spacing, FLOOR_TOLERANCE * extent)
+    size = float(
+        np.linalg.norm(np.percentile(sample, 98, axis=0) - np.percentile(sample, 2, axis=0))
+    )
+    reach = max(3.0 * spacing, FLOOR_UNDER_REACH * size)
     centres = np.array([c.center for c in cams], np.float64)
     cos_tilt = math.cos(math.radians(FLOOR_MAX_TILT_DEG))
     best: tuple[int, np.ndarray, float] | None = None
@@ -681,12 +711,16 @@ def _find_floor(xyz: np.ndarray, cams: Sequence[CameraPose]) -> Support | None:
         if n @ up < cos_tilt:
             continue
         h = sample @ n - float(p[0] @ n)
-        inliers = int((np.abs(h) <= tol).sum())
-        # the support carries the product: hardly anything below it, the cameras above
-        if (h < -tol).mean() > FLOOR_MAX_BELOW or np.mean(centres @ n - p[0] @ n > 0) < 0.8:
+        on = np.abs(h) <= tol
+        inliers = int(on.sum())
+        if best is not None and inliers <= best[0]:
             continue
-        if best is None or inliers > best[0]:
-            best = (inliers, n, float(p[0] @ n))
+        # the support carries the product: the cameras above it, hardly anything under it
+        if np.mean(centres @ n - p[0] @ n > 0) < 0.8:
+            continue
+        if _under_share(sample, h, n, on, tol, reach) > FLOOR_MAX_BELOW:
+            continue
+        best = (inliers, n, float(p[0] @ n))
     if best is None or best[0] < FLOOR_MIN_FRACTION * len(sample):
         return None
     _, n, level = best
@@ -712,6 +746,46 @@ def _find_floor(xyz: np.ndarray, cams: Sequence[CameraPose]) -> Support | None:
         return None
     noise = float(np.std(h[slab]))
     return Support(n, level + max(3 * spacing, 3 * noise), level=level)
+
+
+def _under_share(
+    xyz: np.ndarray, h: np.ndarray, n: np.ndarray, on: np.ndarray, tol: float, reach: float
+) -> float:
+    """The share of ``xyz`` below a plane and under its footprint.
+
+    Below: ``h < -tol``; under: within ``reach`` of one of the plane's points (``on``) across
+    the plane.
+    """
+    below = h < -tol
+    if not below.any() or not on.any():
+        return 0.0
+    e1 = np.cross(n, [1.0, 0.0, 0.0] if abs(n[0]) < 0.9 else [0.0, 1.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(n, e1)
+    across = xyz @ np.c_[e1, e2]
+    d, _ = cKDTree(across[on]).query(across[below], k=1, distance_upper_bound=reach, workers=-1)
+    return float(np.isfinite(d).sum()) / len(xyz)
+
+
+def _masks_claim(
+    xyz: np.ndarray,
+    support: Support,
+    views: Sequence[_View],
+    masks: Mapping[str, np.ndarray],
+    cancel: CancelToken,
+) -> float:
+    """The share of the support's points that the masks hold (see :func:`_hull_keep`).
+
+    Near 1 when the masks draw the plane as the product's (a model's base plate), near 0 when
+    they leave it out as the floor it is.
+    """
+    h = xyz @ support.normal
+    on = xyz[(h <= support.height) & (h >= 2 * support.level - support.height)]
+    if len(on) > 20_000:
+        on = on[np.random.default_rng(_SEED).choice(len(on), 20_000, replace=False)]
+    if not len(on):
+        return 0.0
+    return float(_hull_keep(on, views, masks, 0.5, cancel).mean())
 
 
 def _nothing_aimed_at(

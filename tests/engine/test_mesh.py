@@ -426,6 +426,70 @@ def test_the_support_is_found_under_the_product_and_cut(tilt):
     assert box.mean() > 0.93  # the box stays, all but its lowest centimetre or so
 
 
+def test_a_raised_support_is_cut_although_the_room_around_it_lies_lower():
+    """A table (or the book a plush sits on) with the floor around it half a metre lower:
+    what lies beyond the support's edge is the room's, not the product's mass under it, so the
+    table is still the support (et: 6% of its points lie lower, around the book)."""
+    rng = np.random.default_rng(7)
+    xyz, normal, n_table, n_box = _table_scene(0.0, rng)
+    uv = rng.uniform(-3.0, 3.0, (30_000, 2))
+    uv = uv[np.abs(uv).max(axis=1) > 1.05][:6000]
+    floor = np.c_[uv, np.full(len(uv), -0.5)]
+    edge = rng.uniform(-1.0, 1.0, 600)  # the table top's thickness along one edge
+    rim = np.c_[edge, np.full(600, 1.0), rng.uniform(-0.03, 0.0, 600)]
+    scene = np.concatenate([xyz, floor, rim])
+    assert (scene[:, 2] < -0.01).mean() > 3 * mesh_stage.FLOOR_MAX_BELOW
+    from engine.synthetic import ring_cameras
+
+    cams = ring_cameras("box", n_azimuth=12, elevations_deg=(30.0,))
+    found = mesh_stage._find_floor(scene, cams)
+    assert found is not None and not found.bare
+    assert np.degrees(np.arccos(min(1.0, float(found.normal @ normal)))) < 1.0
+    assert abs(found.level) < 0.01  # the table's top, not the floor
+    kept = scene @ found.normal > found.height
+    assert kept[:n_table].mean() < 0.01
+    assert kept[n_table : n_table + n_box].mean() > 0.93
+
+
+def test_a_base_plate_inside_the_users_masks_is_the_products():
+    """A model on its own base plate (lego): the plate passes for a support in 3D; the user's
+    masks draw it as the product's, and only they can tell. Masks of the model alone leave it
+    out: then it is a support."""
+    import cv2
+
+    from engine.synthetic import ring_cameras
+
+    rng = np.random.default_rng(8)
+    r = np.sqrt(rng.uniform(0, 1, 30_000)) * 0.3
+    a = rng.uniform(0, 2 * np.pi, 30_000)
+    plate = np.c_[r * np.cos(a), r * np.sin(a), rng.normal(0, 0.001, 30_000)]
+    a = rng.uniform(0, 2 * np.pi, 300)
+    sides = np.c_[0.3 * np.cos(a), 0.3 * np.sin(a), rng.uniform(-0.02, 0.0, 300)]
+    _, _, n_table, _ = _table_scene(0.0, rng)
+    model = _table_scene(0.0, rng)[0][n_table : n_table + 8000]
+    xyz = np.concatenate([plate, sides, model])
+    cams = ring_cameras("box", n_azimuth=12, elevations_deg=(30.0,))
+    found = mesh_stage._find_floor(xyz, cams)
+    assert found is not None and not found.bare  # in 3D alone, the plate is a support
+    views = [mesh_stage._view(f"v{i}", cam, None) for i, cam in enumerate(cams)]
+
+    def masks(pts):
+        out = {}
+        for v in views:
+            m = np.zeros((v.cam.height, v.cam.width), np.uint8)
+            xy, _ = v.project(pts)
+            ok = np.isfinite(xy).all(axis=1)
+            px = np.clip(xy[ok].astype(int), 0, [v.cam.width - 1, v.cam.height - 1])
+            m[px[:, 1], px[:, 0]] = 1
+            out[v.name] = cv2.dilate(m, np.ones((9, 9), np.uint8)).astype(bool)
+        return out
+
+    whole = mesh_stage._masks_claim(xyz, found, views, masks(xyz), CancelToken())
+    model_only = mesh_stage._masks_claim(xyz, found, views, masks(model), CancelToken())
+    assert whole > 0.9 and whole >= mesh_stage.FLOOR_IN_MASKS
+    assert model_only < 0.35  # the plate under and just around the model's foot is in its outline
+
+
 def test_a_product_without_a_support_keeps_its_flat_base():
     """Only the box (its flat top and sides, no table reconstructed): nothing is cut."""
     rng = np.random.default_rng(6)
