@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -94,6 +95,11 @@ _SPLIT_GAIN = 0.65
 _INLIER_CORES = 8.0
 #: Floors of the robust spreads: JPEG noise never looks cleaner than this.
 _FLOOR_LIGHT, _FLOOR_CHROMA, _FLOOR_TEX = 0.01, 0.5, 0.15
+#: The lightness spread is at least this many 8-bit grey levels at the backdrop's own level:
+#: a black cloth clipped to 0 in the band shows no spread at all, while its folds a few levels
+#: up are still cloth (dino_sparse_ring). Three levels are the floor above at white (0.0104 in
+#: log lightness) and 0.050 at black.
+_NOISE_LEVELS = 3.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -233,8 +239,35 @@ def _quadratic_basis(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return np.stack([np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys], axis=-1)
 
 
+def _light_floor(lightness: float) -> float:
+    """The log-lightness step of :data:`_NOISE_LEVELS` grey levels at a grey of ``lightness``.
+
+    At least :data:`_FLOOR_LIGHT`. CIE L* to linear luminance to sRGB level and back, the step
+    taken upward (downward at white).
+    """
+    lightness = float(np.clip(lightness, 0.0, 100.0))
+
+    def level(l_star: float) -> float:
+        y = ((l_star + 16) / 116) ** 3 if l_star > 8 else l_star / 903.3
+        v = 12.92 * y if y <= 0.0031308 else 1.055 * y ** (1 / 2.4) - 0.055
+        return 255.0 * v
+
+    def l_star(v: float) -> float:
+        v = min(max(v / 255.0, 0.0), 1.0)
+        y = v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+        return 116 * y ** (1 / 3) - 16 if y > 0.008856 else 903.3 * y
+
+    v = level(lightness)
+    other = v + _NOISE_LEVELS if v + _NOISE_LEVELS <= 255 else v - _NOISE_LEVELS
+    step = abs(math.log(l_star(other) + 16) - math.log(lightness + 16))
+    return max(_FLOOR_LIGHT, step)
+
+
 def _fit_trend(lam: np.ndarray, band: np.ndarray) -> tuple[np.ndarray, float]:
-    """Robust quadratic fit of log-lightness over the band; the surface and its spread."""
+    """Robust quadratic fit of log-lightness over the band; the surface and its spread.
+
+    The spread is at least :func:`_light_floor` at the band's median lightness.
+    """
     h, w = lam.shape
     ys, xs = np.nonzero(band)
     step = max(1, ys.size // 20000)
@@ -243,13 +276,14 @@ def _fit_trend(lam: np.ndarray, band: np.ndarray) -> tuple[np.ndarray, float]:
     yn = (ys.astype(np.float64) + 0.5) / h * 2 - 1
     basis = _quadratic_basis(xn, yn)
     values = lam[ys, xs].astype(np.float64)
+    floor = _light_floor(math.exp(float(np.median(values))) - 16.0)
     keep = np.ones(values.size, bool)
     coef = np.zeros(6)
-    sigma = _FLOOR_LIGHT
+    sigma = floor
     for _ in range(3):
         coef, *_ = np.linalg.lstsq(basis[keep], values[keep], rcond=None)
         residual = values - basis @ coef
-        sigma = _robust_sigma(residual[keep], _FLOOR_LIGHT)
+        sigma = _robust_sigma(residual[keep], floor)
         keep = np.abs(residual) < 3.0 * sigma
         if keep.sum() < 12:
             keep[:] = True

@@ -179,6 +179,36 @@ def test_uniform_photo_has_no_foreground(noise):
     assert not result.mask.any()
 
 
+def test_the_lightness_floor_is_three_grey_levels_at_the_backdrops_level():
+    """At white it is the fixed floor; at black five times it (a clipped black band shows no
+    spread of its own)."""
+    assert masks._light_floor(100.0) == pytest.approx(0.0104, abs=5e-4)
+    assert masks._light_floor(95.0) == pytest.approx(masks._FLOOR_LIGHT)
+    assert masks._light_floor(0.0) == pytest.approx(0.050, abs=2e-3)
+    assert masks._light_floor(50.0) < masks._light_floor(20.0) < masks._light_floor(5.0) + 0.02
+
+
+def test_folds_of_a_black_cloth_a_few_levels_up_are_backdrop():
+    """A black cloth clipped to 0 in the border band, a fold lit to grey 8 to 14 beside a
+    light product (dino_sparse_ring): the fold stays backdrop. With the fixed spread floor of
+    0.01 the whole fold was product."""
+    rng = np.random.default_rng(2)
+    rgb = np.zeros((300, 400, 3), np.uint8)
+    product = np.zeros((300, 400), np.uint8)
+    cv2.ellipse(product, (230, 150), (80, 60), 0, 0, 360, 1, -1)
+    product = product.astype(bool)
+    fold = np.zeros((300, 400), bool)
+    fold[90:230, 60:170] = True
+    fold &= ~product
+    rgb[fold] = rng.integers(8, 15, (int(fold.sum()), 1)).repeat(3, axis=1)
+    rgb[product] = np.clip(170 + rng.normal(0, 6, (int(product.sum()), 3)), 0, 255)
+    result = estimate_mask(rgb)
+    assert result.confidence >= MIN_CONFIDENCE, result.reason
+    assert result.mask[fold].mean() < 0.02
+    iou = (result.mask & product).sum() / (result.mask | product).sum()
+    assert iou > 0.95
+
+
 def test_product_filling_the_frame_is_reported():
     rng = np.random.default_rng(1)
     rgb = np.full((300, 400, 3), 210, np.uint8)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engine.io import read_image, read_mask
-from engine.stages.masks import estimate_mask
+from engine.stages.masks import MIN_CONFIDENCE, estimate_mask
 from tests.conftest import dataset
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
@@ -41,3 +41,25 @@ def test_socketed_axe_masks_against_volunteer_masks():
     # left: the scale card where it touches the axe along a wide edge, and the axe's shadow.
     assert np.median(values) >= 0.89, summary
     assert values.min() >= 0.6, summary
+
+
+def test_dino_masks_on_black_cloth_against_its_approximate_masks():
+    """16 photos of a white dinosaur on black cloth clipped to 0 at the border, folds of the
+    cloth a few grey levels up beside it. The set's masks are approximate (a threshold of the
+    bright object), good for the issue's IoU >= 0.85 on the median."""
+    root = dataset("dino_sparse_ring")
+    scores, refused = [], 0
+    for photo in sorted((root / "images").glob("*.png")):
+        rgb, _ = read_image(photo, 800)
+        gt = read_mask(root / "masks" / f"{photo.stem}.png") > 127
+        result = estimate_mask(rgb)
+        refused += result.confidence < MIN_CONFIDENCE
+        scores.append(iou(result.mask, gt))
+    values = np.array(scores)
+    summary = f"dino IoU median {np.median(values):.3f}, min {values.min():.3f}, refused {refused}"
+    assert values.size == 16, summary
+    # Seen: median 0.868 (0.786 before the lightness floor followed the backdrop's grey level),
+    # min 0.371. Still 12 of 16 refused, rightly: cloth beside the product (median grey 12
+    # to 60 in the three photos looked at; a lit fold in dinoSR0005) joins it and reaches the
+    # frame's edge.
+    assert np.median(values) >= 0.85, summary
