@@ -7,7 +7,9 @@ with a refusal (ReconstructionError, exit 3) and its reason; never a model above
 
 Cases (synthetic, rendered here): ``small_bottle`` / ``small_lowtex`` (the product a quarter of
 the frame, 24 views at 640 x 480), ``lowtex`` (plain symmetric bottle, 24 views at 640 x 480),
-``rolled_box`` (the camera held on its side, no EXIF says so, 24 views at 640 x 480).
+``rolled_box`` (the camera held on its side, no EXIF says so, 24 views at 640 x 480),
+``room_bottle`` (13 photos of a textured bottle on a plain white table, a cluttered room
+behind, one ring at 640 x 480).
 """
 
 from __future__ import annotations
@@ -38,6 +40,16 @@ CASES = {
     "small_lowtex": ("lowtex", {**SMALL, "fill": 0.25}),
     "lowtex": ("lowtex", SMALL),
     "rolled_box": ("box", {**SMALL, "roll_deg": 90.0}),
+    "room_bottle": (
+        "bottle",
+        {
+            "n_azimuth": 13,
+            "elevations_deg": (25.0,),
+            "width": 640,
+            "height": 480,
+            "backdrop": "room",
+        },
+    ),
 }
 
 

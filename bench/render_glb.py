@@ -45,7 +45,7 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8">
 .cell{{position:relative;width:{size}px;height:{size}px;border:1px solid #ddd;
 box-sizing:border-box}}
 .cell span{{position:absolute;left:6px;top:4px;z-index:2;color:#444}}
-model-viewer{{width:100%;height:100%;--poster-color:transparent}}</style></head><body>
+model-viewer{{width:100%;height:100%;--poster-color:transparent;--progress-bar-height:0px}}</style></head><body>
 <div class="grid">{cells}</div><script>
 window.loaded = 0; window.failed = [];
 document.querySelectorAll('model-viewer').forEach((m) => {{

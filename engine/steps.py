@@ -140,8 +140,9 @@ def masks(ctx: RunContext, ingest: IngestResult) -> tuple[IngestResult, str]:
     key = rf.fingerprint(
         [
             # 2: records say where each mask came from (ImageRecord.mask_source), which
-            # decides whether SfM uses it; masks resumed from older runs lack it
-            "masks-2",
+            # decides whether SfM uses it; masks resumed from older runs lack it. 3: the
+            # backdrop's lightness spread follows its grey level (masks.py: _light_floor)
+            "masks-3",
             dataclasses.asdict(cfg.ingest),
             {**dataclasses.asdict(cfg.masks), "override_dir": None},
             rf.folder_listing(cfg.masks.override_dir),
@@ -237,7 +238,7 @@ def mesh(
         return None
     from engine.stages import mesh as mesh_stage
 
-    mesh_key = rf.fingerprint([fuse_key, dataclasses.asdict(cfg)])
+    mesh_key = rf.fingerprint([fuse_key, dataclasses.asdict(cfg), mesh_stage.ALGORITHM_VERSION])
     path = rf.mesh_file(ctx.out_dir)
     done = ctx.state.get("mesh")
     if done is not None and done.get("key") == mesh_key and path.is_file():

@@ -1109,7 +1109,10 @@ def _backdrop(shape, cam: CameraPose, tone: float = 1.0, product: bool = True) -
 
 
 #: Kinds of backdrop :func:`render_scene` can draw.
-BACKDROPS = ("studio", "turntable", "dark", "sheet")
+BACKDROPS = ("studio", "turntable", "dark", "sheet", "room")
+#: Radius of the ``room`` backdrop's wall (printed posters, shelves: clutter fixed in the
+#: world), as a multiple of the object's footprint radius; its height is the same.
+_ROOM_SCALE = 12.0
 #: Brightness of the ``dark`` backdrop (black cloth) relative to the studio's.
 _DARK_TONE = 0.08
 #: Half the side of the ``sheet`` backdrop's printed sheet, as a multiple of the object's
@@ -1161,6 +1164,60 @@ def _paint_sheet(
     shade = 0.85 * _contact_shadow(shape, fx[on], fy[on], product)
     flat = img.reshape(-1, 3)
     flat[on] = texels * shade[:, None]
+
+
+def _room_backdrop(shape, cam: CameraPose, seed: int, product: bool = True) -> np.ndarray:
+    """A cluttered room fixed in the world, (H, W, 3) float in [0, 1].
+
+    A plain white table top under the object reaching to a round wall of posters and shelves
+    (:data:`_ROOM_SCALE` footprint radii away), so the background matches between views as a
+    real room does: SfM finds features on it, and no plain backdrop can be modelled.
+    """
+    w, h = cam.width, cam.height
+    _, _, d, down, t, fx, fy = _floor_rays(cam)
+    radius = _ROOM_SCALE * float(np.max(np.hypot(*shape.hull_points()[:, :2].T)))
+    c = cam.center
+    # the wall: |c_xy + s d_xy| = radius, the far root (the camera stands inside)
+    a = d[:, 0] ** 2 + d[:, 1] ** 2
+    b = 2 * (c[0] * d[:, 0] + c[1] * d[:, 1])
+    q = c[0] ** 2 + c[1] ** 2 - radius**2
+    s_wall = (-b + np.sqrt(np.maximum(b * b - 4 * a * q, 0.0))) / np.maximum(2 * a, 1e-12)
+    floor = down & (t < s_wall)
+    out = np.zeros((h * w, 3))
+    table = _sheet_texture(seed + 101)
+    posters = _sheet_texture(seed + 202)
+    n = table.shape[0]
+
+    def lookup(texture: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+        gx = np.mod(gx, n - 1.001)
+        gy = np.clip(gy, 0.0, n - 1.001)
+        x0, y0 = gx.astype(np.intp), gy.astype(np.intp)
+        ax, ay = (gx - x0)[:, None], (gy - y0)[:, None]
+        return (
+            texture[y0, x0] * (1 - ax) * (1 - ay)
+            + texture[y0, x0 + 1] * ax * (1 - ay)
+            + texture[y0 + 1, x0] * (1 - ax) * ay
+            + texture[y0 + 1, x0 + 1] * ax * ay
+        )
+
+    if floor.any():
+        # a plain white table top with a little grain, darker towards the wall
+        grain = lookup(table, (fx[floor] + radius) / radius * n, (radius - fy[floor]) / radius * n)
+        level = 0.85 * (1.0 - 0.15 * np.hypot(fx[floor], fy[floor]) / radius)
+        shade = level * _contact_shadow(shape, fx[floor], fy[floor], product)
+        out[floor] = (0.93 + 0.07 * grain.mean(axis=1, keepdims=True)) * shade[:, None]
+    wall = ~floor
+    if wall.any():
+        px = c[0] + s_wall[wall] * d[wall, 0]
+        py = c[1] + s_wall[wall] * d[wall, 1]
+        pz = c[2] + s_wall[wall] * d[wall, 2]
+        theta = np.arctan2(py, px)
+        # the print once around the room (repeated posters would be look-alikes), one wall
+        # height up
+        gx = ((theta / (2 * np.pi)) % 1.0) * n - 0.5
+        gy = (1.0 - np.clip(pz / radius, 0.0, 1.0)) * n - 0.5
+        out[wall] = lookup(posters, gx, gy) * 0.9
+    return out.reshape(h, w, 3)
 
 
 #: Turntable platter radius, as a multiple of the object's footprint radius.
@@ -1225,7 +1282,9 @@ def _render_view(
     ``plate`` is a turntable ring's fixed backdrop (:func:`_turntable_plate`); None: the studio.
     Without the ``product`` only the backdrop is drawn (coverage all zero).
     """
-    if plate is None:
+    if backdrop == "room":
+        img = _room_backdrop(shape, cam, seed, product)
+    elif plate is None:
         img = _backdrop(shape, cam, _DARK_TONE if backdrop == "dark" else 1.0, product)
     else:
         img = _turntable_backdrop(shape, cam, plate)
@@ -1573,7 +1632,9 @@ def render_scene(
         studio sweep in black cloth (a white or bright product's masks and edges). ``"sheet"``:
         the studio with a printed paper sheet lying flat under the product, reaching well
         beyond it (a turntable target or catalogue page): dense stereo reconstructs it, so the
-        mesh must cut it as the support.
+        mesh must cut it as the support. ``"room"``: a plain white table under the product and
+        a round wall of posters behind it, fixed in the world (a product shot at home): no
+        plain backdrop to mask against, and clutter that SfM matches between views.
     fill
         Fraction of the frame the product spans (see :func:`ring_cameras`); 0.25 is a small
         product far off in the frame.

@@ -848,8 +848,9 @@ def _refine(
     if touching > 0.01 or stats["band_foreground"] > 0.05:
         confidence *= 0.3
         reason = (
-            "the product touches the edge of the photo, where the backdrop is "
-            "modelled: the mask is unreliable; leave space around the product"
+            "the product or something behind it (a room, clutter) reaches the edge of the "
+            "photo, where the backdrop is modelled: the mask is unreliable; leave plain "
+            "backdrop all round the product"
         )
     elif contrast < 0.5:
         reason = "the product's outline is faint against the backdrop: check the mask"

@@ -75,6 +75,11 @@ from engine.types import CameraPose, ImageRecord, IngestResult, Mesh, PointCloud
 logger = logging.getLogger(__name__)
 
 STAGE = "mesh"
+
+#: Part of the resume key: a finished run's mesh is made again when this changes (2: the
+#: support judged under its footprint and by the user's masks; the surface made again around a
+#: product that spans a small part of the cloud).
+ALGORITHM_VERSION = 2
 #: Where the pipeline keeps the mesh (reconstruction coordinates), relative to the work folder.
 MESH_FILE = run_folder.MESH_FILE
 #: A vertex farther than this many point spacings from every dense point is extrapolation.
@@ -86,6 +91,9 @@ MIN_COMPONENT_FRACTION = 0.1
 #: A component lying within this share of the product's size (its bounding diagonal) of the
 #: product stays as one of its parts.
 PART_GAP = 0.05
+#: The surface is made again on the product's neighbourhood when the kept product spans less
+#: than this share of the fused cloud (a wall behind it stretched Poisson's octree).
+REFIT_SHARE = 0.5
 #: Silhouette tolerance of the visual hull test, as a fraction of the image diagonal.
 MASK_TOLERANCE = 0.004
 #: Masks and z-buffers are tested at most at this long side (pixels).
@@ -393,34 +401,48 @@ def run(
     scratch = Path(work_dir) / "mesh_scratch"
     scratch.mkdir(parents=True, exist_ok=True)
     try:
-        # 2. Poisson
-        t = time.perf_counter()
-        vertices, faces, cell = _poisson(xyz, normals, rgb, cfg.poisson_depth, scratch, cancel)
-        stats["poisson_vertices"], stats["poisson_faces"] = len(vertices), len(faces)
-        seconds["poisson"] = time.perf_counter() - t
-        report(f"Surface: {len(faces):,} triangles")
+        # 2. Poisson, 3. trim: again on the product's neighbourhood when what else was fused
+        # (a room's wall behind the product) stretched the octree over the scene
+        selection: np.ndarray | None = None
+        for refit in (False, True):
+            t = time.perf_counter()
+            sel = slice(None) if selection is None else selection
+            vertices, faces, cell = _poisson(
+                xyz[sel], normals[sel], rgb[sel], cfg.poisson_depth, scratch, cancel
+            )
+            stats["poisson_vertices"], stats["poisson_faces"] = len(vertices), len(faces)
+            seconds["poisson"] = seconds.get("poisson", 0.0) + time.perf_counter() - t
+            if not refit:
+                report(f"Surface: {len(faces):,} triangles")
 
-        # 3. trim
-        t = time.perf_counter()
-        dist, _ = tree.query(vertices, k=1, workers=-1)
-        bad_density = dist > max(DENSITY_SPACINGS * spacing, DENSITY_CELLS * cell)
-        bad = bad_density.copy()
-        if masks_trim:
-            bad |= ~_hull_keep(vertices, views, masks_trim, cfg.trim_min_views, cancel)
-        if floor is not None:
-            bad |= np.einsum("nj,j->n", vertices, floor[0]) <= floor[1]
-        stats["trimmed_density"] = int(bad_density.sum())
-        stats["trimmed_hull"] = int((bad & ~bad_density).sum())
-        faces = faces[~bad[faces].any(axis=1)]
-        faces, n_comp, n_kept = _product_components(vertices, faces, aim)
-        vertices, faces = _compact(vertices, faces)
-        stats.update(components=n_comp, components_kept=n_kept, faces_trimmed=len(faces))
-        if len(faces) == 0:
-            raise ReconstructionError(NO_SURFACE_MESSAGE)
+            t = time.perf_counter()
+            dist, _ = tree.query(vertices, k=1, workers=-1)
+            bad_density = dist > max(DENSITY_SPACINGS * spacing, DENSITY_CELLS * cell)
+            bad = bad_density.copy()
+            if masks_trim:
+                bad |= ~_hull_keep(vertices, views, masks_trim, cfg.trim_min_views, cancel)
+            if floor is not None:
+                bad |= np.einsum("nj,j->n", vertices, floor[0]) <= floor[1]
+            stats["trimmed_density"] = int(bad_density.sum())
+            stats["trimmed_hull"] = int((bad & ~bad_density).sum())
+            faces = faces[~bad[faces].any(axis=1)]
+            faces, n_comp, n_kept = _product_components(vertices, faces, aim)
+            vertices, faces = _compact(vertices, faces)
+            stats.update(components=n_comp, components_kept=n_kept, faces_trimmed=len(faces))
+            seconds["trim"] = seconds.get("trim", 0.0) + time.perf_counter() - t
+            if len(faces) == 0:
+                raise ReconstructionError(NO_SURFACE_MESSAGE)
+            if refit or (selection := _product_neighbourhood(xyz, vertices)) is None:
+                break
+            stats["refit_points"] = int(selection.sum())
+            logger.info(
+                "mesh: the product spans a small part of the fused scene; its surface is "
+                "made again from the %d points around it",
+                int(selection.sum()),
+            )
         why = _nothing_aimed_at([v.cam for v in views], aim, floor, vertices)
         if why:
             raise NoProductError(NOTHING_AIMED_MESSAGE.format(what=why))
-        seconds["trim"] = time.perf_counter() - t
         report(f"Trimmed to the product: {len(faces):,} triangles")
 
         # 4. decimate
@@ -1142,6 +1164,23 @@ def _product_components(
             pts = vertices[np.unique(faces[face_label == c])]
             keep[c] = float(tree.query(pts, k=1)[0].min()) <= reach
     return faces[keep[face_label]], present, int(keep.sum())
+
+
+def _product_neighbourhood(xyz: np.ndarray, product: np.ndarray) -> np.ndarray | None:
+    """The cloud's points around the product's surface, when the cloud spans far more.
+
+    Poisson's octree spans the whole cloud: with a room's wall fused behind a small product
+    its finest cells are several times coarser on the product than they would be on the
+    product alone. When the product (``product``: its kept vertices) spans less than
+    :data:`REFIT_SHARE` of the cloud, returns the points inside its box grown by twice
+    :data:`PART_GAP` of its diagonal (its parts stay inside); else None.
+    """
+    lo, hi = product.min(axis=0), product.max(axis=0)
+    if float(np.max(hi - lo)) >= REFIT_SHARE * float(np.ptp(xyz, axis=0).max()):
+        return None
+    margin = 2 * PART_GAP * float(np.linalg.norm(hi - lo))
+    inside = np.all((xyz >= lo - margin) & (xyz <= hi + margin), axis=1)
+    return inside if inside.sum() >= MIN_POINTS else None
 
 
 def _compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,9 @@
 A printed sheet under the product (dense stereo reconstructs it: the support must be cut, and
 the automatic masks fail on every photo because the sheet reaches the frame's edge) and black
 cloth with the camera held on its side (no EXIF says so: up must come from the cameras' ring,
-not from their image up). The ground truth is the renderer's: +z up, the floor at z = 0.
+not from their image up), and a plain white table in a cluttered room (no backdrop to mask
+against: every automatic mask fails, and the wall behind is matched and partly reconstructed).
+The ground truth is the renderer's: +z up, the floor at z = 0.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ pytestmark = pytest.mark.slow
 SHOOTS = {
     "sheet": {"backdrop": "sheet"},
     "dark_rolled": {"backdrop": "dark", "roll_deg": 90.0},
+    "room": {"backdrop": "room"},
 }
 VIEWS = {"n_azimuth": 8, "elevations_deg": (20.0, 45.0), "width": 480, "height": 360}
 

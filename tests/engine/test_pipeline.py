@@ -336,6 +336,12 @@ def test_standard_run_with_the_depth_prior_writes_a_dense_cloud_and_resumes(
     newer = reconstruct([small_scene.image_dir], out, cfg)
     assert {"dense", "fuse"} <= set(newer.report.stage_seconds)
     assert newer.report.stages["dense"].get("resumed_views", 0) == 0
+    # so is a mesh of a newer mesh algorithm, the depth maps and the cloud resumed
+    monkeypatch.setattr(mesh_stage, "ALGORITHM_VERSION", mesh_stage.ALGORITHM_VERSION + 1)
+    monkeypatch.setattr(dense, "estimate_depth", boom)
+    monkeypatch.setattr(fuse, "run", boom)
+    remeshed = reconstruct([small_scene.image_dir], out, cfg)
+    assert "mesh" in remeshed.report.stage_seconds and "fuse" not in remeshed.report.stage_seconds
 
 
 def test_no_depth_prior_flag_and_missing_weights_are_reported(small_scene, tmp_path, monkeypatch):
