@@ -16,17 +16,21 @@ What the plan decides:
   and Qt plugins for display servers and formats a desktop app here does not use);
 - on Linux, which system libraries PyInstaller copied only for what is left out
   (:func:`prune_orphans`: the GTK stack behind Qt's GTK theme plugin);
-- which libraries are stripped of their symbol tables (:func:`strip_wanted`): Linux only, and
-  only torch's own libraries, which the CPU wheel ships unstripped (about 100 MB of symbols);
-  the others are stripped already, and the wheels' auditwheel-patched libraries are left alone.
+- which libraries are stripped of their symbol tables (:func:`strip_wanted`): Linux only, all
+  of them (torch's CPU wheel ships its own unstripped, about 100 MB of symbols; libpython and
+  many extensions keep theirs);
+- which Python packages are not collected at all (:data:`EXCLUDES`, :data:`TORCH_UNUSED`,
+  :data:`SCIPY_UNUSED`, :func:`transformers_model_excludes`): what the app never imports.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +47,85 @@ EXCLUDES: tuple[str, ...] = (
     # catalogues on this machine's cores. (Hugging Face's `kernels` stays: left out, loading the
     # depth network failed in the frozen app, "Kernels are not available".)
     "ray",
+    # Optional packages no code path of the app imports (none was imported by the selftest, a
+    # reconstruction, the window, or loading a depth and a segmentation network): Hugging Face's
+    # Xet downloader (huggingface_hub falls back to plain HTTPS without it), torch.compile's
+    # graph library, syntax highlighting, pydantic (huggingface_hub's webhooks server), and
+    # protobuf (sentencepiece tokenizers).
+    # (Hugging Face's `tokenizers`, 11 MB, stays although the app's networks take images:
+    # left out, transformers 5.25 failed to import AutoImageProcessor and
+    # DepthAnythingForDepthEstimation, "No module named 'tokenizers'" from
+    # transformers/utils/chat_parsing/token_ids.py.)
+    "hf_xet", "networkx", "pygments", "pydantic", "pydantic_core", "google.protobuf",
+)  # fmt: skip
+
+#: Parts of torch the app never imports (torch.compile's code generators and passes,
+#: quantization tooling, distributed training, test helpers, ROCm conversion, benchmarks).
+#: PyInstaller's torch hook collects every torch submodule, as bytecode and as source; only
+#: subpackages in which running the app imported no module at all are listed (torch itself
+#: imports parts of torch._inductor, torch.distributed and torch.testing at start-up: those stay).
+TORCH_UNUSED: tuple[str, ...] = (
+    "torch._inductor.codegen", "torch._inductor.fx_passes", "torch._inductor.kernel",
+    "torch._inductor.template_heuristics", "torch._inductor.autoheuristic",
+    "torch._inductor.runtime.caching",
+    "torch._vendor.quack",
+    "torch.ao.quantization.fx", "torch.ao.ns", "torch.ao.pruning",
+    "torch.ao.quantization.backend_config",
+    "torch.distributed.checkpoint", "torch.distributed.elastic", "torch.distributed.pipelining",
+    "torch.distributed._tools", "torch.distributed.optim",
+    "torch.distributed.algorithms.ddp_comm_hooks",
+    "torch.distributed.flight_recorder", "torch.distributed.tensor.experimental",
+    "torch.testing._internal.generated", "torch.testing._internal.opinfo",
+    "torch.testing._internal.distributed.rpc", "torch.testing._internal.distributed._tensor",
+    "torch.testing._internal.fake_config_module", "torch.testing._internal.fake_config_module2",
+    "torch.testing._internal.fake_config_module3",
+    "torch.utils.hipify", "torch.utils.benchmark", "torch.utils.model_dump",
+    "torch._export.serde", "torch._export.passes", "torch.export.pt2_archive",
+    "torch.backends._nnapi", "torch._dynamo.repro",
+    "torch.fx.experimental.migrate_gradual_types", "torch.onnx._internal.fx",
+    "torch._numpy.testing",
+)  # fmt: skip
+
+#: Parts of torch collected as bytecode only (PyInstaller's torch hook ships every module's .py
+#: source beside its bytecode, for TorchScript, which compiles from source): subpackages the
+#: app imports but never scripts. torch.distributed, torch.jit and torch.nn keep their sources
+#: (without torch.distributed's the frozen app aborted at start, "GradBucket ... already
+#: defined").
+TORCH_BYTECODE_ONLY: tuple[str, ...] = (
+    "torch._dynamo", "torch._inductor", "torch.fx", "torch.onnx", "torch._functorch",
+    "torch.ao", "torch.testing", "torch._higher_order_ops", "torch._subclasses", "torch._export",
+    "torch.export", "torch.utils", "torch._refs", "torch._decomp", "torch._prims",
+    "torch._numpy", "torch.distributions", "torch.optim", "torch.masked", "torch.sparse",
+    "torch.nested", "torch.package", "torch._library",
+)  # fmt: skip
+
+#: Modules inside those that read their own source when imported: torch's config modules
+#: (``install_config_module`` parses the module's source for its comments; without it the
+#: frozen app failed at start, "OSError: could not get source code" from
+#: torch.fx.experimental._config). They keep their .py.
+TORCH_KEEP_SOURCES: tuple[str, ...] = (
+    "torch._dynamo.config", "torch._export.config", "torch._functorch.config",
+    "torch._inductor.config", "torch._inductor.config_comms", "torch.fx.experimental._config",
+    "torch.utils.serialization.config",
+)  # fmt: skip
+
+
+def collection_modes() -> dict[str, str]:
+    """PyInstaller's ``module_collection_mode`` for Analysis: which modules ship as bytecode only.
+
+    ``"pyz"`` (bytecode in the archive) for :data:`TORCH_BYTECODE_ONLY`, ``"pyz+py"`` (the
+    torch hook's choice: bytecode and source) again for :data:`TORCH_KEEP_SOURCES` inside them.
+    """
+    modes = dict.fromkeys(TORCH_BYTECODE_ONLY, "pyz")
+    modes.update(dict.fromkeys(TORCH_KEEP_SOURCES, "pyz+py"))
+    return modes
+
+
+#: SciPy subpackages nothing imports (the app uses scipy.spatial, scipy.sparse(.csgraph) and
+#: scipy.ndimage, which bring scipy.linalg, scipy.optimize, scipy.special and scipy.fft).
+SCIPY_UNUSED: tuple[str, ...] = (
+    "scipy.io", "scipy.stats", "scipy.interpolate", "scipy.integrate", "scipy.signal",
+    "scipy.special.cython_special",
 )  # fmt: skip
 
 #: transformers imports model classes lazily by name: the depth network (Depth-Anything with its
@@ -53,6 +136,42 @@ TRANSFORMERS_FAMILIES: tuple[str, ...] = (
     "segformer", "beit", "data2vec", "mobilenet_v2", "mobilevit", "mobilevitv2",
     "upernet", "convnext", "convnextv2", "swin",
 )  # fmt: skip
+
+#: transformers.models packages the auto classes import whatever the model (besides the families).
+TRANSFORMERS_ALWAYS: tuple[str, ...] = ("auto", "encoder_decoder")
+
+
+def transformers_model_excludes(installed: Iterable[str]) -> tuple[str, ...]:
+    """``transformers.models.<name>`` for every installed model package the app does not load.
+
+    PyInstaller follows ``transformers/models/__init__.py``'s imports of all of them (about 560
+    architectures in transformers 5.25, 40 MB of sources and bytecode); the app loads only
+    :data:`TRANSFORMERS_FAMILIES`, through :data:`TRANSFORMERS_ALWAYS`. ``installed`` is the
+    names of the folders in the build environment's ``transformers/models/``.
+    """
+    keep = {*TRANSFORMERS_FAMILIES, *TRANSFORMERS_ALWAYS}
+    return tuple(
+        f"transformers.models.{name}"
+        for name in sorted(installed)
+        if name not in keep and name.isidentifier() and not name.startswith("_")
+    )
+
+
+def installed_subpackages(package: str, sub: str) -> list[str]:
+    """Names of the folders in ``<package>/<sub>/`` as installed, without importing ``package``.
+
+    Empty when the package is not installed.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    names: list[str] = []
+    for location in spec.submodule_search_locations:
+        folder = Path(location) / sub
+        if folder.is_dir():
+            names += [p.name for p in folder.iterdir() if (p / "__init__.py").is_file()]
+    return sorted(set(names))
+
 
 #: Distributions whose metadata is read at run time through importlib.metadata (transformers'
 #: own hook copies those of its dependency table; these our code paths were seen to need).
@@ -87,6 +206,8 @@ DROP_COMMON: tuple[str, ...] = (
     # Qt: translations of Qt's own dialogs (the app is English only), QML (not used)
     "PySide6/Qt/translations/*",
     "PySide6/Qt/qml/*",
+    # plotly's Jupyter widget (FigureWidget; viewer.html inlines plotly.min.js only)
+    "plotly/package_data/widgetbundle.js",
 )
 
 #: Left out on Linux besides: Qt platform plugins for framebuffers, VNC and embedded displays
@@ -109,8 +230,10 @@ DROP_LINUX: tuple[str, ...] = (
 KEEP_ALWAYS: tuple[str, ...] = ("torch/bin/torch_shm_manager*",)
 
 #: Libraries stripped of their symbol tables on Linux (``strip --strip-unneeded``: the dynamic
-#: symbols the loader needs stay).
-STRIP_LINUX: tuple[str, ...] = ("torch/lib/libtorch_cpu.so", "torch/lib/libtorch_python.so")
+#: symbols the loader needs stay): all of them. torch's ship unstripped (about 100 MB of
+#: symbols), libpython carries its debugging information (17 MB), and many wheels' own libraries
+#: and extensions keep a symbol table (pycolmap's extension 8 MB, tokenizers, PIL, ...).
+STRIP_LINUX: tuple[str, ...] = ("*.so", "*.so.*")
 
 
 @dataclass(frozen=True)
@@ -143,7 +266,12 @@ class SpecPlan:
         return "vitrine"
 
 
-def plan(platform: str | None = None, *, with_usd: bool = False) -> SpecPlan:
+def plan(
+    platform: str | None = None,
+    *,
+    with_usd: bool = False,
+    transformers_models: Iterable[str] = (),
+) -> SpecPlan:
     """The build plan for a platform (default: this one).
 
     Parameters
@@ -152,6 +280,9 @@ def plan(platform: str | None = None, *, with_usd: bool = False) -> SpecPlan:
         ``sys.platform`` of the build machine: ``"linux"``, ``"win32"`` or ``"darwin"``.
     with_usd
         Ship usd-core (``pxr``, about 210 MB) for mesh.usdz; left out by default.
+    transformers_models
+        The model packages installed in ``transformers/models/`` (see
+        :func:`installed_subpackages`): those the app does not load are excluded.
 
     Raises
     ------
@@ -163,7 +294,13 @@ def plan(platform: str | None = None, *, with_usd: bool = False) -> SpecPlan:
         platform = "linux"
     if platform not in PLATFORMS:
         raise ValueError(f"No build plan for platform {platform!r}: one of {PLATFORMS}.")
-    excludes = EXCLUDES if with_usd else (*EXCLUDES, "pxr")
+    excludes = (
+        *EXCLUDES,
+        *TORCH_UNUSED,
+        *SCIPY_UNUSED,
+        *transformers_model_excludes(transformers_models),
+        *(() if with_usd else ("pxr",)),
+    )
     console = Executable("vitrine", console=True)
     if platform == "win32":
         return SpecPlan(
@@ -232,11 +369,42 @@ def strip_wanted(dest: str, spec_plan: SpecPlan) -> bool:
     return any(fnmatch.fnmatchcase(dest, pattern) for pattern in spec_plan.strip)
 
 
+def load_segments_aligned(path: str | Path, page: int = 4096) -> bool:
+    """Whether every loadable segment of a 64-bit ELF file starts at a page boundary's offset.
+
+    The loader refuses a library whose PT_LOAD segment has ``p_vaddr - p_offset`` not a
+    multiple of the page size ("ELF load command address/offset not page-aligned"). ``strip``
+    produces such files from some libraries that auditwheel rewrote with patchelf (numpy's and
+    SciPy's OpenBLAS and libgfortran). Files that are not 64-bit little-endian ELF count as
+    aligned (nothing to check).
+    """
+    with open(path, "rb") as f:
+        header = f.read(64)
+        if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2 or header[5] != 1:
+            return True
+        phoff = int.from_bytes(header[32:40], "little")
+        phentsize = int.from_bytes(header[54:56], "little")
+        phnum = int.from_bytes(header[56:58], "little")
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    for i in range(phnum):
+        entry = table[i * phentsize : (i + 1) * phentsize]
+        if int.from_bytes(entry[0:4], "little") != 1:  # PT_LOAD
+            continue
+        offset = int.from_bytes(entry[8:16], "little")
+        vaddr = int.from_bytes(entry[16:24], "little")
+        if (vaddr - offset) % page:
+            return False
+    return True
+
+
 def stripped_copy(src: str | Path, cache: str | Path) -> Path:
     """A copy of the library ``src`` without its symbol table, made once into ``cache``.
 
     ``strip --strip-unneeded`` removes the static symbol table and debugging sections and keeps
     the dynamic symbols the loader and ``dlsym`` use. The copy is remade when ``src`` changes.
+    Where stripping would leave a library the loader refuses (:func:`load_segments_aligned`),
+    ``src`` itself is returned: that library ships as it came.
 
     Raises
     ------
@@ -250,6 +418,8 @@ def stripped_copy(src: str | Path, cache: str | Path) -> Path:
     out = cache / f"{src.name}.{stat.st_size}-{int(stat.st_mtime)}"
     if out.is_file():
         return out
+    if (cache / f"{out.name}.unstrippable").is_file():
+        return src
     tool = shutil.which("strip")
     if tool is None:
         raise RuntimeError("`strip` (binutils) is needed to build on Linux: apt install binutils")
@@ -260,6 +430,10 @@ def stripped_copy(src: str | Path, cache: str | Path) -> Path:
     if result.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise RuntimeError(f"strip failed on {src}: {result.stderr.strip()}")
+    if load_segments_aligned(src) and not load_segments_aligned(tmp):
+        tmp.unlink()
+        (cache / f"{out.name}.unstrippable").touch()
+        return src
     tmp.replace(out)
     return out
 
