@@ -78,7 +78,7 @@ STAGE = "mesh"
 
 #: Part of the resume key: a finished run's mesh is made again when this changes (2: the
 #: support judged under its footprint and by the user's masks; the surface made again around a
-#: product that spans a small part of the cloud).
+#: product that spans a small part of the cloud; pinholes kept).
 ALGORITHM_VERSION = 2
 #: Where the pipeline keeps the mesh (reconstruction coordinates), relative to the work folder.
 MESH_FILE = run_folder.MESH_FILE
@@ -91,6 +91,8 @@ MIN_COMPONENT_FRACTION = 0.1
 #: A component lying within this share of the product's size (its bounding diagonal) of the
 #: product stays as one of its parts.
 PART_GAP = 0.05
+#: Unsupported patches of at most this share of the surface's vertices are pinholes: kept.
+PINHOLE_SHARE = 0.002
 #: The surface is made again on the product's neighbourhood when the kept product spans less
 #: than this share of the fused cloud (a wall behind it stretched Poisson's octree).
 REFIT_SHARE = 0.5
@@ -418,6 +420,7 @@ def run(
             t = time.perf_counter()
             dist, _ = tree.query(vertices, k=1, workers=-1)
             bad_density = dist > max(DENSITY_SPACINGS * spacing, DENSITY_CELLS * cell)
+            bad_density &= ~_pinholes(faces, bad_density)
             bad = bad_density.copy()
             if masks_trim:
                 bad |= ~_hull_keep(vertices, views, masks_trim, cfg.trim_min_views, cancel)
@@ -1164,6 +1167,26 @@ def _product_components(
             pts = vertices[np.unique(faces[face_label == c])]
             keep[c] = float(tree.query(pts, k=1)[0].min()) <= reach
     return faces[keep[face_label]], present, int(keep.sum())
+
+
+def _pinholes(faces: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """Vertices of ``bad`` patches too small to be trimmed: pinholes in the cloud's coverage.
+
+    A patch is a connected group of unsupported vertices; it is a pinhole when it holds at most
+    :data:`PINHOLE_SHARE` of the surface's vertices. Poisson bridges such gaps (a busy label's
+    patchy matches, a few views short of a ring) as the surface they lie on; cutting them
+    out left the product riddled with holes once the octree was fine. What is trimmed for
+    real is large: the balloon over an open bottom, a sheet of surface over the background.
+    """
+    if not bad.any():
+        return np.zeros_like(bad)
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e = e[bad[e[:, 0]] & bad[e[:, 1]]]
+    n = len(bad)
+    graph = coo_matrix((np.ones(len(e), np.float32), (e[:, 0], e[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    sizes = np.bincount(labels[bad], minlength=labels.max() + 1)
+    return bad & (sizes[labels] <= max(1, PINHOLE_SHARE * n))
 
 
 def _product_neighbourhood(xyz: np.ndarray, product: np.ndarray) -> np.ndarray | None:
