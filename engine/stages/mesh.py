@@ -406,6 +406,7 @@ def run(
         # 2. Poisson, 3. trim: again on the product's neighbourhood when what else was fused
         # (a room's wall behind the product) stretched the octree over the scene
         selection: np.ndarray | None = None
+        first: tuple[np.ndarray, np.ndarray] | None = None
         for refit in (False, True):
             t = time.perf_counter()
             sel = slice(None) if selection is None else selection
@@ -431,12 +432,17 @@ def run(
             faces = faces[~bad[faces].any(axis=1)]
             faces, n_comp, n_kept = _product_components(vertices, faces, aim)
             vertices, faces = _compact(vertices, faces)
-            stats.update(components=n_comp, components_kept=n_kept, faces_trimmed=len(faces))
             seconds["trim"] = seconds.get("trim", 0.0) + time.perf_counter() - t
+            if first is not None and len(faces) == 0:  # never worse than the first surface
+                logger.warning("mesh: the product's surface made again was empty; kept the first")
+                vertices, faces = first
+                break
+            stats.update(components=n_comp, components_kept=n_kept, faces_trimmed=len(faces))
             if len(faces) == 0:
                 raise ReconstructionError(NO_SURFACE_MESSAGE)
             if refit or (selection := _product_neighbourhood(xyz, vertices)) is None:
                 break
+            first = (vertices, faces)
             stats["refit_points"] = int(selection.sum())
             logger.info(
                 "mesh: the product spans a small part of the fused scene; its surface is "

@@ -500,6 +500,35 @@ def test_a_product_without_a_support_keeps_its_flat_base():
     assert mesh_stage._find_floor(xyz[n_table : n_table + n_box], cams) is None
 
 
+def test_pinholes_in_the_clouds_coverage_stay_and_large_gaps_go():
+    """A grid surface: an unsupported patch of 4 vertices is a pinhole (kept), one of a
+    quarter of the grid is a gap (trimmed)."""
+    n = 60
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:]
+    faces = np.concatenate([np.c_[a, b, c], np.c_[b, d.ravel(), c]])
+    bad = np.zeros(n * n, bool)
+    bad[idx[10:12, 10:12].ravel()] = True  # 4 vertices: 0.11% of 3,600
+    bad[idx[30:, 30:].ravel()] = True  # 900 vertices
+    kept = mesh_stage._pinholes(faces, bad)
+    assert kept[idx[10:12, 10:12].ravel()].all()
+    assert not kept[idx[30:, 30:].ravel()].any()
+    assert not kept[~bad].any()
+
+
+def test_the_surface_is_made_again_only_around_a_product_small_in_the_cloud():
+    """A product spanning a tenth of the cloud (a wall far behind it) gets the points in its
+    grown box; one spanning the cloud gets none (no second Poisson)."""
+    rng = np.random.default_rng(3)
+    product = rng.uniform(-0.1, 0.1, (2000, 3))
+    wall = rng.uniform([-2.0, 1.5, 0.0], [2.0, 1.6, 2.0], (4000, 3))
+    xyz = np.concatenate([product, wall])
+    inside = mesh_stage._product_neighbourhood(xyz, product)
+    assert inside is not None
+    assert inside[:2000].all() and not inside[2000:].any()
+    assert mesh_stage._product_neighbourhood(product, product) is None
+
+
 def test_the_component_the_cameras_aim_at_is_the_product():
     """A larger slab of background far from where the cameras aim goes; a part close to the
     product stays."""
