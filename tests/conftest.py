@@ -73,6 +73,16 @@ def dataset(name: str) -> Path:
     return path
 
 
+def standard_without_prior():
+    """The ``standard`` preset without the depth network (no weights on these machines)."""
+    import dataclasses
+
+    from engine.config import preset
+
+    cfg = preset("standard")
+    return cfg.replace(depth_prior=dataclasses.replace(cfg.depth_prior, enabled=False))
+
+
 def read_ground_truth(path: Path) -> dict:
     """cameras.json -> {name: CameraPose}."""
     from engine.synthetic import read_cameras_json

@@ -7,26 +7,23 @@ ones), the fused points are projected into every photo and must fall inside its 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import cv2
 import numpy as np
 import pytest
 
-from engine.config import preset
 from engine.geometry import align_cameras, pose_errors
 from engine.pipeline import reconstruct
 from engine.stages import mesh as mesh_stage
-from tests.conftest import dataset, read_ground_truth
+from tests.conftest import dataset, read_ground_truth, standard_without_prior
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 
 def test_lego_dense_cloud_stays_inside_every_silhouette(tmp_path):
     root = dataset("lego")
-    cfg = preset("standard")
-    cfg = cfg.replace(depth_prior=dataclasses.replace(cfg.depth_prior, enabled=False))
+    cfg = standard_without_prior()
     result = reconstruct([root / "images"], tmp_path / "run", cfg)
     truth = read_ground_truth(root / "cameras.json")
     names = sorted(set(result.sparse.cameras) & set(truth))

@@ -7,15 +7,12 @@ around the book (6% of the points) lies lower, and the GLB kept the book as a sl
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
-from engine.config import preset
 from engine.pipeline import reconstruct
 from engine.stages import mesh as mesh_stage
-from tests.conftest import dataset
+from tests.conftest import dataset, standard_without_prior
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
@@ -41,8 +38,7 @@ def _largest_plane_share(vertices: np.ndarray, faces: np.ndarray, trials: int = 
 
 def test_et_keeps_the_plush_and_cuts_the_book_it_sits_on(tmp_path):
     root = dataset("et")
-    cfg = preset("standard")
-    cfg = cfg.replace(depth_prior=dataclasses.replace(cfg.depth_prior, enabled=False))
+    cfg = standard_without_prior()
     out = tmp_path / "run"
     result = reconstruct([root / "images"], out, cfg)
     assert result.report.status == "finished"

@@ -6,25 +6,22 @@ its GLB lay on its side (89.5 deg off).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from engine.config import preset
 from engine.geometry import align_cameras
 from engine.pipeline import reconstruct
 from engine.stages import mesh as mesh_stage
-from tests.conftest import dataset, read_ground_truth
+from tests.conftest import dataset, read_ground_truth, standard_without_prior
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 
 def test_temple_stands_upright_on_its_base(tmp_path):
     root = dataset("temple_sparse_ring")
-    cfg = preset("standard")
-    cfg = cfg.replace(depth_prior=dataclasses.replace(cfg.depth_prior, enabled=False))
+    cfg = standard_without_prior()
     out = tmp_path / "run"
     result = reconstruct([root / "images"], out, cfg)
     assert result.report.status == "finished"
