@@ -1136,6 +1136,27 @@ def _sheet_texture(seed: int) -> np.ndarray:
     return out
 
 
+def _sheet_lookup(
+    texture: np.ndarray, gx: np.ndarray, gy: np.ndarray, wrap_x: bool = False
+) -> np.ndarray:
+    """Bilinear lookup of a float (N, N, 3) texture at texel coordinates.
+
+    Texel 0's centre is at 0; lookups are clamped at the texture's edges, or repeat across it
+    with ``wrap_x``.
+    """
+    n = texture.shape[0]
+    gx = np.mod(gx, n - 1.001) if wrap_x else np.clip(gx, 0.0, n - 1.001)
+    gy = np.clip(gy, 0.0, n - 1.001)
+    x0, y0 = gx.astype(np.intp), gy.astype(np.intp)
+    ax, ay = (gx - x0)[:, None], (gy - y0)[:, None]
+    return (
+        texture[y0, x0] * (1 - ax) * (1 - ay)
+        + texture[y0, x0 + 1] * ax * (1 - ay)
+        + texture[y0 + 1, x0] * (1 - ax) * ay
+        + texture[y0 + 1, x0 + 1] * ax * ay
+    )
+
+
 def _paint_sheet(
     img: np.ndarray, shape, cam: CameraPose, texture: np.ndarray, product: bool = True
 ) -> None:
@@ -1150,17 +1171,10 @@ def _paint_sheet(
     if not on.any():
         return
     n = texture.shape[0]
-    # bilinear lookup (texel centres at +0.5)
-    gx = np.clip((fx[on] + half) / (2 * half) * n - 0.5, 0.0, n - 1.001)
-    gy = np.clip((half - fy[on]) / (2 * half) * n - 0.5, 0.0, n - 1.001)
-    x0, y0 = gx.astype(np.intp), gy.astype(np.intp)
-    ax, ay = (gx - x0)[:, None], (gy - y0)[:, None]
-    texels = (
-        texture[y0, x0] * (1 - ax) * (1 - ay)
-        + texture[y0, x0 + 1] * ax * (1 - ay)
-        + texture[y0 + 1, x0] * (1 - ax) * ay
-        + texture[y0 + 1, x0 + 1] * ax * ay
-    )
+    # texel centres at +0.5
+    gx = (fx[on] + half) / (2 * half) * n - 0.5
+    gy = (half - fy[on]) / (2 * half) * n - 0.5
+    texels = _sheet_lookup(texture, gx, gy)
     shade = 0.85 * _contact_shadow(shape, fx[on], fy[on], product)
     flat = img.reshape(-1, 3)
     flat[on] = texels * shade[:, None]
@@ -1188,21 +1202,10 @@ def _room_backdrop(shape, cam: CameraPose, seed: int, product: bool = True) -> n
     posters = _sheet_texture(seed + 202)
     n = table.shape[0]
 
-    def lookup(texture: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
-        gx = np.mod(gx, n - 1.001)
-        gy = np.clip(gy, 0.0, n - 1.001)
-        x0, y0 = gx.astype(np.intp), gy.astype(np.intp)
-        ax, ay = (gx - x0)[:, None], (gy - y0)[:, None]
-        return (
-            texture[y0, x0] * (1 - ax) * (1 - ay)
-            + texture[y0, x0 + 1] * ax * (1 - ay)
-            + texture[y0 + 1, x0] * (1 - ax) * ay
-            + texture[y0 + 1, x0 + 1] * ax * ay
-        )
-
     if floor.any():
         # a plain white table top with a little grain, darker towards the wall
-        grain = lookup(table, (fx[floor] + radius) / radius * n, (radius - fy[floor]) / radius * n)
+        gx, gy = (fx[floor] + radius) / radius * n, (radius - fy[floor]) / radius * n
+        grain = _sheet_lookup(table, gx, gy, wrap_x=True)
         level = 0.85 * (1.0 - 0.15 * np.hypot(fx[floor], fy[floor]) / radius)
         shade = level * _contact_shadow(shape, fx[floor], fy[floor], product)
         out[floor] = (0.93 + 0.07 * grain.mean(axis=1, keepdims=True)) * shade[:, None]
@@ -1216,7 +1219,7 @@ def _room_backdrop(shape, cam: CameraPose, seed: int, product: bool = True) -> n
         # height up
         gx = ((theta / (2 * np.pi)) % 1.0) * n - 0.5
         gy = (1.0 - np.clip(pz / radius, 0.0, 1.0)) * n - 0.5
-        out[wall] = lookup(posters, gx, gy) * 0.9
+        out[wall] = _sheet_lookup(posters, gx, gy, wrap_x=True) * 0.9
     return out.reshape(h, w, 3)
 
 

@@ -1149,8 +1149,7 @@ def _product_components(
     n_vertices = len(vertices)
     a = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
     b = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
-    graph = coo_matrix((np.ones(len(a), np.float32), (a, b)), shape=(n_vertices, n_vertices))
-    n, labels = connected_components(graph, directed=False)
+    n, labels = _linked(n_vertices, a, b)
     face_label = labels[faces[:, 0]]
     counts = np.bincount(face_label, minlength=n)
     present = int((counts > 0).sum())
@@ -1175,6 +1174,12 @@ def _product_components(
     return faces[keep[face_label]], present, int(keep.sum())
 
 
+def _linked(n: int, a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray]:
+    """Connected groups of ``n`` items joined by the links ``a[i] - b[i]``: count and labels."""
+    graph = coo_matrix((np.ones(len(a), np.float32), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)
+
+
 def _pinholes(faces: np.ndarray, bad: np.ndarray) -> np.ndarray:
     """Vertices of ``bad`` patches too small to be trimmed: pinholes in the cloud's coverage.
 
@@ -1189,8 +1194,7 @@ def _pinholes(faces: np.ndarray, bad: np.ndarray) -> np.ndarray:
     e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     e = e[bad[e[:, 0]] & bad[e[:, 1]]]
     n = len(bad)
-    graph = coo_matrix((np.ones(len(e), np.float32), (e[:, 0], e[:, 1])), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
+    _, labels = _linked(n, e[:, 0], e[:, 1])
     sizes = np.bincount(labels[bad], minlength=labels.max() + 1)
     return bad & (sizes[labels] <= max(1, PINHOLE_SHARE * n))
 
@@ -1537,8 +1541,7 @@ def _texture(
     fi = np.repeat(np.arange(m), 3)
     fj = nb.ravel()
     link = (fj >= 0) & (labels[fi] == labels[np.maximum(fj, 0)]) & (labels[fi] >= 0)
-    graph = coo_matrix((np.ones(int(link.sum()), np.float32), (fi[link], fj[link])), shape=(m, m))
-    _, patch = connected_components(graph, directed=False)
+    _, patch = _linked(m, fi[link], fj[link])
     seen = labels >= 0
     # per view: the projection of every vertex of its faces, patch rectangles, merged
     corner_xy = np.zeros((m, 3, 2))
