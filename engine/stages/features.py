@@ -3,15 +3,17 @@
 Two extractors write COLMAP's conventions, so pycolmap's matchers and mappers use either:
 
 - ``colmap``: pycolmap's own SIFT (``extract_features`` on all cores, into a scratch
-  database). Used on upsampled small photos (``first_octave=-1``), where its precision shows:
+  database). Used on small photos upsampled (``first_octave=-1``), where its precision shows:
   on the synthetic box its points scattered 0.32 mm about the true faces where OpenCV's
   scattered 0.56 mm, and a plain bottle's cameras came out 0.24 deg off against 0.41.
 - ``opencv``: OpenCV's SIFT, 4 times faster on larger photos (0.09 s against 0.36 s per
-  1.6 MP photo) with the same photos placed. Keypoints are written as COLMAP's affine shapes
-  ``x, y, a11, a12, a21, a22`` with pixel centres at ``+0.5`` (COLMAP's origin is the corner of
-  the first pixel, OpenCV's its centre), descriptors as COLMAP's ``L1_ROOT`` normalisation
-  (RootSIFT) scaled by 512 into uint8. OpenCV's SIFT always upsamples, so ``first_octave=0``
-  runs it on the photo halved and scales the keypoints back.
+  1.6 MP photo) with the same photos placed; also on larger photos upsampled for a small
+  masked product (:func:`engine.stages.sfm.plan_attempts`). Keypoints are written as
+  COLMAP's affine shapes ``x, y, a11, a12, a21, a22`` with pixel centres at ``+0.5``
+  (COLMAP's origin is the corner of the first pixel, OpenCV's its centre), descriptors as
+  COLMAP's ``L1_ROOT`` normalisation (RootSIFT) scaled by 512 into uint8. OpenCV's SIFT
+  always upsamples, so ``first_octave=0`` runs it on the photo halved and scales the
+  keypoints back.
 
 ``first_octave=-2`` looks one octave finer than COLMAP's upsampling: either extractor runs at
 ``-1`` on the photo upsampled twice (bicubic) and the keypoints are scaled back. A product a

@@ -104,6 +104,55 @@ def test_plan_attempts_retry_is_stronger():
     assert only.matcher == "retrieval" and only.first_octave == 0
 
 
+def test_a_small_masked_product_is_upsampled_in_a_large_photo():
+    """Masks SfM uses keep features only on the product: its size decides the octave."""
+    (plain,) = sfm.plan_attempts(SfMConfig(retry=False), 52, 1600)
+    assert (plain.first_octave, plain.extractor) == (0, "opencv")
+    # socketed_axe: the axe is 11% of a 1,600 px frame, about 530 px
+    (small,) = sfm.plan_attempts(SfMConfig(retry=False), 52, 1600, product_side=530.0)
+    assert (small.first_octave, small.extractor) == (-1, "opencv")
+    (large,) = sfm.plan_attempts(SfMConfig(retry=False), 52, 1600, product_side=1400.0)
+    assert large.first_octave == 0
+    # small photos keep COLMAP's extractor, with or without masks
+    (tiny,) = sfm.plan_attempts(SfMConfig(retry=False), 16, 640, product_side=300.0)
+    assert (tiny.first_octave, tiny.extractor) == (-1, "colmap")
+    # a fixed octave is kept
+    (fixed,) = sfm.plan_attempts(SfMConfig(retry=False, first_octave=0), 52, 1600, 530.0)
+    assert fixed.first_octave == 0
+
+
+def test_product_side_comes_from_the_masks_sfm_uses(tmp_path):
+    import dataclasses
+
+    from PIL import Image
+
+    from engine.types import ImageRecord
+
+    w, h = 400, 300
+    small = np.zeros((h, w), np.uint8)
+    small[100:160, 100:180] = 255  # 60 x 80 = 4,800 pixels
+    records = []
+    for i, source in enumerate(["file", "file", "painted", "automatic"]):
+        mask = tmp_path / f"m{i}.png"
+        Image.fromarray(small).save(mask)
+        records.append(
+            ImageRecord(
+                f"p{i}.png", mask, mask, w, h, w, h, "cam", mask_path=mask, mask_source=source
+            )
+        )
+    assert sfm.product_side(records) == pytest.approx(np.sqrt(4800))
+    # a mask at half the photo's size counts at the photo's size
+    half = tmp_path / "half.png"
+    Image.fromarray(small[::2, ::2]).save(half)
+    scaled = [dataclasses.replace(r, mask_path=half) for r in records]
+    assert sfm.product_side(scaled) == pytest.approx(np.sqrt(4800))
+    # automatic masks do not limit SfM's features: no product size
+    auto = [dataclasses.replace(r, mask_source="automatic") for r in records]
+    assert sfm.product_side(auto) is None
+    # nor does a minority of masked photos
+    assert sfm.product_side(records[:1] + auto * 2) is None
+
+
 def test_retry_keeps_the_best_and_explains_every_missing_photo(
     scene_factory, tmp_path, monkeypatch
 ):
