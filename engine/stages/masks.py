@@ -242,25 +242,17 @@ def _quadratic_basis(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
 def _light_floor(lightness: float) -> float:
     """The log-lightness step of :data:`_NOISE_LEVELS` grey levels at a grey of ``lightness``.
 
-    At least :data:`_FLOOR_LIGHT`. CIE L* to linear luminance to sRGB level and back, the step
-    taken upward (downward at white).
+    At least :data:`_FLOOR_LIGHT`. The grey's sRGB level and the lightness of a level
+    :data:`_NOISE_LEVELS` above it (below it at white) come from OpenCV's Lab conversion, the
+    one the masks' features use.
     """
-    lightness = float(np.clip(lightness, 0.0, 100.0))
-
-    def level(l_star: float) -> float:
-        y = ((l_star + 16) / 116) ** 3 if l_star > 8 else l_star / 903.3
-        v = 12.92 * y if y <= 0.0031308 else 1.055 * y ** (1 / 2.4) - 0.055
-        return 255.0 * v
-
-    def l_star(v: float) -> float:
-        v = min(max(v / 255.0, 0.0), 1.0)
-        y = v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
-        return 116 * y ** (1 / 3) - 16 if y > 0.008856 else 903.3 * y
-
-    v = level(lightness)
+    lab = np.array([[[np.clip(lightness, 0.0, 100.0), 0.0, 0.0]]], np.float32)
+    v = 255.0 * float(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)[0, 0, 0])
     other = v + _NOISE_LEVELS if v + _NOISE_LEVELS <= 255 else v - _NOISE_LEVELS
-    step = abs(math.log(l_star(other) + 16) - math.log(lightness + 16))
-    return max(_FLOOR_LIGHT, step)
+    # both greys through the forward conversion, as the features see them
+    greys = np.array([[[v] * 3, [other] * 3]], np.float32).clip(0.0, 255.0) / np.float32(255)
+    l_here, l_other = cv2.cvtColor(greys, cv2.COLOR_RGB2Lab)[0, :, 0].astype(float)
+    return max(_FLOOR_LIGHT, abs(math.log(l_other + 16) - math.log(l_here + 16)))
 
 
 def _fit_trend(lam: np.ndarray, band: np.ndarray) -> tuple[np.ndarray, float]:
