@@ -490,6 +490,28 @@ def test_a_base_plate_inside_the_users_masks_is_the_products():
     assert model_only < 0.35  # the plate under and just around the model's foot is in its outline
 
 
+@pytest.mark.parametrize("source", ["file", "automatic"])
+def test_the_stage_keeps_a_support_only_inside_the_users_own_masks(box, tmp_path, source):
+    """The box on its slab, every photo's mask the whole frame. The user's own masks (a file
+    beside the photo) draw the slab as the product's: the stage keeps it. An automatic mask
+    as wide decides nothing: the slab is cut (no masks trim: the support was found)."""
+    whole = np.full((box.cameras[0].height, box.cameras[0].width), 255, np.uint8)
+    mask = tmp_path / "whole.png"
+    Image.fromarray(whole).save(mask)
+    records = [dataclasses.replace(r, mask_path=mask, mask_source=source) for r in _records(box)]
+    cfg = dataclasses.replace(FAST, texture_size=0)
+    result = mesh_stage.run(
+        mesh_stage.MeshInputs(_gt_cloud(box), box.camera_dict(), records), cfg, tmp_path / "run"
+    )
+    slab = result.mesh.vertices[:, 2] < 0.01 * box.object_size
+    if source == "file":
+        assert result.stats["support_in_own_masks"] >= mesh_stage.FLOOR_IN_MASKS
+        assert not result.stats["floor_cut"] and slab.mean() > 0.3
+    else:
+        assert "support_in_own_masks" not in result.stats
+        assert result.stats["floor_cut"] and slab.mean() < 0.01
+
+
 def test_a_product_without_a_support_keeps_its_flat_base():
     """Only the box (its flat top and sides, no table reconstructed): nothing is cut."""
     rng = np.random.default_rng(6)
