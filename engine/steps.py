@@ -191,7 +191,9 @@ def masks(ctx: RunContext, ingest: IngestResult) -> tuple[IngestResult, str]:
 def sfm(ctx: RunContext, ingest: IngestResult, masks_key: str) -> SparseModel:
     """Cameras and sparse points (resumable while the photos, masks and settings stay)."""
     out = ctx.out_dir
-    key = rf.fingerprint([masks_key, dataclasses.asdict(ctx.config.sfm)])
+    key = rf.fingerprint(
+        [masks_key, dataclasses.asdict(ctx.config.sfm), sfm_stage.ALGORITHM_VERSION]
+    )
     done = ctx.state.get("sfm")
     if done is not None and done.get("key") == key and rf.sparse_model_dir(out).is_dir():
         sparse = sfm_stage.load_sparse(rf.sparse_model_dir(out), done["unregistered"])

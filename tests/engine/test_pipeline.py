@@ -343,6 +343,16 @@ def test_standard_run_with_the_depth_prior_writes_a_dense_cloud_and_resumes(
     remeshed = reconstruct([small_scene.image_dir], out, cfg)
     assert "mesh" in remeshed.report.stage_seconds and "fuse" not in remeshed.report.stage_seconds
 
+    # and cameras of a newer SfM algorithm are solved again
+    from engine.stages import sfm as sfm_stage
+
+    monkeypatch.undo()
+    monkeypatch.setattr(sfm_stage, "ALGORITHM_VERSION", sfm_stage.ALGORITHM_VERSION + 1)
+    resolved = reconstruct(
+        [small_scene.image_dir], out, dataclasses.replace(cfg, stop_after="sparse")
+    )
+    assert "sfm" in resolved.report.stage_seconds
+
 
 def test_no_depth_prior_flag_and_missing_weights_are_reported(small_scene, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))

@@ -360,3 +360,67 @@ def test_photo_names_with_spaces_and_accents_are_matched(scene_factory, tmp_path
     assert all(" " in r.name for r in images.images)
     model = sfm.run(images, SfMConfig(max_num_features=2048, retry=False), tmp_path / "run")
     assert model.num_registered == 12
+
+
+def _outlines(scene, grow: int = 8) -> dict:
+    """The scene's true product masks, grown as SfM grows masks, by photo name."""
+    import cv2
+
+    k = 2 * grow + 1
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    return {
+        c.name: cv2.dilate(cv2.imread(str(m), cv2.IMREAD_GRAYSCALE), disk) > 127
+        for c, m in zip(scene.cameras, scene.mask_paths, strict=True)
+    }
+
+
+def test_silhouette_agreement_tells_a_product_that_moved_on_its_support(solved):
+    """The product's sparse points project inside its outline in every photo of a right model;
+    outlines of a product that moved between photos (drawn elsewhere in two photos of three)
+    leave them outside."""
+    scene, _, model, _ = solved("box")
+    rec = sfm.pycolmap.Reconstruction(str(model.path))
+    outlines = _outlines(scene)
+    assert sfm.silhouette_agreement(rec, outlines) >= 0.97
+    shift = scene.cameras[0].width // 4
+    moved = {
+        name: np.roll(m, shift, axis=1) if i % 3 else m
+        for i, (name, m) in enumerate(outlines.items())
+    }
+    assert sfm.silhouette_agreement(rec, moved) < sfm.MIN_SILHOUETTE_AGREEMENT
+    few = dict(list(outlines.items())[: sfm.MIN_SILHOUETTE_PHOTOS - 1])
+    assert sfm.silhouette_agreement(rec, few) is None  # too few photos to tell
+
+
+@pytest.mark.parametrize("alone_agrees", [True, False])
+def test_a_model_whose_product_left_its_outline_is_solved_again_from_the_product_alone(
+    scene_factory, tmp_path, monkeypatch, alone_agrees
+):
+    """Automatic masks do not limit SfM's features, until the kept model puts the product
+    outside them (a product turned over on its block): then every attempt runs again on the
+    features inside the masks, and that model is kept when it agrees with them."""
+    import dataclasses
+
+    scene = scene_factory("box")
+    cfg = SfMConfig(max_num_features=1024, retry=False)
+    images = ingest.run([scene.root / "images"], IngestConfig(), tmp_path / "work")
+    by_name = dict(zip((c.name for c in scene.cameras), scene.mask_paths, strict=True))
+    records = tuple(
+        dataclasses.replace(r, mask_path=by_name[r.name], mask_source="automatic")
+        for r in images.images
+    )
+    images = dataclasses.replace(images, images=records)
+    seen = []
+
+    def agreement(rec, masks):
+        seen.append(len(masks))
+        return [0.6, 0.99 if alone_agrees else 0.7][len(seen) - 1]
+
+    monkeypatch.setattr(sfm, "silhouette_agreement", agreement)
+    model = sfm.run(images, cfg, tmp_path)
+    assert seen == [len(records), len(records)]
+    alone = [a for a in model.attempts if a["product_only"]]
+    assert alone and all(not a["product_only"] for a in model.attempts[: -len(alone)])
+    assert model.check["product_only"] is alone_agrees
+    assert model.check["silhouette_agreement"] == (0.99 if alone_agrees else 0.6)
+    assert model.num_registered == len(records)
