@@ -7,6 +7,9 @@ retries with stronger features (more of them, one focal, guided matching, relaxe
 and both mappers again. Every model is checked against the photo pairs verified on their own
 before mapping (:mod:`engine.stages.sfm_check`); the checked model with most photos placed is
 kept, and when none passes the stage stops with a reason rather than hand on a wrong model.
+When the kept model puts the product's points outside its automatic outlines (the product was
+moved or turned over on its support between photos, and the support's features placed the
+cameras), the attempts run again on the product's features alone (:func:`_product_alone`).
 Every photo left out is reported with a reason in plain words.
 
 pycolmap options are built here, from :class:`engine.config.SfMConfig`, and nowhere else.
@@ -19,7 +22,7 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -935,56 +938,73 @@ MIN_SILHOUETTE_PHOTOS = 6
 
 
 def silhouette_agreement(
-    rec: pycolmap.Reconstruction, masks: dict[str, np.ndarray]
+    rec: pycolmap.Reconstruction, masks: Mapping[str, np.ndarray]
 ) -> float | None:
     """How well the model's product stays inside the product's outline in every photo.
 
     The product's points are the sparse points seen inside the masks (``masks``: photo name ->
-    boolean mask, grown a little) of at least two photos. A point of a rigid product projects
-    inside the product's outline in every photo, hidden or not. Per placed photo with a mask,
-    the share of the product's points in its frame that fall inside its mask; returns the
-    median over those photos, or None when there are too few points or photos to tell.
+    boolean mask, grown a little, at the photo's size or scaled down) of at least two photos. A
+    point of a rigid product projects inside the product's outline in every photo, hidden or
+    not. Per placed photo with a mask, the share of the product's points in its frame that fall
+    inside its mask; returns the median over those photos, or None when there are too few
+    points or photos to tell.
     """
-    placed = {im.image_id: im for im in rec.images.values() if im.has_pose and im.name in masks}
+    placed = [im for im in rec.images.values() if im.has_pose and im.name in masks]
     if len(placed) < MIN_SILHOUETTE_PHOTOS:
         return None
-    product = []
-    for point in rec.points3D.values():
-        inside = 0
-        for el in point.track.elements:
-            image = placed.get(el.image_id)
-            if image is None:
-                continue
-            m = masks[image.name]
-            x, y = image.points2D[el.point2D_idx].xy
-            if 0 <= y < m.shape[0] and 0 <= x < m.shape[1] and m[int(y), int(x)]:
-                inside += 1
-        if inside >= 2:
-            product.append(point.xyz)
+
+    def lookup(image: pycolmap.Image, xy: np.ndarray) -> np.ndarray:
+        """Whether pixels ``xy`` (N, 2) of ``image`` lie inside its mask (outside: False)."""
+        m = masks[image.name]
+        cam = rec.cameras[image.camera_id]
+        ij = np.floor(xy * [m.shape[1] / cam.width, m.shape[0] / cam.height]).astype(np.int64)
+        ok = (ij[:, 0] >= 0) & (ij[:, 0] < m.shape[1]) & (ij[:, 1] >= 0) & (ij[:, 1] < m.shape[0])
+        out = np.zeros(len(xy), bool)
+        out[ok] = m[ij[ok, 1], ij[ok, 0]]
+        return out
+
+    inside: dict[int, int] = defaultdict(int)
+    for image in placed:
+        observed = [p for p in image.points2D if p.has_point3D()]
+        if not observed:
+            continue
+        hits = lookup(image, np.array([p.xy for p in observed], np.float64))
+        for p, hit in zip(observed, hits, strict=True):
+            inside[p.point3D_id] += int(hit)
+    product = [rec.points3D[pid].xyz for pid, count in inside.items() if count >= 2]
     if len(product) < MIN_SILHOUETTE_POINTS:
         return None
     xyz = np.c_[np.asarray(product), np.ones(len(product))]
     shares = []
-    for image in placed.values():
-        m = masks[image.name]
+    for image in placed:
+        cam = rec.cameras[image.camera_id]
         cam_xyz = (np.asarray(image.cam_from_world().matrix()) @ xyz.T).T
-        front = cam_xyz[:, 2] > 0
-        uv = np.asarray(rec.cameras[image.camera_id].img_from_cam(cam_xyz[front]))
-        h, w = m.shape
-        seen = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+        uv = np.asarray(cam.img_from_cam(cam_xyz[cam_xyz[:, 2] > 0]), np.float64).reshape(-1, 2)
+        seen = (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
         if seen.sum() < 0.5 * len(xyz):  # the product mostly out of this photo
             continue
-        shares.append(float(m[uv[seen, 1].astype(int), uv[seen, 0].astype(int)].mean()))
+        shares.append(float(lookup(image, uv[seen]).mean()))
     return float(np.median(shares)) if len(shares) >= MIN_SILHOUETTE_PHOTOS else None
 
 
+#: Longest side of the masks the silhouette check holds (all photos' at once: 300 full-size
+#: masks of 1,600 x 1,067 would hold 0.5 GB).
+SILHOUETTE_MASK_SIDE = 480
+
+
 def _automatic_masks(records: Sequence[ImageRecord]) -> dict[str, np.ndarray]:
-    """Grown masks (boolean) of the photos whose masks SfM does not use."""
-    return {
-        r.name: _grown_mask(r.mask_path) > 0
-        for r in records
-        if r.mask_path is not None and not _sfm_masked(r)
-    }
+    """Grown masks (boolean, scaled down) of the photos whose masks SfM does not use."""
+    out = {}
+    for r in records:
+        if r.mask_path is None or _sfm_masked(r):
+            continue
+        grown = _grown_mask(r.mask_path)
+        f = min(1.0, SILHOUETTE_MASK_SIDE / max(grown.shape))
+        if f < 1.0:  # any of the product in a cell counts
+            size = (max(1, round(grown.shape[1] * f)), max(1, round(grown.shape[0] * f)))
+            grown = cv2.resize(grown, size, interpolation=cv2.INTER_AREA)
+        out[r.name] = grown > 0
+    return out
 
 
 def _product_alone(
