@@ -993,16 +993,26 @@ SILHOUETTE_MASK_SIDE = 480
 
 
 def _automatic_masks(records: Sequence[ImageRecord]) -> dict[str, np.ndarray]:
-    """Grown masks (boolean, scaled down) of the photos whose masks SfM does not use."""
+    """Boolean masks of the photos whose masks SfM does not use, scaled down, then grown.
+
+    Grown by :data:`features.MASK_GROW_PX` at the photo's scale, as SfM grows masks; growing
+    after the downscale costs a fraction of growing the full-size mask.
+    """
     out = {}
     for r in records:
         if r.mask_path is None or _sfm_masked(r):
             continue
-        grown = _grown_mask(r.mask_path)
-        f = min(1.0, SILHOUETTE_MASK_SIDE / max(grown.shape))
+        mask = cv2.imread(str(r.mask_path), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise OSError(f"{r.mask_path}: the mask could not be read")
+        f = min(1.0, SILHOUETTE_MASK_SIDE / max(mask.shape))
         if f < 1.0:  # any of the product in a cell counts
-            size = (max(1, round(grown.shape[1] * f)), max(1, round(grown.shape[0] * f)))
-            grown = cv2.resize(grown, size, interpolation=cv2.INTER_AREA)
+            size = (max(1, round(mask.shape[1] * f)), max(1, round(mask.shape[0] * f)))
+            mask = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
+        k = 2 * max(1, round(features.MASK_GROW_PX * f)) + 1
+        grown = cv2.dilate(
+            (mask > 0).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        )
         out[r.name] = grown > 0
     return out
 
