@@ -1109,7 +1109,7 @@ def _backdrop(shape, cam: CameraPose, tone: float = 1.0, product: bool = True) -
 
 
 #: Kinds of backdrop :func:`render_scene` can draw.
-BACKDROPS = ("studio", "turntable", "dark", "sheet", "room")
+BACKDROPS = ("studio", "turntable", "dark", "sheet", "room", "card")
 #: Radius of the ``room`` backdrop's wall (printed posters, shelves: clutter fixed in the
 #: world), as a multiple of the object's footprint radius; its height is the same.
 _ROOM_SCALE = 12.0
@@ -1120,6 +1120,15 @@ _DARK_TONE = 0.08
 _SHEET_SCALE = 2.5
 #: Texels along a side of the printed sheet.
 _SHEET_TEXELS = 1536
+
+
+#: The ``card`` backdrop's printed cards lying on the floor apart from the product (a scale card,
+#: a colour chart, a price card), fixed in the world: centre's azimuth (deg) and distance, half
+#: sides along and across that direction, in footprint radii. Every view sees one or two.
+_CARDS = ((10.0, 1.7, 0.3, 0.55), (135.0, 1.75, 0.35, 0.5), (250.0, 1.7, 0.3, 0.55))
+#: How far the product moves on its support when :func:`render_scene` turns it (``turn_deg``),
+#: in footprint radii along x and y.
+_TURN_SHIFT = (0.5, -0.3)
 
 
 @lru_cache(maxsize=2)
@@ -1178,6 +1187,34 @@ def _paint_sheet(
     shade = 0.85 * _contact_shadow(shape, fx[on], fy[on], product)
     flat = img.reshape(-1, 3)
     flat[on] = texels * shade[:, None]
+
+
+def _paint_cards(img: np.ndarray, shape, cam: CameraPose, texture: np.ndarray) -> None:
+    """Printed cards lying flat on the floor apart from the product (:data:`_CARDS`), in place.
+
+    Each card shows its own part of the printed ``texture`` with a white margin, lit as the
+    floor; they lie beyond the product's contact shadow.
+    """
+    _, _, _, down, _, fx, fy = _floor_rays(cam)
+    radius = float(np.max(np.hypot(*shape.hull_points()[:, :2].T)))
+    flat = img.reshape(-1, 3)
+    n = texture.shape[0]
+    for k, (az, dist, half_u, half_v) in enumerate(_CARDS):
+        a = math.radians(az)
+        e_u, e_v = np.array([math.cos(a), math.sin(a)]), np.array([-math.sin(a), math.cos(a)])
+        rel_x, rel_y = fx - dist * radius * e_u[0], fy - dist * radius * e_u[1]
+        u = (rel_x * e_u[0] + rel_y * e_u[1]) / (half_u * radius)
+        v = (rel_x * e_v[0] + rel_y * e_v[1]) / (half_v * radius)
+        on = down & (np.abs(u) < 1.0) & (np.abs(v) < 1.0)
+        if not on.any():
+            continue
+        # a third of the texture per card, the print inside a margin of a tenth
+        gx = (0.5 + 0.5 * u[on] / 0.9) * (n / 3) + k * n / 3 - 0.5
+        gy = (0.5 + 0.5 * v[on] / 0.9) * (n - 1)
+        margin = (np.abs(u[on]) > 0.9) | (np.abs(v[on]) > 0.9)
+        texels = _sheet_lookup(texture, gx, gy)
+        texels[margin] = 0.97
+        flat[on] = texels * 0.85
 
 
 def _room_backdrop(shape, cam: CameraPose, seed: int, product: bool = True) -> np.ndarray:
@@ -1279,11 +1316,15 @@ def _render_view(
     backdrop: str = "studio",
     seed: int = 0,
     product: bool = True,
+    world: CameraPose | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Linear RGB image in [0, 1] (H, W, 3) and object coverage (H, W) of one camera.
 
     ``plate`` is a turntable ring's fixed backdrop (:func:`_turntable_plate`); None: the studio.
-    Without the ``product`` only the backdrop is drawn (coverage all zero).
+    Without the ``product`` only the backdrop is drawn (coverage all zero). ``cam`` is the
+    camera in the product's frame; ``world``, when the product was moved on its support, the
+    same camera in the frame of the support, where the ``card`` backdrop's cards lie (the plain
+    sweep looks alike from both).
     """
     if backdrop == "room":
         img = _room_backdrop(shape, cam, seed, product)
@@ -1293,6 +1334,8 @@ def _render_view(
         img = _turntable_backdrop(shape, cam, plate)
     if backdrop == "sheet":
         _paint_sheet(img, shape, cam, _sheet_texture(seed), product)
+    if backdrop == "card":
+        _paint_cards(img, shape, cam if world is None else world, _sheet_texture(seed + 303))
     if markers is not None:
         _paint_markers(img, cam, markers[0], markers[1], supersample)
     cover = np.zeros((cam.height, cam.width))
@@ -1544,6 +1587,25 @@ def read_cameras_json(path: Path) -> list[CameraPose]:
 _VIEW_NAME = re.compile(r"^(?:" + "|".join(SCENES) + r")_r\d+_a\d+$")
 
 
+def _turned(shape, cams: list[CameraPose], turn_deg: float, first: int) -> list[CameraPose]:
+    """``cams`` in the product's frame after it turned by ``turn_deg`` before view ``first``.
+
+    The product is turned about the vertical axis through its centre and moved by
+    :data:`_TURN_SHIFT` footprint radii; a camera ``x_cam = R x_world + t`` sees the product's
+    point ``x`` at ``R (Q x + s) + t``.
+    """
+    a = math.radians(turn_deg)
+    q = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0, 0, 1]])
+    centre = (shape.bbox_min + shape.bbox_max) / 2
+    radius = float(np.max(np.hypot(*shape.hull_points()[:, :2].T)))
+    shift = np.array([_TURN_SHIFT[0] * radius, _TURN_SHIFT[1] * radius, 0.0])
+    s = centre - q @ centre + shift  # about the centre's vertical, then moved
+    out = list(cams[:first])
+    for c in cams[first:]:
+        out.append(replace(c, R=c.R @ q, t=c.R @ s + c.t))
+    return out
+
+
 def _remove_stale_views(root: Path, keep: set[str]) -> None:
     """Delete views of an earlier render in the same folder, so the folder holds one scene."""
     for sub, ext in (("images", ".jpg"), (MASK_DIR, ".png")):
@@ -1594,6 +1656,7 @@ def render_scene(
     fill: float = 0.72,
     roll_deg: float = 0.0,
     product: bool = True,
+    turn_deg: float = 0.0,
     progress: Callable[[ProgressEvent], None] | None = None,
     cancel: CancelToken | None = None,
 ) -> SyntheticScene:
@@ -1638,6 +1701,8 @@ def render_scene(
         mesh must cut it as the support. ``"room"``: a plain white table under the product and
         a round wall of posters behind it, fixed in the world (a product shot at home): no
         plain backdrop to mask against, and clutter that SfM matches between views.
+        ``"card"``: the studio sweep with three small printed cards lying on it apart from the
+        product (a scale card, a colour chart), fixed in the world.
     fill
         Fraction of the frame the product spans (see :func:`ring_cameras`); 0.25 is a small
         product far off in the frame.
@@ -1647,6 +1712,12 @@ def render_scene(
         False: the same shoot with nothing on the floor (no object, no contact shadow), as a
         shoot where only the background could be reconstructed. The ground truth (surface
         samples, box) still describes the object that is missing.
+    turn_deg
+        Before the last ring, the product is turned this many degrees about its vertical axis
+        and moved a little on its support (:data:`_TURN_SHIFT`), as a photographer turns a
+        product to show another side; the support and what lies on it stay (the ``studio``,
+        ``dark`` and ``card`` backdrops only). The ground-truth cameras are in the product's
+        frame, where its model must be solved; the cards then lie elsewhere in the last ring.
     progress
         Called with a :class:`~engine.progress.ProgressEvent` after each view.
     cancel
@@ -1670,6 +1741,8 @@ def render_scene(
         raise ValueError("image size must be at least 16 px, supersample >= 1, quality 1..100")
     if backdrop not in BACKDROPS:
         raise ValueError(f"unknown backdrop {backdrop!r}; choose one of {', '.join(BACKDROPS)}")
+    if turn_deg and (backdrop not in ("studio", "dark", "card") or markers_mm > 0):
+        raise ValueError("a turned product needs a studio, dark or card backdrop without markers")
     root = Path(out_dir)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / MASK_DIR).mkdir(parents=True, exist_ok=True)
@@ -1684,6 +1757,9 @@ def render_scene(
         fill=fill,
         roll_deg=roll_deg,
     )
+    world = list(cams)  # the cameras in the support's frame
+    if turn_deg:
+        cams = _turned(shape, cams, turn_deg, (len(elevations_deg) - 1) * n_azimuth)
     _remove_stale_views(root, {c.name for c in cams})
     markers = marker_layout(kind, markers_mm, seed=seed) if markers_mm > 0 else None
     image_paths, mask_paths = [], []
@@ -1699,7 +1775,16 @@ def render_scene(
             if backdrop == "turntable":  # cameras come ring by ring, n_azimuth each
                 plate = _turntable_plate(seed, j // n_azimuth, width, height)
             pending[j] = pool.submit(
-                _render_view, shape, cams[j], supersample, markers, plate, backdrop, seed, product
+                _render_view,
+                shape,
+                cams[j],
+                supersample,
+                markers,
+                plate,
+                backdrop,
+                seed,
+                product,
+                world[j],
             )
 
         try:

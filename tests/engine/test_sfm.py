@@ -424,3 +424,40 @@ def test_a_model_whose_product_left_its_outline_is_solved_again_from_the_product
     assert model.check["product_only"] is alone_agrees
     assert model.check["silhouette_agreement"] == (0.99 if alone_agrees else 0.6)
     assert model.num_registered == len(records)
+
+
+def test_a_product_turned_between_rings_is_solved_in_its_own_frame(scene_factory, tmp_path):
+    """The box turned by 90 deg and moved on its support before the second ring, with printed
+    cards lying on the support apart from it (fixed in the world, so their features disagree
+    with the box's). The model must be the box's: a camera placed by the cards would be 90 deg
+    off. Here the box's print outweighs the cards; socketed_axe without its masks is the real
+    set where the support wins (tests/realdata/test_sfm_realdata.py)."""
+    import dataclasses
+
+    from engine.config import preset
+    from engine.stages import masks
+
+    scene = scene_factory(
+        "box",
+        n_azimuth=12,
+        elevations_deg=(20.0, 45.0),
+        width=480,
+        height=360,
+        fill=0.6,
+        backdrop="card",
+        turn_deg=90.0,
+    )
+    cfg = preset("standard")
+    images = ingest.run([scene.root / "images"], cfg.ingest, tmp_path / "work")
+    images = dataclasses.replace(
+        images, images=masks.run(images, cfg.masks, tmp_path / "work").images
+    )
+    model = sfm.run(images, cfg.sfm, tmp_path)
+    n = len(images.images)
+    # seen: 21 of 24 placed at a median 0.091 deg (the global mapper placed 24, but turned 2 of
+    # them by up to 5 deg against the incremental model: refused)
+    assert model.num_registered >= 0.8 * n, model.unregistered
+    err = pose_errors(model.cameras, {c.name: c for c in scene.cameras}, robust=False)
+    assert err.rotation_deg.max() <= 1.0, sorted(err.rotation_deg)
+    assert model.check["silhouette_agreement"] >= sfm.MIN_SILHOUETTE_AGREEMENT
+    assert model.check["product_only"] is False
