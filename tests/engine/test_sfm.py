@@ -398,8 +398,11 @@ def test_a_model_whose_product_left_its_outline_is_solved_again_from_the_product
 ):
     """Automatic masks do not limit SfM's features, until the kept model puts the product
     outside them (a product turned over on its block): then every attempt runs again on the
-    features inside the masks, and that model is kept when it agrees with them."""
+    features inside the masks. That model is kept when it agrees with them; when it does not
+    either, the stage stops with the reason (the model would hold the product twice)."""
     import dataclasses
+
+    from engine.errors import ReconstructionError
 
     scene = scene_factory("box")
     cfg = SfMConfig(max_num_features=1024, retry=False)
@@ -417,12 +420,22 @@ def test_a_model_whose_product_left_its_outline_is_solved_again_from_the_product
         return [0.6, 0.99 if alone_agrees else 0.7][len(seen) - 1]
 
     monkeypatch.setattr(sfm, "silhouette_agreement", agreement)
+    if not alone_agrees:
+        with pytest.raises(ReconstructionError, match="moved or turned") as err:
+            sfm.run(images, cfg, tmp_path)
+        assert "only 60% of the solved product's points" in str(err.value)
+        assert "did not keep it inside its outline either (70%)" in str(err.value)
+        assert "masks folder" in str(err.value)
+        assert err.value.exit_code == 3
+        assert seen == [len(records), len(records)]
+        assert not (tmp_path / "sparse" / "0").exists()
+        return
     model = sfm.run(images, cfg, tmp_path)
     assert seen == [len(records), len(records)]
     alone = [a for a in model.attempts if a["product_only"]]
     assert alone and all(not a["product_only"] for a in model.attempts[: -len(alone)])
-    assert model.check["product_only"] is alone_agrees
-    assert model.check["silhouette_agreement"] == (0.99 if alone_agrees else 0.6)
+    assert model.check["product_only"] is True
+    assert model.check["silhouette_agreement"] == 0.99
     assert model.num_registered == len(records)
 
 
