@@ -112,6 +112,8 @@ _EDGE_PENALTY = 0.3
 _BAND_FOREGROUND_MAX = 0.05
 #: ... or its final outline more than this share of the frame's edge.
 _TOUCHING_MAX = 0.01
+#: A foreground covering more than this share of the photo cannot be told from the backdrop.
+_FILLS_FRAME = 0.9
 _EDGE_REASON = (
     "the product or something behind it (a room, clutter) reaches the edge of the photo, where "
     "the backdrop is modelled: the mask is unreliable; leave plain backdrop all round the "
@@ -834,7 +836,9 @@ def _refine(
             stats,
         )
     edge = stats["band_foreground"] > _BAND_FOREGROUND_MAX
-    stats["refined"] = not (edge and give_up_below is not None and _EDGE_PENALTY < give_up_below)
+    hopeless = edge and give_up_below is not None and _EDGE_PENALTY < give_up_below
+    # a product filling the frame is refined, for its own message (leave some backdrop)
+    stats["refined"] = not hopeless or float(initial.mean()) > _FILLS_FRAME
     if not stats["refined"]:
         # at most 0.3 of a perfect outline's confidence: settling the outline (GrabCut, the
         # full-size snap: most of the time) would be spent on a mask that is not used
@@ -873,7 +877,7 @@ def _refine(
         return _failed(
             (height, width), "no clear foreground: the photo looks like plain backdrop", stats
         )
-    if fraction > 0.9:
+    if fraction > _FILLS_FRAME:
         return _failed(
             (height, width),
             f"the foreground covers {fraction:.0%} of the photo: "
@@ -952,7 +956,7 @@ def estimate_mask_model(
     )
     if fraction == 0.0:
         return _failed((height, width), "the segmentation model found no product", stats)
-    if fraction > 0.9:
+    if fraction > _FILLS_FRAME:
         return _failed(
             (height, width),
             f"the segmentation model marks {fraction:.0%} of the photo as product",
