@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from engine.config import preset
-from engine.errors import ReconstructionError
 from engine.geometry import pose_errors
 from engine.pipeline import reconstruct
 from engine.stages import ingest, masks, sfm
@@ -75,31 +74,22 @@ def test_socketed_axe_without_its_masks_is_solved_from_the_axe_alone(tmp_path):
     scale bars alone place every camera. Given as a photographer without masks gives it, the
     first model holds two axes superposed (52 of 52 placed, the model check passed, 16.9 deg
     from the set's PhotoScan cameras: exit 0 before session 8). The axe's points fall outside
-    its automatic outlines, so the cameras are solved again from the features inside them."""
-    root, cfg, work, images = _axe_without_masks(tmp_path, "standard")
+    its automatic outlines (83%), so the cameras are solved again from the features inside
+    them. At the preview preset (1,000 px, run here: half the time of the standard preset)
+    the first attempt's models of the axe alone still leave it outside its outlines (the
+    colour chart's red patches beside the red axe fall inside some of them): they are refused,
+    and the strong attempt's model is kept (seen: 44 of 52 placed, 98%, 0.76 deg). At the
+    standard preset the first attempt's model is right (52 of 52, 99%, 0.81 deg)."""
+    root, cfg, work, images = _axe_without_masks(tmp_path, "preview")
     model = sfm.run(images, cfg.sfm, work)
     n = len(images.images)
     assert model.check["product_only"] is True, model.check
-    # seen: 0.994 (the first model: 0.813)
     assert model.check["silhouette_agreement"] >= sfm.MIN_SILHOUETTE_AGREEMENT
-    assert model.num_registered == n, model.unregistered
-    # PhotoScan's cameras are an estimate, not the truth: seen 0.81 deg, as with the masks.
+    assert any(a["product_only"] for a in model.attempts)
+    assert model.num_registered >= cfg.sfm.min_registered_fraction * n, model.unregistered
+    # PhotoScan's cameras are an estimate, not the truth.
     err = pose_errors(model.cameras, _photoscan_cameras(root / "cameras_photoscan.json"))
     assert err.median_rotation_deg <= 2.0, sorted(err.rotation_deg)
-
-
-def test_socketed_axe_without_its_masks_stops_where_the_axe_alone_is_not_solved(tmp_path):
-    """The same photos at the preview preset (1,000 px): the axe alone is not enough there
-    (the colour chart's red patches beside the red axe fall inside some of its outlines), and
-    that model keeps only 83% of the axe's points inside its outline too, 16 deg off the
-    PhotoScan cameras like the first. Both models would hold the axe twice: the stage stops
-    with exit 3 and says what to do (it kept the first model with exit 0 before)."""
-    _, cfg, work, images = _axe_without_masks(tmp_path, "preview")
-    with pytest.raises(ReconstructionError, match="moved or turned on its support") as err:
-        sfm.run(images, cfg.sfm, work)
-    assert err.value.exit_code == 3
-    assert "masks folder" in str(err.value)
-    assert not (work / "sparse" / "0").exists()
 
 
 def _photoscan_cameras(path) -> dict[str, CameraPose]:
