@@ -48,8 +48,8 @@ MAX_NAMED = 10
 STAGE = "sfm"
 #: Part of the resume key: a finished run's cameras are solved again when this changes (2: a
 #: small masked product upsampled; a product that moved on its support solved from the product
-#: alone).
-ALGORITHM_VERSION = 2
+#: alone; 3: from the product alone, models that leave it outside its outlines refused).
+ALGORITHM_VERSION = 3
 #: Verified inliers under which two photos are considered not to overlap.
 MIN_PAIR_INLIERS = 15
 #: Scale (pixels) of the Cauchy loss of the final bundle adjustments.
