@@ -1018,17 +1018,18 @@ def _automatic_masks(records: Sequence[ImageRecord]) -> dict[str, np.ndarray]:
 
 
 def _check_outlines(candidate: _Candidate, outlines: Mapping[str, np.ndarray]) -> None:
-    """Refuse ``candidate`` (in place) when its product leaves its outlines."""
+    """Refuse ``candidate`` (in place) unless its product stays inside its outlines."""
     candidate.silhouette = silhouette_agreement(candidate.rec, outlines)
-    if candidate.silhouette is not None and candidate.silhouette < MIN_SILHOUETTE_AGREEMENT:
-        candidate.check = dataclasses.replace(
-            candidate.check,
-            ok=False,
-            reason=(
-                f"only {candidate.silhouette:.0%} of the product's points fall inside its "
-                f"outline in a typical photo"
-            ),
+    if candidate.silhouette is None:
+        reason = "too few of the product's points or photos to check it against its outlines"
+    elif candidate.silhouette < MIN_SILHOUETTE_AGREEMENT:
+        reason = (
+            f"only {candidate.silhouette:.0%} of the product's points fall inside its outline "
+            f"in a typical photo"
         )
+    else:
+        return
+    candidate.check = dataclasses.replace(candidate.check, ok=False, reason=reason)
 
 
 def _product_alone(
@@ -1079,7 +1080,7 @@ def _product_alone(
             "points inside its outline): the product moved on its support between photos.",
             alone.rec.num_reg_images(),
             n,
-            100 * (alone.silhouette or 0.0),
+            100 * alone.silhouette,
         )
         return alone, refused, summaries
     outside = [c.silhouette for c in refused_alone if c.silhouette is not None]
