@@ -404,7 +404,8 @@ def test_a_model_whose_product_left_its_outline_is_solved_again_from_the_product
 
     from engine.errors import ReconstructionError
 
-    scene = scene_factory("box")
+    # a small shoot: only the stage's wiring is tested here (the agreement is given)
+    scene = scene_factory("box", n_azimuth=12, elevations_deg=(20.0, 45.0), width=480, height=360)
     cfg = SfMConfig(max_num_features=1024, retry=False)
     images = ingest.run([scene.root / "images"], IngestConfig(), tmp_path / "work")
     by_name = dict(zip((c.name for c in scene.cameras), scene.mask_paths, strict=True))

@@ -10,7 +10,6 @@ import pytest
 
 from engine.config import preset
 from engine.geometry import pose_errors
-from engine.pipeline import reconstruct
 from engine.stages import ingest, masks, sfm
 from engine.types import CameraPose
 from tests.conftest import dataset, read_ground_truth
@@ -18,21 +17,20 @@ from tests.conftest import dataset, read_ground_truth
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 
-def _run(name: str, tmp_path):
-    root = dataset(name)
-    result = reconstruct([root / "images"], tmp_path / "run", preset("preview"))
-    n = len(list((root / "images").iterdir()))
-    return root, result, n
-
-
 # lego's cameras are checked the same way on its standard run, in
 # tests/realdata/test_dense_realdata.py (one SfM of the set instead of two).
 @pytest.mark.parametrize("name", ["temple_sparse_ring"])
 def test_registers_and_matches_ground_truth(name, tmp_path):
-    root, result, n = _run(name, tmp_path)
-    cams = result.sparse.cameras
-    assert len(cams) >= 0.9 * n, result.sparse.unregistered
-    err = pose_errors(cams, read_ground_truth(root / "cameras.json"))
+    """The preview preset's ingest, masks and SfM (what a run does before dense stereo)."""
+    root = dataset(name)
+    cfg = preset("preview")
+    work = tmp_path / "run"
+    images = ingest.run([root / "images"], cfg.ingest, work / "work")
+    images = dataclasses.replace(images, images=masks.run(images, cfg.masks, work / "work").images)
+    model = sfm.run(images, cfg.sfm, work)
+    n = len(images.images)
+    assert model.num_registered >= 0.9 * n, model.unregistered
+    err = pose_errors(model.cameras, read_ground_truth(root / "cameras.json"))
     assert err.median_rotation_deg <= 0.5, sorted(err.rotation_deg)
 
 
