@@ -1131,6 +1131,11 @@ _CARDS = ((10.0, 1.7, 0.3, 0.55), (135.0, 1.75, 0.35, 0.5), (250.0, 1.7, 0.3, 0.
 _TURN_SHIFT = (0.5, -0.3)
 
 
+def _footprint_radius(shape) -> float:
+    """The object's footprint radius: its farthest hull point from the vertical axis."""
+    return float(np.max(np.hypot(*shape.hull_points()[:, :2].T)))
+
+
 @lru_cache(maxsize=2)
 def _sheet_texture(seed: int) -> np.ndarray:
     """A printed paper sheet (a turntable target, a catalogue page): (N, N, 3) in [0, 1]."""
@@ -1175,7 +1180,7 @@ def _paint_sheet(
     a side; lit as the floor (the contact shadow darkens it).
     """
     _, _, _, down, _, fx, fy = _floor_rays(cam)
-    half = _SHEET_SCALE * float(np.max(np.hypot(*shape.hull_points()[:, :2].T)))
+    half = _SHEET_SCALE * _footprint_radius(shape)
     on = down & (np.abs(fx) < half) & (np.abs(fy) < half)
     if not on.any():
         return
@@ -1196,7 +1201,7 @@ def _paint_cards(img: np.ndarray, shape, cam: CameraPose, texture: np.ndarray) -
     floor; they lie beyond the product's contact shadow.
     """
     _, _, _, down, _, fx, fy = _floor_rays(cam)
-    radius = float(np.max(np.hypot(*shape.hull_points()[:, :2].T)))
+    radius = _footprint_radius(shape)
     flat = img.reshape(-1, 3)
     n = texture.shape[0]
     for k, (az, dist, half_u, half_v) in enumerate(_CARDS):
@@ -1226,7 +1231,7 @@ def _room_backdrop(shape, cam: CameraPose, seed: int, product: bool = True) -> n
     """
     w, h = cam.width, cam.height
     _, _, d, down, t, fx, fy = _floor_rays(cam)
-    radius = _ROOM_SCALE * float(np.max(np.hypot(*shape.hull_points()[:, :2].T)))
+    radius = _ROOM_SCALE * _footprint_radius(shape)
     c = cam.center
     # the wall: |c_xy + s d_xy| = radius, the far root (the camera stands inside)
     a = d[:, 0] ** 2 + d[:, 1] ** 2
@@ -1295,7 +1300,7 @@ def _turntable_backdrop(shape, cam: CameraPose, plate: np.ndarray) -> np.ndarray
     """
     w, h = cam.width, cam.height
     us, vs, d, down, t, fx, fy = _floor_rays(cam)
-    radius = _PLATTER_SCALE * float(np.max(np.hypot(*shape.hull_points()[:, :2].T)))
+    radius = _PLATTER_SCALE * _footprint_radius(shape)
     # anti-aliased rim: the disc edge's distance in pixels on the floor
     footprint = t / cam.K[0, 0] / np.maximum(np.abs(d[:, 2]), 0.2)
     inside = np.where(down, (radius - np.hypot(fx, fy)) / np.where(down, footprint, 1.0), -1.0)
@@ -1597,7 +1602,7 @@ def _turned(shape, cams: list[CameraPose], turn_deg: float, first: int) -> list[
     a = math.radians(turn_deg)
     q = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0, 0, 1]])
     centre = (shape.bbox_min + shape.bbox_max) / 2
-    radius = float(np.max(np.hypot(*shape.hull_points()[:, :2].T)))
+    radius = _footprint_radius(shape)
     shift = np.array([_TURN_SHIFT[0] * radius, _TURN_SHIFT[1] * radius, 0.0])
     s = centre - q @ centre + shift  # about the centre's vertical, then moved
     out = list(cams[:first])

@@ -691,7 +691,7 @@ class _Candidate:
     mapper: str
     fixed_focal: bool = False
     focal_drift: float = 0.0
-    #: Median share of the product's points inside each photo's mask (silhouette_agreement).
+    #: Share of the product's points inside the photos' masks (silhouette_agreement).
     silhouette: float | None = None
     product_only: bool = False
 
@@ -925,13 +925,19 @@ def refine_principal_point(
     return trial
 
 
-#: Below this median share of the product's sparse points inside each photo's own outline the
-#: product moved on its support between photos (a product turned over on its block: the block's
-#: features place the cameras, and each group of photos sees the product somewhere else), or
-#: the masks are wrong. socketed_axe without its masks: 0.81 (its 5% quantile 0.74), the
-#: product's photos superposed in the mesh; the same photos solved from the product alone:
-#: 0.999 (5% quantile 0.988); the synthetic bottle: 0.998.
+#: Below this share of the product's sparse points inside the photos' own outlines, in the
+#: worst tenth of the photos (:data:`SILHOUETTE_QUANTILE`), the product moved on its support
+#: between photos (a product turned over on its block: the block's features place the cameras,
+#: and each group of photos sees the product somewhere else), or the masks are wrong. A right
+#: model keeps a rigid product inside its outline in every photo; the quantile forgives a bad
+#: mask in one photo of ten. socketed_axe without its masks, at the preview preset, 20 models
+#: from 6 seeds (bench/BENCHMARKS.md, session 10): the 16 wrong ones (8 to 18 deg from the
+#: set's PhotoScan cameras) 0.74 to 0.80, the 4 right ones (0.8 to 1.5 deg) 0.95 to 0.98; the
+#: median photo does not part them as well (a wrong model scored 0.93 on CI); the synthetic
+#: bottle: 0.997.
 MIN_SILHOUETTE_AGREEMENT = 0.9
+#: The photos' quantile of the share that :func:`silhouette_agreement` returns.
+SILHOUETTE_QUANTILE = 0.1
 #: Least product points (seen inside masks in two photos) and masked photos for the check.
 MIN_SILHOUETTE_POINTS = 50
 MIN_SILHOUETTE_PHOTOS = 6
@@ -946,8 +952,9 @@ def silhouette_agreement(
     boolean mask, grown a little, at the photo's size or scaled down) of at least two photos. A
     point of a rigid product projects inside the product's outline in every photo, hidden or
     not. Per placed photo with a mask, the share of the product's points in its frame that fall
-    inside its mask; returns the median over those photos, or None when there are too few
-    points or photos to tell.
+    inside its mask; returns the :data:`SILHOUETTE_QUANTILE` quantile over those photos (the
+    share that nine photos of ten reach), or None when there are too few points or photos to
+    tell.
     """
     placed = [im for im in rec.images.values() if im.has_pose and im.name in masks]
     if len(placed) < MIN_SILHOUETTE_PHOTOS:
@@ -984,7 +991,9 @@ def silhouette_agreement(
         if seen.sum() < 0.5 * len(xyz):  # the product mostly out of this photo
             continue
         shares.append(float(lookup(image, uv[seen]).mean()))
-    return float(np.median(shares)) if len(shares) >= MIN_SILHOUETTE_PHOTOS else None
+    if len(shares) < MIN_SILHOUETTE_PHOTOS:
+        return None
+    return float(np.quantile(shares, SILHOUETTE_QUANTILE))
 
 
 #: Longest side of the masks the silhouette check holds (all photos' at once: 300 full-size
@@ -1025,7 +1034,7 @@ def _check_outlines(candidate: _Candidate, outlines: Mapping[str, np.ndarray]) -
     elif candidate.silhouette < MIN_SILHOUETTE_AGREEMENT:
         reason = (
             f"only {candidate.silhouette:.0%} of the product's points fall inside its outline "
-            f"in a typical photo"
+            f"in one photo of ten"
         )
     else:
         return
@@ -1046,15 +1055,15 @@ def _product_alone(
     (:func:`silhouette_agreement` under :data:`MIN_SILHOUETTE_AGREEMENT`), the attempts run
     again with only the features inside each photo's mask; there a model that does not keep the
     product inside its outlines either is refused like one that fails its check, so the stronger
-    attempt runs (socketed_axe without its masks at the preview preset: the first attempt's
-    models kept 83%, the strong one's 98%, 0.76 deg from the set's PhotoScan cameras). The best
-    of them is kept when it places enough photos.
+    attempt runs (socketed_axe without its masks at the preview preset, seed 0: the first
+    attempt's models scored 0.80 and 0.77, the strong one's 0.96, 0.76 deg from the set's
+    PhotoScan cameras). The best of them is kept when it places enough photos.
 
     Raises
     ------
     ReconstructionError
         When none does: the first model holds the product in two places, and a right model with
-        automatic masks scores over 99%.
+        automatic masks scores 0.95 or more.
     """
     best, refused, summaries = solved
     auto = _automatic_masks(ingest.images)
@@ -1065,7 +1074,7 @@ def _product_alone(
     if best.silhouette is None or best.silhouette >= MIN_SILHOUETTE_AGREEMENT:
         return solved
     logger.warning(
-        "Only %.0f%% of the product's points fall inside its outline in a typical photo: the "
+        "Only %.0f%% of the product's points fall inside its outline in one photo of ten: the "
         "product was probably moved or turned over on its support between photos. Solving "
         "the cameras again from the product alone.",
         100 * best.silhouette,
@@ -1091,9 +1100,9 @@ def _product_alone(
     else:
         why = "placed too few photos for a model"
     raise ReconstructionError(
-        f"The product seems to have been moved or turned on its support between photos: in a "
-        f"typical photo only {best.silhouette:.0%} of the solved product's points fall inside "
-        f"its outline (a product that stayed put: over 99%), so the model would hold it twice. "
+        f"The product seems to have been moved or turned on its support between photos: in "
+        f"one photo of ten only {best.silhouette:.0%} of the solved product's points fall inside "
+        f"its outline (a product that stayed put: nearly all), so the model would hold it twice. "
         f"Solving the cameras again from the product alone {why}. Nothing was exported. Give "
         f"the photos masks (a masks folder beside them, or paint them in the mask inspector) "
         f"that hold the product alone, or photograph each position of the product as its own "
