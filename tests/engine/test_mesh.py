@@ -576,6 +576,48 @@ def test_the_component_the_cameras_aim_at_is_the_product():
     assert vertices[np.unique(kept)][:, 0].min() > 2.0
 
 
+def test_a_small_part_the_cloud_holds_stays_and_crumbs_go():
+    """Trimming cut a thin plate off the product (lego's bucket face): it is under the crumbs'
+    share of faces but the only surface near the dense points it holds, so it stays. A crumb of
+    the same size lying on the product's surface, and one far away, go."""
+
+    def cube(centre, size):
+        m = trimesh.creation.box(extents=[size] * 3)
+        m.apply_translation(centre)
+        v, f = trimesh.remesh.subdivide_to_size(m.vertices, m.faces, max_edge=0.01)
+        return np.asarray(v), np.asarray(f)
+
+    def plate(centre, extents):  # a thin 0.1 x 0.1 plate: a few hundred faces
+        m = trimesh.creation.box(extents=extents)
+        m.apply_translation(centre)
+        v, f = trimesh.remesh.subdivide_to_size(m.vertices, m.faces, max_edge=0.01)
+        return np.asarray(v), np.asarray(f)
+
+    body = cube([0, 0, 0], 0.4)  # faces at +-0.2; 1% of its diagonal: 7 mm
+    cut_off = plate([0.0, 0.0, 0.215], [0.1, 0.1, 0.004])  # 1.3 cm above the top face
+    crumb = plate([0.0, 0.205, 0.0], [0.1, 0.004, 0.1])  # 3 mm off a side face
+    far = plate([2.0, 0.0, 0.0], [0.1, 0.1, 0.004])
+    vertices, faces, labels, offset = [], [], [], 0
+    for k, (v, f) in enumerate([body, cut_off, crumb, far]):
+        vertices.append(v)
+        faces.append(f + offset)
+        labels.append(np.full(len(f), k))
+        offset += len(v)
+    vertices, faces = np.concatenate(vertices), np.concatenate(faces)
+    labels = np.concatenate(labels)
+    assert (labels == 1).sum() < mesh_stage.MIN_COMPONENT_FRACTION * (labels == 0).sum()
+    # the dense cloud: the body's surface (the crumb's side included) and the cut-off plate's
+    # (3% of the points); nothing near the far plate
+    cloud = [trimesh.Trimesh(*body).sample(20_000, seed=1), trimesh.Trimesh(*cut_off).sample(600)]
+    xyz = np.concatenate(cloud)
+    kept, present, n_kept = mesh_stage._product_components(vertices, faces, np.zeros(3), xyz)
+    kept_labels = set(labels[np.isin(faces, kept).all(axis=1)].tolist())
+    assert present == 4 and n_kept == 2 and kept_labels == {0, 1}
+    # without the cloud, only the crumbs' share decides
+    _, _, n_kept = mesh_stage._product_components(vertices, faces, np.zeros(3))
+    assert n_kept == 1
+
+
 def test_nothing_reconstructed_where_the_cameras_aim_is_told_apart_from_a_flat_product():
     """A bare support under the aim (only the sheet the product stood on), or a kept part away
     from the aim (background), is no product; a flat product the cameras aim at, and a product
