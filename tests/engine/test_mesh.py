@@ -551,17 +551,23 @@ def test_the_surface_is_made_again_only_around_a_product_small_in_the_cloud():
     assert mesh_stage._product_neighbourhood(product, product) is None
 
 
+def _box(centre, extents) -> tuple[np.ndarray, np.ndarray]:
+    """A box mesh (vertices, faces) subdivided to 1 cm edges: components of a trimmed surface."""
+    m = trimesh.creation.box(extents=extents)
+    m.apply_translation(centre)
+    v, f = trimesh.remesh.subdivide_to_size(m.vertices, m.faces, max_edge=0.01)
+    return np.asarray(v), np.asarray(f)
+
+
 def test_the_component_the_cameras_aim_at_is_the_product():
     """A larger slab of background far from where the cameras aim goes; a part close to the
     product stays."""
 
-    def cube(centre, size):
-        m = trimesh.creation.box(extents=[size] * 3)
-        m.apply_translation(centre)
-        v, f = trimesh.remesh.subdivide_to_size(m.vertices, m.faces, max_edge=0.01)
-        return np.asarray(v), np.asarray(f)
-
-    parts = [cube([0, 0, 0], 0.2), cube([0.0, 0.0, 0.165], 0.12), cube([3.0, 0, 0], 0.3)]
+    parts = [
+        _box([0, 0, 0], [0.2] * 3),
+        _box([0.0, 0.0, 0.165], [0.12] * 3),
+        _box([3.0, 0, 0], [0.3] * 3),
+    ]
     vertices, faces, offset = [], [], 0
     for v, f in parts:
         vertices.append(v)
@@ -581,22 +587,10 @@ def test_a_small_part_the_cloud_holds_stays_and_crumbs_go():
     share of faces but the only surface near the dense points it holds, so it stays. A crumb of
     the same size lying on the product's surface, and one far away, go."""
 
-    def cube(centre, size):
-        m = trimesh.creation.box(extents=[size] * 3)
-        m.apply_translation(centre)
-        v, f = trimesh.remesh.subdivide_to_size(m.vertices, m.faces, max_edge=0.01)
-        return np.asarray(v), np.asarray(f)
-
-    def plate(centre, extents):  # a thin 0.1 x 0.1 plate: a few hundred faces
-        m = trimesh.creation.box(extents=extents)
-        m.apply_translation(centre)
-        v, f = trimesh.remesh.subdivide_to_size(m.vertices, m.faces, max_edge=0.01)
-        return np.asarray(v), np.asarray(f)
-
-    body = cube([0, 0, 0], 0.4)  # faces at +-0.2; 1% of its diagonal: 7 mm
-    cut_off = plate([0.0, 0.0, 0.215], [0.1, 0.1, 0.004])  # 1.3 cm above the top face
-    crumb = plate([0.0, 0.205, 0.0], [0.1, 0.004, 0.1])  # 3 mm off a side face
-    far = plate([2.0, 0.0, 0.0], [0.1, 0.1, 0.004])
+    body = _box([0, 0, 0], [0.4] * 3)  # faces at +-0.2; 1% of its diagonal: 7 mm
+    cut_off = _box([0.0, 0.0, 0.215], [0.1, 0.1, 0.004])  # 1.3 cm above the top face
+    crumb = _box([0.0, 0.205, 0.0], [0.1, 0.004, 0.1])  # 3 mm off a side face
+    far = _box([2.0, 0.0, 0.0], [0.1, 0.1, 0.004])
     vertices, faces, labels, offset = [], [], [], 0
     for k, (v, f) in enumerate([body, cut_off, crumb, far]):
         vertices.append(v)
