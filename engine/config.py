@@ -55,8 +55,12 @@ class SfMConfig:
     capture-order neighbours with ring links and loop closure; ``retrieval``: each photo with
     the photos that look most like it, plus its capture-order neighbours
     (:mod:`engine.stages.pairs`)."""
-    exhaustive_max_images: int = 60
-    """Sets up to this size are matched exhaustively under ``auto``."""
+    exhaustive_max_images: int = 30
+    """Sets up to this size are matched exhaustively under ``auto``; larger ones by retrieval
+    pairs. Most pairs of a ring shoot never verify (the synthetic box: 198 of 630; lego: 323 of
+    1,128), and retrieval pairs halved the matching on lego and socketed_axe with the same
+    cameras (bench/BENCHMARKS.md). The strong retry still matches every pair up to
+    ``sfm.RETRY_EXHAUSTIVE_MAX_IMAGES`` photos."""
     sequential_overlap: int = 12
     """Neighbours each image is matched with under sequential matching."""
     retrieval_neighbours: int = 20

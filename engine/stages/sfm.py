@@ -48,8 +48,12 @@ MAX_NAMED = 10
 STAGE = "sfm"
 #: Part of the resume key: a finished run's cameras are solved again when this changes (2: a
 #: small masked product upsampled; a product that moved on its support solved from the product
-#: alone; 3: from the product alone, models that leave it outside its outlines refused).
-ALGORITHM_VERSION = 3
+#: alone; 3: from the product alone, models that leave it outside its outlines refused; 4: the
+#: outline check on the worst tenth of photos, retrieval pairs from 31 photos up).
+ALGORITHM_VERSION = 4
+#: Sets up to this size are matched exhaustively by the strong retry, whatever the first
+#: attempt's pairs were: a set the retrieval pairs could not solve gets every pair.
+RETRY_EXHAUSTIVE_MAX_IMAGES = 60
 #: Verified inliers under which two photos are considered not to overlap.
 MIN_PAIR_INLIERS = 15
 #: Scale (pixels) of the Cauchy loss of the final bundle adjustments.
@@ -145,7 +149,7 @@ def plan_attempts(
                 strong_model,
                 max(2 * cfg.max_num_features, 8192),
                 strong_octave,
-                "exhaustive" if num_images <= cfg.exhaustive_max_images else matcher,
+                "exhaustive" if _retry_exhaustive(cfg, num_images) else matcher,
                 guided_matching=True,
                 relaxed_mapper=True,
                 extractor="colmap",
@@ -677,7 +681,12 @@ def _needs_retry(
         sum(1 for im in r.images.values() if im.has_pose and im.name not in placed) >= min_group
         for r in others
     )
-    return split and n <= cfg.exhaustive_max_images
+    return split and _retry_exhaustive(cfg, n)
+
+
+def _retry_exhaustive(cfg: SfMConfig, n: int) -> bool:
+    """Whether the strong retry matches every pair of a set of ``n`` photos."""
+    return n <= max(cfg.exhaustive_max_images, RETRY_EXHAUSTIVE_MAX_IMAGES)
 
 
 @dataclass

@@ -104,6 +104,17 @@ def test_plan_attempts_retry_is_stronger():
     assert only.matcher == "retrieval" and only.first_octave == 0
 
 
+def test_mid_size_sets_match_retrieval_pairs_and_a_retry_matches_every_pair():
+    def matchers(n, **kw):
+        return [a.matcher for a in sfm.plan_attempts(SfMConfig(**kw), n, 800)]
+
+    assert matchers(24) == ["exhaustive", "exhaustive"]
+    assert matchers(36) == ["retrieval", "exhaustive"]
+    assert matchers(61) == ["retrieval", "retrieval"]
+    # a preset that asks for every pair of larger sets gets them on both attempts
+    assert matchers(80, exhaustive_max_images=100) == ["exhaustive", "exhaustive"]
+
+
 def test_a_small_masked_product_is_upsampled_in_a_large_photo():
     """Masks SfM uses keep features only on the product: its size decides the octave."""
     (plain,) = sfm.plan_attempts(SfMConfig(retry=False), 52, 1600)
