@@ -46,11 +46,16 @@ from engine.export._atomic import atomic_open
 logger = logging.getLogger(__name__)
 
 #: Bump when what is stored changes (the keys of the cache).
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 #: OpenCV's contrast threshold is divided by the layers per octave (3): 0.02 gives COLMAP's
 #: default peak threshold of 0.02 / 3. OpenCV's default (0.04) found half the features on
 #: 1.6 MP photos (2,775 against pycolmap's 5,161).
 CONTRAST_THRESHOLD = 0.02
+#: COLMAP's peak threshold at ``first_octave=-2`` (its default: 0.02 / 3). The finest look
+#: is for plain, low-contrast surfaces: on dino_sparse_ring's white plaster (16 photos at
+#: 640 x 480) a third of the default found 3.5 times the keypoints (600 to 1,150 a photo), and
+#: with guided matching every pair of neighbours but one verified.
+FINEST_PEAK_THRESHOLD = 0.02 / 9
 #: Edge threshold, as COLMAP's default.
 EDGE_THRESHOLD = 10.0
 #: Photos up to this many pixels (after halving for octave 0) get descriptors for all their
@@ -186,6 +191,7 @@ def _colmap_batch(
     max_features: int,
     folder: Path,
     num_octaves: int = 4,
+    peak_threshold: float | None = None,
 ) -> dict[str, Features]:
     """Pycolmap's own SIFT (COLMAP's extractor, all cores) on several photos, largest first.
 
@@ -206,6 +212,8 @@ def _colmap_batch(
     opts.sift.first_octave = first_octave
     opts.sift.max_num_features = max_features
     opts.sift.num_octaves = num_octaves
+    if peak_threshold is not None:
+        opts.sift.peak_threshold = peak_threshold
     # names may hold sub-folders: COLMAP reads <root>/<name>
     roots = {Path(str(path)[: -len(name)]) for path, name in images}
     if len(roots) != 1 or any(Path(str(path)).name != Path(name).name for path, name in images):
@@ -259,7 +267,9 @@ def _colmap_batch_finer(
                 raise OSError(f"{copy}: could not write an upsampled copy (disk full?)")
             copies.append((copy, copy.name))
         # one octave more, so the coarsest features of -1 are still found
-        found = _colmap_batch(copies, -1, max_features, folder, num_octaves=5)
+        found = _colmap_batch(
+            copies, -1, max_features, folder, num_octaves=5, peak_threshold=FINEST_PEAK_THRESHOLD
+        )
         return {
             name: _scaled(found[copy_name], 0.5)
             for (_, name), (_, copy_name) in zip(images, copies, strict=True)

@@ -36,7 +36,7 @@ from engine.config import SfMConfig
 from engine.errors import ReconstructionError
 from engine.messages import grouped, named
 from engine.progress import Cancelled, CancelToken, ProgressCallback, ProgressEvent, no_progress
-from engine.stages import features
+from engine.stages import features, sfm_merge
 from engine.stages.pairs import capped_pairs, exhaustive_pairs, retrieval_pairs, sequential_pairs
 from engine.stages.sfm_check import ModelCheck, check_model, rotation_disagreement
 from engine.types import CameraPose, ImageRecord, IngestResult, PointCloud, SparseModel
@@ -793,6 +793,41 @@ def _judge(
     return _Candidate(kept, models[1:], db_path, check, mapper, mapper == "fixed-focal", drift)
 
 
+def _merged(
+    recs: dict[int, pycolmap.Reconstruction],
+    runner: _AttemptRunner,
+    image_dir: Path,
+    fixed_focal: bool,
+) -> dict[int, pycolmap.Reconstruction]:
+    """An incremental mapping's models joined where they share photos (:mod:`sfm_merge`).
+
+    The merged model stands in for the largest one when it places more photos; it is then
+    checked like any model.
+    """
+    if len(recs) < 2:
+        return recs
+    runner.cancel.raise_if_cancelled()
+    joined = sfm_merge.merge_models(
+        list(recs.values()),
+        runner.db_path,
+        image_dir,
+        runner.folder / "merged",
+        lambda rec: robust_bundle_adjustment(rec, refine_focal_length=not fixed_focal),
+    )
+    largest = max(r.num_reg_images() for r in recs.values())
+    if joined is None or joined[0].num_reg_images() <= largest:
+        return recs
+    merged, left = joined
+    logger.info(
+        "SfM: the incremental mapper's %d models joined where they share photos: %d photos "
+        "placed instead of %d",
+        len(recs),
+        merged.num_reg_images(),
+        largest,
+    )
+    return dict(enumerate([merged, *left]))
+
+
 def _no_model_message(names: Sequence[str], refused: list[_Candidate]) -> str:
     listed = named(list(names), MAX_NAMED)
     if refused:
@@ -1178,6 +1213,7 @@ def _solve(
                 recs = runner.map_global()
             else:
                 recs = runner.map(fixed_focal=mapper == "fixed-focal")
+                recs = _merged(recs, runner, ingest.image_dir, mapper == "fixed-focal")
             t4 = time.perf_counter()
             candidate = _judge(recs, runner.db_path, mapper, best, ingest.images)
             if candidate is not None:

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 # lego's cameras are checked the same way on its standard run, in
 # tests/realdata/test_dense_realdata.py (one SfM of the set instead of two).
-@pytest.mark.parametrize("name", ["temple_sparse_ring"])
+@pytest.mark.parametrize("name", ["temple_sparse_ring", "dino_sparse_ring"])
 def test_registers_and_matches_ground_truth(name, tmp_path):
     """The preview preset's ingest, masks and SfM (what a run does before dense stereo)."""
     root = dataset(name)

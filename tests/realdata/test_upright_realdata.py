@@ -1,7 +1,8 @@
-"""Exports stand upright on real shoots: temple_sparse_ring's camera was held on its side.
+"""Exports stand upright on real shoots: temple_sparse_ring's and dino_sparse_ring's cameras
+were held on their side.
 
-The set's cameras.json gives the true up. Before the cameras' up was fitted to either image axis,
-its GLB lay on its side (89.5 deg off).
+The sets' cameras.json give the true up. Before the cameras' up was fitted to either image axis,
+the temple's GLB lay on its side (89.5 deg off).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from tests.conftest import dataset, read_ground_truth, standard_without_prior
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 
-def test_temple_stands_upright_on_its_base(tmp_path):
-    root = dataset("temple_sparse_ring")
+@pytest.mark.parametrize("name", ["temple_sparse_ring", "dino_sparse_ring"])
+def test_a_ring_shot_with_the_camera_on_its_side_stands_upright_on_its_base(name, tmp_path):
+    root = dataset(name)
     cfg = standard_without_prior()
     out = tmp_path / "run"
     result = reconstruct([root / "images"], out, cfg)
