@@ -49,8 +49,9 @@ STAGE = "sfm"
 #: Part of the resume key: a finished run's cameras are solved again when this changes (2: a
 #: small masked product upsampled; a product that moved on its support solved from the product
 #: alone; 3: from the product alone, models that leave it outside its outlines refused; 4: the
-#: outline check on the worst tenth of photos, retrieval pairs from 31 photos up).
-ALGORITHM_VERSION = 4
+#: outline check on the worst tenth of photos, retrieval pairs from 31 photos up; 5: models
+#: of one mapping that share a photo joined).
+ALGORITHM_VERSION = 5
 #: Sets up to this size are matched exhaustively by the strong retry, whatever the first
 #: attempt's pairs were: a set the retrieval pairs could not solve gets every pair.
 RETRY_EXHAUSTIVE_MAX_IMAGES = 60
