@@ -799,14 +799,15 @@ def _merged(
     runner: _AttemptRunner,
     image_dir: Path,
     fixed_focal: bool,
-) -> dict[int, pycolmap.Reconstruction]:
+) -> tuple[dict[int, pycolmap.Reconstruction], int]:
     """An incremental mapping's models joined where they share photos (:mod:`sfm_merge`).
 
     The merged model stands in for the largest one when it places more photos; it is then
-    checked like any model.
+    checked like any model. Returns the models and how many were joined into the first (0:
+    none).
     """
     if len(recs) < 2:
-        return recs
+        return recs, 0
     runner.cancel.raise_if_cancelled()
     joined = sfm_merge.merge_models(
         list(recs.values()),
@@ -817,16 +818,17 @@ def _merged(
     )
     largest = max(r.num_reg_images() for r in recs.values())
     if joined is None or joined[0].num_reg_images() <= largest:
-        return recs
+        return recs, 0
     merged, left = joined
     logger.info(
-        "SfM: the incremental mapper's %d models joined where they share photos: %d photos "
-        "placed instead of %d",
+        "SfM: %d of the incremental mapper's %d models joined where they share photos: %d "
+        "photos placed instead of %d",
+        len(recs) - len(left),
         len(recs),
         merged.num_reg_images(),
         largest,
     )
-    return dict(enumerate([merged, *left]))
+    return dict(enumerate([merged, *left])), len(recs) - len(left)
 
 
 def _no_model_message(names: Sequence[str], refused: list[_Candidate]) -> str:
@@ -1210,11 +1212,12 @@ def _solve(
             if mapper == "fixed-focal" and not drifted:
                 continue
             t3 = time.perf_counter()
+            joined = 0
             if mapper == "global":
                 recs = runner.map_global()
             else:
                 recs = runner.map(fixed_focal=mapper == "fixed-focal")
-                recs = _merged(recs, runner, ingest.image_dir, mapper == "fixed-focal")
+                recs, joined = _merged(recs, runner, ingest.image_dir, mapper == "fixed-focal")
             t4 = time.perf_counter()
             candidate = _judge(recs, runner.db_path, mapper, best, ingest.images)
             if candidate is not None:
@@ -1234,6 +1237,8 @@ def _solve(
             )
             summary["phase_seconds"] = {**phases, "mapping": round(t4 - t3, 2)}
             summary["product_only"] = product_only
+            if joined:
+                summary["models_joined"] = joined
             if mapper != "incremental":
                 summary["phase_seconds"].update(features=0.0, matching=0.0)
             summaries.append(summary)
