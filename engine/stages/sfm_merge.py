@@ -168,7 +168,10 @@ def merge_models(
     folder.mkdir(parents=True)
     try:
         tri = pycolmap.triangulate_points(merged, db_path, image_dir, folder, clear_points=True)
+        adjust(tri)
+    except (RuntimeError, ValueError) as exc:  # the mapper's own models stay usable
+        logger.warning("SfM: the models sharing photos could not be joined (%s)", exc)
+        return None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    adjust(tri)
     return tri, left

@@ -82,6 +82,16 @@ def test_models_without_a_shared_photo_stay_apart(solved, tmp_path):
         [left, _moved(right)], db, images.image_dir, tmp_path / "m", sfm.robust_bundle_adjustment
     )
     assert merge is None
+    # joined, but the matches cannot be read to triangulate: the mapper's models stay
+    left, right = _split(whole, overlap=0.1)
+    missing = tmp_path / "gone.db"
+    assert (
+        sfm_merge.merge_models(
+            [left, right], missing, images.image_dir, tmp_path / "m", sfm.robust_bundle_adjustment
+        )
+        is None
+    )
+    assert not missing.exists()
     # one model: nothing to join
     assert (
         sfm_merge.merge_models(
