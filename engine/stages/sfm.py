@@ -794,6 +794,24 @@ def _judge(
     return _Candidate(kept, models[1:], db_path, check, mapper, mapper == "fixed-focal", drift)
 
 
+def _judge_with_outlines(
+    recs: dict[int, pycolmap.Reconstruction],
+    db_path: Path,
+    mapper: str,
+    best: _Candidate | None,
+    records: Sequence[ImageRecord],
+    product_only: bool,
+    outlines: Mapping[str, np.ndarray] | None,
+) -> _Candidate | None:
+    """:func:`_judge`, then, for a model that passed, the product's outlines."""
+    candidate = _judge(recs, db_path, mapper, best, records)
+    if candidate is not None:
+        candidate.product_only = product_only
+        if outlines is not None and candidate.check.ok:
+            _check_outlines(candidate, outlines)
+    return candidate
+
+
 def _merged(
     recs: dict[int, pycolmap.Reconstruction],
     runner: _AttemptRunner,
@@ -1217,13 +1235,26 @@ def _solve(
                 recs = runner.map_global()
             else:
                 recs = runner.map(fixed_focal=mapper == "fixed-focal")
-                recs, joined = _merged(recs, runner, ingest.image_dir, mapper == "fixed-focal")
+            candidate = _judge_with_outlines(
+                recs, runner.db_path, mapper, best, ingest.images, product_only, outlines
+            )
+            if mapper != "global":
+                merged, joined = _merged(recs, runner, ingest.image_dir, mapper == "fixed-focal")
+                if joined:
+                    # the joined model is kept only when it passes its checks: a wrong join
+                    # must not cost the mapper's own model
+                    alt = _judge_with_outlines(
+                        merged, runner.db_path, mapper, best, ingest.images, product_only, outlines
+                    )
+                    if alt is not None and alt.check.ok:
+                        candidate = alt
+                    else:
+                        logger.info(
+                            "SfM: the joined model was refused (%s); the largest model stays",
+                            alt.check.reason if alt is not None else "no model",
+                        )
+                        joined = 0
             t4 = time.perf_counter()
-            candidate = _judge(recs, runner.db_path, mapper, best, ingest.images)
-            if candidate is not None:
-                candidate.product_only = product_only
-                if outlines is not None and candidate.check.ok:
-                    _check_outlines(candidate, outlines)
             drifted = drifted or (candidate is not None and candidate.focal_drift > MAX_FOCAL_DRIFT)
             kept = candidate.rec if candidate is not None else None
             summary = _summarise(

@@ -99,3 +99,46 @@ def test_models_without_a_shared_photo_stay_apart(solved, tmp_path):
         )
         is None
     )
+
+
+def _scrambled(rec: pycolmap.Reconstruction) -> pycolmap.Reconstruction:
+    """``rec`` with every camera turned at random: it contradicts every verified pair."""
+    rng = np.random.default_rng(0)
+    out = pycolmap.Reconstruction(rec)
+    for image in out.images.values():
+        if not image.has_pose:
+            continue
+        q = rng.normal(size=4)
+        pose = out.frame(image.frame_id).rig_from_world
+        out.frame(image.frame_id).rig_from_world = pycolmap.Rigid3d(
+            pycolmap.Rotation3d(q / np.linalg.norm(q)), pose.translation
+        )
+    return out
+
+
+def test_a_joined_model_that_fails_its_checks_does_not_cost_the_mappers_own(
+    scene_factory, tmp_path, monkeypatch
+):
+    """The stage's wiring: a join is kept only when it passes the model checks; a wrong one is
+    refused and the incremental mapper's largest model stays (not the refusal of both)."""
+    from engine.config import IngestConfig, SfMConfig
+    from engine.stages import ingest
+
+    scene = scene_factory("box", n_azimuth=12, elevations_deg=(20.0, 45.0), width=480, height=360)
+    cfg = SfMConfig(max_num_features=1024, retry=False, global_mapper=False)
+    images = ingest.run([scene.root / "images"], IngestConfig(), tmp_path / "work")
+    joins = []
+
+    def wrong_join(recs, runner, image_dir, fixed_focal):
+        largest = max(recs.values(), key=lambda r: r.num_reg_images())
+        joins.append(largest.num_reg_images())
+        return {0: _scrambled(largest)}, 2
+
+    monkeypatch.setattr(sfm, "_merged", wrong_join)
+    model = sfm.run(images, cfg, tmp_path)
+    assert joins  # the join was tried
+    assert model.num_registered == joins[0] >= 20
+    assert model.check["ok"] and model.check["agreement"] >= 0.95
+    assert all("models_joined" not in a for a in model.attempts)
+    err = pose_errors(model.cameras, {c.name: c for c in scene.cameras})
+    assert err.median_rotation_deg < 0.5
