@@ -820,9 +820,9 @@ def _merged(
 ) -> tuple[dict[int, pycolmap.Reconstruction], int]:
     """An incremental mapping's models joined where they share photos (:mod:`sfm_merge`).
 
-    The merged model stands in for the largest one when it places more photos; it is then
-    checked like any model. Returns the models and how many were joined into the first (0:
-    none).
+    Returns the joined model first, then the models it did not absorb, and how many models
+    were joined (0, with ``recs`` unchanged, when no join places more photos than the largest
+    model). The caller checks the joined model like any other.
     """
     if len(recs) < 2:
         return recs, 0
