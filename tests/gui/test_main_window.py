@@ -39,6 +39,21 @@ def tiny_images(scene_factory) -> Path:
     return scene_factory("box", **TINY).root / "images"
 
 
+#: A photo of another product among the tiny box's: no run can place it.
+STRANGER = "zz_another_product.jpg"
+
+
+@pytest.fixture(scope="module")
+def tiny_images_and_a_stranger(scene_factory, tiny_images, tmp_path_factory) -> Path:
+    """The tiny box's photos and one of a bottle (a photo from another shoot in the folder)."""
+    folder = tmp_path_factory.mktemp("tiny_and_stranger")
+    for photo in tiny_images.glob("*.jpg"):
+        shutil.copy2(photo, folder / photo.name)
+    bottle = sorted((scene_factory("bottle", **TINY).root / "images").glob("*.jpg"))[0]
+    shutil.copy2(bottle, folder / STRANGER)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def shared() -> dict:
     """Results handed from one test to another when they run in the same session."""
@@ -176,8 +191,11 @@ def test_paste_paths_and_exclude_toggle(qtbot, window, tiny_images, tmp_path):
 # ---------------------------------------------------------------------- runs
 
 
-def test_full_run_live_preview_responsive_then_dense(qtbot, window, tiny_images, tmp_path, shared):
-    name = add_fast_set(window, tiny_images)
+def test_full_run_live_preview_responsive_then_dense(
+    qtbot, window, tiny_images_and_a_stranger, tmp_path, shared
+):
+    name = add_fast_set(window, tiny_images_and_a_stranger)
+    photos = len(list(tiny_images_and_a_stranger.glob("*.jpg")))
     events: list[tuple[str, str, int]] = []
     ticks: list[float] = []
     timer = QTimer()
@@ -230,9 +248,11 @@ def test_full_run_live_preview_responsive_then_dense(qtbot, window, tiny_images,
     assert len(window.cloud_model) == len(result.dense) > 1000
     assert len(read_ply(window.project.run_dir(name) / "dense.ply")) == len(result.dense)
     unregistered = result.report.unregistered
-    assert unregistered  # this tiny set always leaves some photos out
-    window.thumbs.scrollToBottom()  # thumbnails load lazily, as they come into view
-    qtbot.waitUntil(lambda: window.thumbs.loaded_count() == 16, timeout=30_000)
+    assert STRANGER in unregistered  # the other product's photo is left out, and badged
+    for row in range(photos):  # thumbnails load lazily, as they come into view
+        window.thumbs.scrollTo(window.thumbs.store.index(row, 0))
+        qtbot.wait(100)  # past the lazy loader's 60 ms timer
+    qtbot.waitUntil(lambda: window.thumbs.loaded_count() == photos, timeout=30_000)
     statuses = window.thumbs.statuses()
     for path, status in statuses.items():
         expected = "not registered" if Path(path).name in unregistered else "ok"
@@ -248,7 +268,7 @@ def test_full_run_live_preview_responsive_then_dense(qtbot, window, tiny_images,
         assert window.view.mesh_triangles == result.mesh.num_triangles
         assert window.view.mesh_shown() and window.mesh_button.isChecked()
     assert set(window.thumbs.mask_states_shown().values()) == {"auto"}
-    assert len(window.thumbs.mask_states_shown()) == 16
+    assert len(window.thumbs.mask_states_shown()) == photos
     # no markers, no known size: the window says how to get true dimensions
     assert window.dimensions_label.text() == NO_SCALE_TEXT
     # the coverage map counts the placed photos; its advice is in the log too
