@@ -50,8 +50,8 @@ STAGE = "sfm"
 #: small masked product upsampled; a product that moved on its support solved from the product
 #: alone; 3: from the product alone, models that leave it outside its outlines refused; 4: the
 #: outline check on the worst tenth of photos, retrieval pairs from 31 photos up; 5: models
-#: of one mapping that share a photo joined).
-ALGORITHM_VERSION = 5
+#: of one mapping that share a photo joined; 6: guided matching only on photos of few keypoints).
+ALGORITHM_VERSION = 6
 #: Sets up to this size are matched exhaustively by the strong retry, whatever the first
 #: attempt's pairs were: a set the retrieval pairs could not solve gets every pair.
 RETRY_EXHAUSTIVE_MAX_IMAGES = 60
@@ -95,6 +95,16 @@ def _cancellable(cancel: CancelToken) -> Iterator[None]:
 FINEST_WORKING_SIDE = 3200
 
 
+#: Guided matching (pairs matched again along their verified geometry) only where the median
+#: photo has at most this many keypoints. There it finds the matches that the ratio test lost
+#: among few features (dino_sparse_ring's plaster, 440 to 950 keypoints a photo: 8 photos
+#: placed with it, 3 without). With thousands, the plain matches verify the pairs already and
+#: guided matching costs 13 times as much: 16 photos of a bottle on black cloth at the strong
+#: retry's finest look (5,300 keypoints a photo), 120 pairs: 65.3 s guided, 4.8 s not, 114
+#: and 113 pairs verified (bench/BENCHMARKS.md, session 13).
+GUIDED_MAX_KEYPOINTS = 2000
+
+
 @dataclass(frozen=True)
 class Attempt:
     """Settings of one SfM attempt (derived from SfMConfig; the retry strengthens them)."""
@@ -107,6 +117,16 @@ class Attempt:
     guided_matching: bool = False
     relaxed_mapper: bool = False
     extractor: str = "opencv"
+
+
+def guided_matching(attempt: Attempt, keypoints: Sequence[int]) -> bool:
+    """Whether ``attempt`` matches its photos (``keypoints``: each one's count) guided.
+
+    When it asks to and the median photo has at most :data:`GUIDED_MAX_KEYPOINTS`.
+    """
+    if not attempt.guided_matching or not keypoints:
+        return False
+    return sorted(keypoints)[len(keypoints) // 2] <= GUIDED_MAX_KEYPOINTS
 
 
 def plan_attempts(
@@ -430,11 +450,15 @@ class _AttemptRunner:
             pairs = exhaustive_pairs(self.names)
         return capped_pairs(pairs, self.cfg.max_pairs, self.cfg.seed)
 
+    def guided(self) -> bool:
+        """Whether this attempt's matching is guided (:func:`guided_matching`)."""
+        return guided_matching(self.attempt, [len(f.keypoints) for f in self.features.values()])
+
     def match(self) -> int:
         pairs = self.pairs()
         mo = pycolmap.FeatureMatchingOptions()
         mo.num_threads = self.cfg.num_threads
-        mo.guided_matching = self.attempt.guided_matching
+        mo.guided_matching = self.guided()
         vo = pycolmap.TwoViewGeometryOptions()
         vo.ransac.random_seed = self.cfg.seed
         block = max(MIN_MATCH_BLOCK, len(pairs) // 8)
@@ -1138,10 +1162,10 @@ def _product_alone(
     best.silhouette = silhouette_agreement(best.rec, auto)
     if best.silhouette is None or best.silhouette >= MIN_SILHOUETTE_AGREEMENT:
         return solved
-    logger.warning(
+    logger.info(
         "Only %.0f%% of the product's points fall inside its outline in one photo of ten: the "
-        "product was probably moved or turned over on its support between photos. Solving "
-        "the cameras again from the product alone.",
+        "product may have been moved or turned over on its support between photos, or the "
+        "cameras are imprecise. Solving the cameras again from the product alone.",
         100 * best.silhouette,
     )
     alone, refused_alone, summaries_alone = _solve(
@@ -1149,13 +1173,36 @@ def _product_alone(
     )
     refused, summaries = refused + refused_alone, summaries + summaries_alone
     if alone is not None and alone.rec.num_reg_images() >= cfg.min_placed_fraction * n:
-        logger.warning(
-            "Cameras solved from the product alone (%d of %d photos placed; %.0f%% of its "
-            "points inside its outline): the product moved on its support between photos.",
-            alone.rec.num_reg_images(),
-            n,
-            100 * alone.silhouette,
-        )
+        # A product that moved leaves photos the support placed turned against the product's
+        # own frame by the move; where the two agree the product stayed put and the first
+        # model was only the less precise (a 320 x 240 box: 0.73 deg, its product alone 0.10)
+        per_photo = rotation_disagreement(best.rec, alone.rec)
+        turned = [name for name, deg in per_photo.items() if deg > MAX_MODEL_DISAGREEMENT_DEG]
+        if turned:
+            logger.warning(
+                "Cameras solved from the product alone (%d of %d photos placed; %.0f%% of its "
+                "points inside its outline): %d photos (%s) turn by more than %g deg against "
+                "the cameras its support gave, so the product moved on its support between "
+                "photos.",
+                alone.rec.num_reg_images(),
+                n,
+                100 * alone.silhouette,
+                len(turned),
+                named(turned, MAX_NAMED),
+                MAX_MODEL_DISAGREEMENT_DEG,
+            )
+        else:
+            logger.info(
+                "Cameras solved from the product alone (%d of %d photos placed; %.0f%% of its "
+                "points inside its outline, %.0f%% before); they agree with the first cameras "
+                "within %g deg, so the product stayed put and the first cameras were the less "
+                "precise.",
+                alone.rec.num_reg_images(),
+                n,
+                100 * alone.silhouette,
+                100 * best.silhouette,
+                MAX_MODEL_DISAGREEMENT_DEG,
+            )
         return alone, refused, summaries
     outside = [c.silhouette for c in refused_alone if c.silhouette is not None]
     if alone is not None:
@@ -1235,14 +1282,12 @@ def _solve(
                 recs = runner.map_global()
             else:
                 recs = runner.map(fixed_focal=mapper == "fixed-focal")
-            candidate = _judge_with_outlines(
-                recs, runner.db_path, mapper, best, ingest.images, product_only, outlines
-            )
+            candidate = None
             if mapper != "global":
                 merged, joined = _merged(recs, runner, ingest.image_dir, mapper == "fixed-focal")
                 if joined:
                     # the joined model is kept only when it passes its checks: a wrong join
-                    # must not cost the mapper's own model
+                    # must not cost the mapper's own model, which is checked instead
                     alt = _judge_with_outlines(
                         merged, runner.db_path, mapper, best, ingest.images, product_only, outlines
                     )
@@ -1254,6 +1299,10 @@ def _solve(
                             alt.check.reason if alt is not None else "no model",
                         )
                         joined = 0
+            if candidate is None:
+                candidate = _judge_with_outlines(
+                    recs, runner.db_path, mapper, best, ingest.images, product_only, outlines
+                )
             t4 = time.perf_counter()
             drifted = drifted or (candidate is not None and candidate.focal_drift > MAX_FOCAL_DRIFT)
             kept = candidate.rec if candidate is not None else None
@@ -1268,6 +1317,7 @@ def _solve(
             )
             summary["phase_seconds"] = {**phases, "mapping": round(t4 - t3, 2)}
             summary["product_only"] = product_only
+            summary["guided_matching"] = runner.guided()  # as matched (few keypoints only)
             if joined:
                 summary["models_joined"] = joined
             if mapper != "incremental":

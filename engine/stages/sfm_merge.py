@@ -11,7 +11,7 @@ A shared photo has a pose in both models, so it gives the rotation and translati
 their frames; the points both models saw from it give the scale (their depths' ratio). The
 second model's other photos are moved into the first's frame, every point is triangulated
 again from the attempt's verified matches, and the cameras are adjusted together (on the dino:
-16 of 16 placed, 0.27 deg). The merged model is only a candidate: it is checked like any
+16 of 16 placed, 0.25 deg). The merged model is only a candidate: it is checked like any
 mapper's (:func:`engine.stages.sfm_check.check_model`), and a wrong merge contradicts the
 verified pairs across the seam.
 """
