@@ -701,6 +701,13 @@ def depth_fault_run(reference, tmp_path_factory):
     return copy_run(reference[0], tmp_path_factory.mktemp("models") / "run")
 
 
+@pytest.fixture(scope="module")
+def mask_fault_run(tmp_path_factory):
+    """A run folder that each mask-model fault runs into in turn: the first run makes it, and
+    the later ones redo the masks stage (another model folder) and resume what it leaves."""
+    return tmp_path_factory.mktemp("mask_models") / "run"
+
+
 @pytest.mark.parametrize(
     ("kind", "fault"),
     [
@@ -710,7 +717,17 @@ def depth_fault_run(reference, tmp_path_factory):
     ],
 )
 def test_broken_model_folder(
-    kind, fault, reference, depth_fault_run, photos, tiny_scene, tmp_path, cli, caplog, monkeypatch
+    kind,
+    fault,
+    reference,
+    depth_fault_run,
+    mask_fault_run,
+    photos,
+    tiny_scene,
+    tmp_path,
+    cli,
+    caplog,
+    monkeypatch,
 ):
     """A broken model folder is refused with the reason; the run goes on without that model
     and says so in report.json and on stderr (a WARNING log line)."""
@@ -725,7 +742,7 @@ def test_broken_model_folder(
         out = depth_fault_run
         argv = ["reconstruct", str(photos), "--out", str(out), "--depth-model", str(folder)]
     else:
-        out = tmp_path / "run"
+        out = mask_fault_run
         argv = ["reconstruct", str(tiny_scene.image_dir), "--out", str(out)]
         argv += ["--preset", "preview", "--mask-model", str(folder)]
     assert cli(argv) == 0

@@ -355,7 +355,20 @@ def test_standard_run_with_the_depth_prior_writes_a_dense_cloud_and_resumes(
 
 
 def test_no_depth_prior_flag_and_missing_weights_are_reported(small_scene, tmp_path, monkeypatch):
+    import engine.config
+
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    real = engine.config.preset
+
+    def small(name, **kw):
+        """The messages are the subject, not the surface: small depth maps and mesh."""
+        cfg = real(name, **kw)
+        return cfg.replace(
+            dense=dataclasses.replace(cfg.dense, max_image_size=240, num_depths=24),
+            mesh=dataclasses.replace(cfg.mesh, poisson_depth=6, texture_size=256),
+        )
+
+    monkeypatch.setattr(engine.config, "preset", small)
     out = tmp_path / "run"
     code = main.main(["reconstruct", str(small_scene.image_dir), "--out", str(out)])
     assert code == 0
