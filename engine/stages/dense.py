@@ -7,7 +7,12 @@ For every registered view (the *reference*):
 2. Source views come from the sparse model: those sharing the most SfM points with the
    reference under a useful triangulation angle (:func:`select_sources`).
 3. The depth range is that of the sparse points the view sees, widened by a margin; the work is
-   restricted to the image region those points (or the mask) cover.
+   restricted to the image region those points (or the mask) cover. In a masked view, when
+   at least three photos have masks, each pixel's coarse hypotheses are those where its ray
+   lies inside the masks' visual hull (:func:`hull_bounds`), swept over the hull's depth as
+   seen from the view: the photo's own sparse points can miss part of the surface it sees
+   (a base on black cloth), and one wide range for all pixels lets repeated texture (lego's
+   studs) find false matches.
 4. Depth hypotheses are swept from coarse to fine: at the coarsest level a fixed set spaced
    evenly in inverse depth, then at each finer level a few hypotheses per pixel around the
    upsampled estimate of the level below. Each hypothesis warps every source into the reference
@@ -73,8 +78,9 @@ logger = logging.getLogger(__name__)
 STAGE = "dense"
 #: Points per view sent to the live preview while depth maps are computed.
 PREVIEW_POINTS = 20_000
-#: Bump when the algorithm changes so cached depth maps are recomputed.
-ALGORITHM_VERSION = 4
+#: Bump when the algorithm changes so cached depth maps are recomputed (5: masked views swept
+#: inside the masks' visual hull).
+ALGORITHM_VERSION = 5
 #: Bytes of memory one evaluated element (pixel x hypothesis x source) needs in the sweep:
 #: about 14 float32 temporaries.
 BYTES_PER_ELEMENT = 4 * 14
@@ -230,17 +236,148 @@ def depth_map_size(cam: CameraPose, max_size: int) -> tuple[int, int]:
     return max(8, round(cam.width * s)), max(8, round(cam.height * s))
 
 
+def photo_mask(rec: ImageRecord, cam: CameraPose) -> np.ndarray | None:
+    """The photo's product mask at the camera's size (bool), or None when it has none."""
+    if rec.mask_path is None or not Path(rec.mask_path).exists():
+        return None
+    m = read_mask(rec.mask_path)
+    if m.shape != (cam.height, cam.width):
+        m = cv2.resize(m, (cam.width, cam.height), interpolation=cv2.INTER_NEAREST)
+    return m > 127
+
+
+#: Masks of the visual hull are kept at most this size (long side), grown by 1% of it.
+HULL_MASK_SIDE = 480
+#: At most this many masked photos carve the hull (every pixel's ray is checked in each).
+HULL_MAX_VIEWS = 32
+#: Rays are traced through the hull on a grid of at most this many pixels a side.
+HULL_GRID = 64
+#: Depths sampled along each ray to find where it enters and leaves the hull.
+HULL_SAMPLES = 64
+#: The hull is searched between the photo's own depth range divided and multiplied by this.
+HULL_REACH = 2.0
+#: The coarse sweep over the hull's depth keeps the spacing of the photo's own range, with at
+#: most this many times the preset's hypotheses.
+HULL_MAX_HYPOTHESES = 2.0
+
+
+@dataclass(frozen=True)
+class Hull:
+    """The masked photos' grown product masks with their cameras: the product's visual hull.
+
+    A point is inside when at least half of the photos have it in their frame and at most
+    ``slack`` of those see it outside their mask (a mask that misses a sliver of the product
+    in one photo does not cut it).
+    """
+
+    masks: tuple[np.ndarray, ...]
+    cameras: tuple[CameraPose, ...]
+    slack: int = 1
+
+    @staticmethod
+    def of(
+        records: dict[str, ImageRecord], sparse: SparseModel, names: Sequence[str]
+    ) -> Hull | None:
+        """The hull of the photos in ``names`` that have a mask (None with fewer than 3)."""
+        masks, cams = [], []
+        masked = [n for n in names if records[n].mask_path is not None]
+        if len(masked) > HULL_MAX_VIEWS:  # evenly through the set: a looser hull, as cheap
+            masked = [masked[round(i)] for i in np.linspace(0, len(masked) - 1, HULL_MAX_VIEWS)]
+        for name in masked:
+            cam = sparse.cameras[name]
+            mask = photo_mask(records[name], cam)
+            if mask is None or not mask.any():
+                continue
+            h, w = mask.shape
+            sc = min(1.0, HULL_MASK_SIDE / max(w, h))
+            size = (max(1, round(w * sc)), max(1, round(h * sc)))
+            small = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_AREA) > 0
+            grow = max(1, round(0.01 * max(size)))
+            small = cv2.dilate(small.astype(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)) > 0
+            masks.append(small)
+            cams.append(cam)
+        if len(masks) < 3:
+            return None
+        return Hull(tuple(masks), tuple(cams), 1 if len(masks) >= 8 else 0)
+
+
+def hull_bounds(
+    hull: Hull,
+    k: np.ndarray,
+    pose: tuple[np.ndarray, np.ndarray],
+    size: tuple[int, int],
+    inv_range: tuple[float, float],
+    dev: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each pixel's ray enters and leaves the hull, in inverse depth.
+
+    ``k``, ``pose`` (R, t) and ``size`` (w, h) are the reference crop's at the coarse level;
+    ``inv_range`` (far, near) is sampled with :data:`HULL_SAMPLES` depths. Returns
+    ``(inv_far, inv_near, hit)`` each (h, w): the interval widened by one sample, and which
+    pixels' rays meet the hull at all (the others get ``inv_range``). The rays are traced on a
+    grid of at most :data:`HULL_GRID` pixels a side; each pixel takes its grid cell's.
+    """
+    w, h = size
+    g = min(1.0, HULL_GRID / max(w, h))
+    if g < 1.0:
+        gw, gh = max(2, round(w * g)), max(2, round(h * g))
+        kg = np.diag([gw / w, gh / h, 1.0]) @ k
+        lo, hi, hit = hull_bounds(hull, kg, pose, (gw, gh), inv_range, dev)
+        lo, hi, hit = (
+            F.interpolate(a[None, None].float(), size=(h, w), mode="nearest")[0, 0]
+            for a in (lo, hi, hit)
+        )
+        return lo, hi, hit > 0
+    r, t = (torch.as_tensor(a, dtype=torch.float32, device=dev) for a in pose)
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=dev, dtype=torch.float32) + 0.5,
+        torch.arange(w, device=dev, dtype=torch.float32) + 0.5,
+        indexing="ij",
+    )
+    kinv = torch.as_tensor(np.linalg.inv(k), dtype=torch.float32, device=dev)
+    rays = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3) @ kinv.T  # z = 1
+    inv = torch.linspace(inv_range[0], inv_range[1], HULL_SAMPLES, device=dev)
+    cam_pts = (1.0 / inv)[:, None, None] * rays[None]  # (S, P, 3) in the reference camera
+    world = (cam_pts - t) @ r  # R^T (x - t)
+    outside = torch.zeros(world.shape[:2], dtype=torch.int16, device=dev)
+    seen = torch.zeros(world.shape[:2], dtype=torch.int16, device=dev)
+    for mask, cam in zip(hull.masks, hull.cameras, strict=True):
+        mh, mw = mask.shape
+        ks = np.diag([mw / cam.width, mh / cam.height, 1.0]) @ cam.K
+        rc = torch.as_tensor(cam.R, dtype=torch.float32, device=dev)
+        tc = torch.as_tensor(cam.t, dtype=torch.float32, device=dev)
+        pc = world @ rc.T + tc
+        kt = torch.as_tensor(ks, dtype=torch.float32, device=dev)
+        z = pc[..., 2]
+        u = (pc[..., 0] * kt[0, 0] + pc[..., 2] * kt[0, 2]) / z.clamp_min(1e-9)
+        v = (pc[..., 1] * kt[1, 1] + pc[..., 2] * kt[1, 2]) / z.clamp_min(1e-9)
+        ok = (z > 1e-9) & (u >= 0) & (u < mw) & (v >= 0) & (v < mh)
+        m = torch.from_numpy(mask).to(dev)
+        ui = u.clamp(0, mw - 1).long()
+        vi = v.clamp(0, mh - 1).long()
+        outside += (ok & ~m[vi, ui]).to(torch.int16)
+        seen += ok.to(torch.int16)
+    # inside: in most photos' frames (not a ghost near this camera that the others do not
+    # see) and inside all their masks but ``slack``; (S, P), increasing inverse depth
+    inside = (outside <= hull.slack) & (2 * seen >= len(hull.masks))
+    hit = inside.any(0)
+    idx = torch.arange(HULL_SAMPLES, device=dev)[:, None].expand_as(inside)
+    first = torch.where(inside, idx, HULL_SAMPLES).amin(0)  # the farthest inside
+    last = torch.where(inside, idx, -1).amax(0)  # the nearest inside
+    spacing = float(inv[1] - inv[0])
+    lo = torch.where(hit, inv[first.clamp(0, HULL_SAMPLES - 1)] - spacing, inv[0])
+    hi = torch.where(hit, inv[last.clamp(0, HULL_SAMPLES - 1)] + spacing, inv[-1])
+    lo = lo.clamp(min=float(inv[0]))
+    hi = hi.clamp(max=float(inv[-1]))
+    return lo.reshape(h, w), hi.reshape(h, w), hit.reshape(h, w)
+
+
 def prepare_view(rec: ImageRecord, cam: CameraPose, max_size: int) -> View:
     """Read a registered photo's working copy; undistort and downscale it (and its mask)."""
     img, _info = read_image(rec.working_path)
     if img.shape[1] != cam.width or img.shape[0] != cam.height:
         img = cv2.resize(img, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
-    mask = None
-    if rec.mask_path is not None and Path(rec.mask_path).exists():
-        m = read_mask(rec.mask_path)
-        if m.shape != (cam.height, cam.width):
-            m = cv2.resize(m, (cam.width, cam.height), interpolation=cv2.INTER_NEAREST)
-        mask = m > 127
+    mask = photo_mask(rec, cam)
     w, h = depth_map_size(cam, max_size)
     target = pinhole_camera(cam, w, h)
     maps = _distortion_maps(cam, target)
@@ -536,6 +673,7 @@ def estimate_depth(
     batch_elems: int = 8_000_000,
     cancel: CancelToken | None = None,
     memory: dict[str, int] | None = None,
+    hull: Hull | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Depth and confidence (each float32 (H, W), 0 where unknown) of ``ref``.
 
@@ -569,8 +707,13 @@ def estimate_depth(
     x0, y0, x1, y1 = roi or (0, 0, w_full, h_full)
     levels = cfg.levels if cfg.levels > 0 else auto_levels(max(h_full, w_full))
     inv_far, inv_near = 1.0 / d_range[1], 1.0 / d_range[0]
+    own_far, own_near = inv_far, inv_near
+    if hull is not None:
+        # each pixel sweeps where its ray lies inside the hull, searched over a wider range
+        inv_far, inv_near = 1.0 / (HULL_REACH * d_range[1]), HULL_REACH / d_range[0]
     inv = None
     step = 0.0
+    allowed = None
     score = None
     for level in reversed(range(levels)):
         s = 0.5**level
@@ -609,8 +752,24 @@ def estimate_depth(
         )
         if inv is None:
             n = cfg.num_depths
+            if hull is not None:
+                # planes over the hull's depth seen from here; each pixel keeps only those
+                # inside its own ray's stretch of the hull (its own range where it misses)
+                pose = (ref.camera.R, ref.camera.t)
+                lo, hi, hit = hull_bounds(hull, k, pose, (rw, rh), (inv_far, inv_near), dev)
+                lo = torch.where(hit, lo, own_far)
+                hi = torch.where(hit, hi, own_near)
+                if hit.any():
+                    inv_far = min(own_far, float(torch.quantile(lo[hit], 0.01)))
+                    inv_near = max(own_near, float(torch.quantile(hi[hit], 0.99)))
+                else:
+                    inv_far, inv_near = own_far, own_near
+                span = (inv_near - inv_far) / (own_near - own_far)
+                n = min(math.ceil(n * span), math.ceil(HULL_MAX_HYPOTHESES * n))
+                allowed = (lo, hi)
             step = (inv_near - inv_far) / (n - 1)
-            hyps = torch.linspace(inv_far, inv_near, n, device=dev)[:, None, None].expand(n, rh, rw)
+            hyps = torch.linspace(inv_far, inv_near, n, device=dev)[:, None, None]
+            hyps = hyps.expand(n, rh, rw)
         else:
             inv = F.interpolate(
                 inv[None, None], size=(rh, rw), mode="bilinear", align_corners=False
@@ -623,6 +782,9 @@ def estimate_depth(
         hyps = hyps.contiguous()
         try:
             cost = sweeper.score(1.0 / hyps)
+            if allowed is not None and level == levels - 1:
+                outside = (hyps < allowed[0][None]) | (hyps > allowed[1][None])
+                cost = cost.masked_fill(outside, -1.0)
         finally:
             batch_elems = sweeper.batch_elems  # what fitted: the finer levels start there
             if memory is not None:
@@ -639,7 +801,7 @@ def estimate_depth(
     r = torch.from_numpy(np.ascontiguousarray(ref.gray[y0:y1, x0:x1])).to(dev)[None, None]
     mean = _box(r, cfg.window)
     std = (_box(r * r, cfg.window) - mean**2).clamp_min(0).sqrt()[0, 0].cpu().numpy()
-    in_range = (depth_c >= d_range[0]) & (depth_c <= d_range[1])
+    in_range = (depth_c >= 1.0 / inv_near) & (depth_c <= 1.0 / inv_far)
     keep = (conf_c >= cfg.min_confidence) & (std >= cfg.min_texture) & in_range
     if ref.mask is not None:
         keep &= ref.mask[y0:y1, x0:x1]
@@ -871,6 +1033,7 @@ def run(
     skipped: dict[str, str] = {}
     n = len(names)
     progress(ProgressEvent(STAGE, 0, n, f"depth maps on {dev.type.upper()}"))
+    hull = Hull.of(records, sparse, names)
     for i, name in enumerate(names):
         cancel.raise_if_cancelled()
         srcs = sources.get(name, [])
@@ -909,7 +1072,16 @@ def run(
         try:
             with torch.inference_mode():
                 depth, conf = estimate_depth(
-                    ref, src_views, d_range, cfg, dev, roi, memory["batch_elems"], cancel, memory
+                    ref,
+                    src_views,
+                    d_range,
+                    cfg,
+                    dev,
+                    roi,
+                    memory["batch_elems"],
+                    cancel,
+                    memory,
+                    hull if ref.mask is not None else None,
                 )
         except torch.OutOfMemoryError as exc:
             if dev.type != "cuda":
@@ -920,7 +1092,15 @@ def run(
             cpu_views.append(name)
             with torch.inference_mode():
                 depth, conf = estimate_depth(
-                    ref, src_views, d_range, cfg, "cpu", roi, _batch_elems(cfg, _CPU), cancel
+                    ref,
+                    src_views,
+                    d_range,
+                    cfg,
+                    "cpu",
+                    roi,
+                    _batch_elems(cfg, _CPU),
+                    cancel,
+                    hull=hull if ref.mask is not None else None,
                 )
         origin = np.where(depth > 0, ORIGIN_MVS, ORIGIN_NONE).astype(np.uint8)
         dm = DepthMap(name, ref.camera, depth, conf, ref.rgb, ref.mask, origin)
