@@ -50,8 +50,8 @@ STAGE = "sfm"
 #: small masked product upsampled; a product that moved on its support solved from the product
 #: alone; 3: from the product alone, models that leave it outside its outlines refused; 4: the
 #: outline check on the worst tenth of photos, retrieval pairs from 31 photos up; 5: models
-#: of one mapping that share a photo joined).
-ALGORITHM_VERSION = 5
+#: of one mapping that share a photo joined; 6: guided matching only on photos of few keypoints).
+ALGORITHM_VERSION = 6
 #: Sets up to this size are matched exhaustively by the strong retry, whatever the first
 #: attempt's pairs were: a set the retrieval pairs could not solve gets every pair.
 RETRY_EXHAUSTIVE_MAX_IMAGES = 60
@@ -95,6 +95,16 @@ def _cancellable(cancel: CancelToken) -> Iterator[None]:
 FINEST_WORKING_SIDE = 3200
 
 
+#: Guided matching (pairs matched again along their verified geometry) only where the median
+#: photo has at most this many keypoints. There it finds the matches that the ratio test lost
+#: among few features (dino_sparse_ring's plaster, 440 to 950 keypoints a photo: 8 photos
+#: placed with it, 3 without). With thousands, the plain matches verify the pairs already and
+#: guided matching costs 13 times as much: 16 photos of a bottle on black cloth at the strong
+#: retry's finest look (5,300 keypoints a photo), 120 pairs: 65.3 s guided, 4.8 s not, 114
+#: and 113 pairs verified (bench/BENCHMARKS.md, session 13).
+GUIDED_MAX_KEYPOINTS = 2000
+
+
 @dataclass(frozen=True)
 class Attempt:
     """Settings of one SfM attempt (derived from SfMConfig; the retry strengthens them)."""
@@ -107,6 +117,16 @@ class Attempt:
     guided_matching: bool = False
     relaxed_mapper: bool = False
     extractor: str = "opencv"
+
+
+def guided_matching(attempt: Attempt, keypoints: Sequence[int]) -> bool:
+    """Whether ``attempt`` matches its photos (``keypoints``: each one's count) guided.
+
+    When it asks to and the median photo has at most :data:`GUIDED_MAX_KEYPOINTS`.
+    """
+    if not attempt.guided_matching or not keypoints:
+        return False
+    return sorted(keypoints)[len(keypoints) // 2] <= GUIDED_MAX_KEYPOINTS
 
 
 def plan_attempts(
@@ -430,11 +450,15 @@ class _AttemptRunner:
             pairs = exhaustive_pairs(self.names)
         return capped_pairs(pairs, self.cfg.max_pairs, self.cfg.seed)
 
+    def guided(self) -> bool:
+        """Whether this attempt's matching is guided (:func:`guided_matching`)."""
+        return guided_matching(self.attempt, [len(f.keypoints) for f in self.features.values()])
+
     def match(self) -> int:
         pairs = self.pairs()
         mo = pycolmap.FeatureMatchingOptions()
         mo.num_threads = self.cfg.num_threads
-        mo.guided_matching = self.attempt.guided_matching
+        mo.guided_matching = self.guided()
         vo = pycolmap.TwoViewGeometryOptions()
         vo.ransac.random_seed = self.cfg.seed
         block = max(MIN_MATCH_BLOCK, len(pairs) // 8)
@@ -1293,6 +1317,7 @@ def _solve(
             )
             summary["phase_seconds"] = {**phases, "mapping": round(t4 - t3, 2)}
             summary["product_only"] = product_only
+            summary["guided_matching"] = runner.guided()  # as matched (few keypoints only)
             if joined:
                 summary["models_joined"] = joined
             if mapper != "incremental":
