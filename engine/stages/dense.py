@@ -696,6 +696,11 @@ def estimate_depth(
     memory
         Optional, updated in place: ``batch_elems`` (the batch size that fitted, for the next
         view) and ``reductions`` (how many times a batch was halved for lack of memory).
+    hull
+        The masks' visual hull (:class:`Hull`) for a masked ``ref``: the coarse planes span
+        the hull's depth seen from ``ref`` (``d_range`` at least), and each pixel keeps only
+        those inside its ray's stretch of the hull (:func:`hull_bounds`); a pixel whose ray
+        misses it keeps ``d_range``. None: ``d_range`` for every pixel.
 
     Raises
     ------
