@@ -49,7 +49,7 @@ import math
 import shutil
 import time
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -112,6 +112,8 @@ MASK_TOLERANCE = 0.004
 TEST_MAX_SIZE = 1024
 #: Long side (cells) of the coarse point z-buffer that decides which views see a point.
 SPLAT_GRID = 256
+#: Faces whose box is at most this many pixels a side are rasterized together, by box size.
+RASTER_BLOCK = 8
 #: Relative depth within which a point counts as the nearest in its cell.
 SPLAT_DEPTH_TOLERANCE = 0.03
 #: The product's silhouettes (the mesh seen from every photo) are written here, inside the
@@ -887,7 +889,7 @@ def _silhouettes(
         s = _test_scale(v.cam)
         w, h = max(1, round(v.cam.width * s)), max(1, round(v.cam.height * s))
         xy, z = v.project(vertices)
-        covered = np.isfinite(_zbuffer(xy * s, z, faces, w, h)).astype(np.uint8)
+        covered = _coverage(xy * s, z, faces, w, h).astype(np.uint8)
         out[v.name] = cv2.morphologyEx(covered, cv2.MORPH_CLOSE, kernel) > 0
     return out
 
@@ -1339,11 +1341,34 @@ def depth_buffer(xy: np.ndarray, z: np.ndarray, faces: np.ndarray, w: int, h: in
 def _zbuffer(xy: np.ndarray, z: np.ndarray, faces: np.ndarray, w: int, h: int) -> np.ndarray:
     """Nearest depth per pixel of ``faces`` (pixel coordinates ``xy`` of the vertices)."""
     zbuf = np.full(w * h, np.inf)
+    for pix, depth in _raster(xy, z, faces, w, h, depth=True):
+        np.minimum.at(zbuf, pix, depth)
+    return zbuf.reshape(h, w)
+
+
+def _coverage(xy: np.ndarray, z: np.ndarray, faces: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Pixels (h, w bool) some face of ``faces`` covers: :func:`_zbuffer`'s finite pixels."""
+    cover = np.zeros(w * h, bool)
+    for pix, _ in _raster(xy, z, faces, w, h, depth=False):
+        cover[pix] = True
+    return cover.reshape(h, w)
+
+
+def _raster(
+    xy: np.ndarray, z: np.ndarray, faces: np.ndarray, w: int, h: int, depth: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """The pixels each face covers, in batches: (flat pixel index, depth there or None).
+
+    A pixel is covered when its centre lies inside the triangle (barycentric coordinates, in
+    the pixel plane, of at least -1e-9); faces smaller than a pixel mark the pixel their
+    centroid falls in, at their mean depth. Faces with a vertex at z <= 0 are left out.
+    Barycentric coordinates and depth are planes in the pixel coordinates (relative to each
+    face's box), so faces of the same box size are rasterized together by broadcasting.
+    """
     tri = xy[faces]
     tz = z[faces]
     ok = np.isfinite(tri).all(axis=(1, 2)) & (tz > 0).all(axis=1)
-    fid = np.nonzero(ok)[0]
-    tri, tz = tri[fid], tz[fid]
+    tri, tz = tri[ok], tz[ok]
     x0 = np.maximum(np.ceil(tri[:, :, 0].min(axis=1) - 0.5), 0).astype(np.int64)
     x1 = np.minimum(np.floor(tri[:, :, 0].max(axis=1) - 0.5), w - 1).astype(np.int64)
     y0 = np.maximum(np.ceil(tri[:, :, 1].min(axis=1) - 0.5), 0).astype(np.int64)
@@ -1352,41 +1377,77 @@ def _zbuffer(xy: np.ndarray, z: np.ndarray, faces: np.ndarray, w: int, h: int) -
     n = np.where((nx > 0) & (ny > 0), nx * ny, 0)
     # faces smaller than a pixel: their centroid's depth marks the pixel it falls in
     cx, cy = tri[:, :, 0].mean(axis=1), tri[:, :, 1].mean(axis=1)
-    inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
-    small = inside & (n <= 1)
-    np.minimum.at(
-        zbuf,
+    small = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h) & (n <= 1)
+    yield (
         np.floor(cy[small]).astype(np.int64) * w + np.floor(cx[small]).astype(np.int64),
-        tz[small].mean(axis=1),
+        tz[small].mean(axis=1) if depth else None,
     )
-    chunk = 4_000_000
-    start = 0
-    cum = np.cumsum(n)
-    while start < len(fid):
+    # barycentric planes l_k = a_k * u + b_k * v + c_k in the face's box (u, v: pixel centre
+    # minus the box's corner), with l_2 = 1 - l_0 - l_1, and the depth plane
+    use = n > 0
+    tri = tri[use] - np.stack([x0[use], y0[use]], axis=1)[:, None, :].astype(np.float64)
+    tz, x0, y0, nx, ny = tz[use], x0[use], y0[use], nx[use], ny[use]
+    p, q, r = tri[:, 0], tri[:, 1], tri[:, 2]
+    area = (q[:, 0] - p[:, 0]) * (r[:, 1] - p[:, 1]) - (q[:, 1] - p[:, 1]) * (r[:, 0] - p[:, 0])
+    good = np.abs(area) > 1e-12
+    tri, tz, x0, y0, nx, ny, area = (a[good] for a in (tri, tz, x0, y0, nx, ny, area))
+    p, q, r = tri[:, 0], tri[:, 1], tri[:, 2]
+    a0, b0 = (q[:, 1] - r[:, 1]) / area, (r[:, 0] - q[:, 0]) / area
+    c0 = (q[:, 0] * r[:, 1] - q[:, 1] * r[:, 0]) / area
+    a1, b1 = (r[:, 1] - p[:, 1]) / area, (p[:, 0] - r[:, 0]) / area
+    c1 = (r[:, 0] * p[:, 1] - r[:, 1] * p[:, 0]) / area
+    a2, b2, c2 = -a0 - a1, -b0 - b1, 1.0 - c0 - c1
+    coef = np.stack([a0, b0, c0, a1, b1, c1, a2, b2, c2], axis=1)
+    plane = np.stack(
+        [
+            a0 * tz[:, 0] + a1 * tz[:, 1] + a2 * tz[:, 2],
+            b0 * tz[:, 0] + b1 * tz[:, 1] + b2 * tz[:, 2],
+            c0 * tz[:, 0] + c1 * tz[:, 1] + c2 * tz[:, 2],
+        ],
+        axis=1,
+    )
+
+    def covered(
+        f: np.ndarray, u: np.ndarray, v: np.ndarray, pix: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """f, u, v, pix broadcast to the candidates: faces, box offsets, pixel indices."""
+        k = coef[f]
+        hit = np.ones(np.broadcast_shapes(f.shape, u.shape, v.shape), bool)
+        for j in range(3):
+            hit &= k[..., 3 * j] * u + k[..., 3 * j + 1] * v + k[..., 3 * j + 2] >= -1e-9
+        pix = np.broadcast_to(pix, hit.shape)[hit]
+        if not depth:
+            return pix, None
+        pl = plane[f]
+        zc = pl[..., 0] * u + pl[..., 1] * v + pl[..., 2]
+        return pix, np.broadcast_to(zc, hit.shape)[hit]
+
+    block = (nx <= RASTER_BLOCK) & (ny <= RASTER_BLOCK)
+    key = ny * (RASTER_BLOCK + 1) + nx
+    for k in np.unique(key[block]):
+        f = np.nonzero(block & (key == k))[0]
+        bw, bh = int(nx[f[0]]), int(ny[f[0]])
+        du, dv = np.arange(bw), np.arange(bh)
+        fb = f[:, None, None]
+        u, v = du[None, None, :] + 0.5, dv[None, :, None] + 0.5
+        pix = (y0[fb] + dv[None, :, None]) * w + x0[fb] + du[None, None, :]
+        yield covered(fb, u, v, pix)
+    # the larger faces, pixel by pixel in chunks
+    big = np.nonzero(~block)[0]
+    cnt_all = nx[big] * ny[big]
+    cum = np.cumsum(cnt_all)
+    chunk, start = 4_000_000, 0
+    while start < len(big):
         stop = int(np.searchsorted(cum, (cum[start - 1] if start else 0) + chunk, "right"))
         stop = max(stop, start + 1)
-        sl = slice(start, stop)
-        cnt = n[sl]
-        total = int(cnt.sum())
-        if total:
-            rep = np.repeat(np.arange(start, stop), cnt)
-            base = np.repeat(np.cumsum(cnt) - cnt, cnt)
-            local = np.arange(total) - base
-            px = x0[rep] + local % nx[rep]
-            py = y0[rep] + local // nx[rep]
-            qx, qy = px + 0.5, py + 0.5
-            a, b, c = tri[rep, 0], tri[rep, 1], tri[rep, 2]
-            w0 = (b[:, 0] - qx) * (c[:, 1] - qy) - (b[:, 1] - qy) * (c[:, 0] - qx)
-            w1 = (c[:, 0] - qx) * (a[:, 1] - qy) - (c[:, 1] - qy) * (a[:, 0] - qx)
-            w2 = (a[:, 0] - qx) * (b[:, 1] - qy) - (a[:, 1] - qy) * (b[:, 0] - qx)
-            area = w0 + w1 + w2
-            with np.errstate(divide="ignore", invalid="ignore"):
-                l0, l1, l2 = w0 / area, w1 / area, w2 / area
-            hit = (l0 >= -1e-9) & (l1 >= -1e-9) & (l2 >= -1e-9) & (np.abs(area) > 1e-12)
-            zc = l0 * tz[rep, 0] + l1 * tz[rep, 1] + l2 * tz[rep, 2]
-            np.minimum.at(zbuf, (py * w + px)[hit], zc[hit])
+        f = big[start:stop]
+        cnt = cnt_all[start:stop]
+        rep = np.repeat(f, cnt)
+        local = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        du, dv = local % nx[rep], local // nx[rep]
+        pix = (y0[rep] + dv) * w + x0[rep] + du
+        yield covered(rep, du + 0.5, dv + 0.5, pix)
         start = stop
-    return zbuf.reshape(h, w)
 
 
 def _view_scores(

@@ -522,6 +522,64 @@ def test_a_product_without_a_support_keeps_its_flat_base():
     assert mesh_stage._find_floor(xyz[n_table : n_table + n_box], cams) is None
 
 
+def _grid_mesh(x0, x1, y0, y1, n, depth):
+    """A rectangle in pixel coordinates as an n x n grid of vertices (2 (n-1)^2 triangles)."""
+    gx, gy = np.meshgrid(np.linspace(x0, x1, n), np.linspace(y0, y1, n))
+    xy = np.column_stack([gx.ravel(), gy.ravel()])
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = (idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:])
+    faces = np.concatenate(
+        [np.c_[a.ravel(), b.ravel(), c.ravel()], np.c_[b.ravel(), d.ravel(), c.ravel()]]
+    )
+    return xy, depth(xy[:, 0], xy[:, 1]), faces
+
+
+@pytest.mark.parametrize("cells", [2, 9, 60, 200])
+def test_the_z_buffer_holds_the_nearest_surface_at_every_pixel_centre(cells):
+    """A tilted rectangle meshed as 2 to 80,000 triangles (large ones, a few pixels each, under
+    a pixel each), and a nearer triangle over part of it: every pixel centre inside gets the
+    depth of the nearest surface (exact for faces of a pixel or more: depth is affine in the
+    pixel plane), every one outside stays empty, and the coverage is the z-buffer's finite
+    pixels."""
+    w, h = 97, 71
+
+    def plane(x, y):
+        return 3.0 + 0.01 * x - 0.02 * y
+
+    xy, z, faces = _grid_mesh(10.3, 80.7, 5.2, 60.6, cells, plane)
+    front = np.array([[30.2, 20.1], [75.5, 33.3], [41.7, 66.9]])
+    xy = np.concatenate([xy, front])
+    z = np.concatenate([z, [1.0, 1.0, 1.0]])
+    faces = np.concatenate([faces, [[len(xy) - 3, len(xy) - 2, len(xy) - 1]]])
+    # a face behind the camera is left out
+    xy = np.concatenate([xy, [[0.0, 0.0], [90.0, 0.0], [0.0, 70.0]]])
+    z = np.concatenate([z, [-1.0, 1.0, 1.0]])
+    faces = np.concatenate([faces, [[len(xy) - 3, len(xy) - 2, len(xy) - 1]]])
+
+    zbuf = mesh_stage.depth_buffer(xy, z, faces, w, h)
+
+    px, py = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    in_rect = (px >= 10.3) & (px <= 80.7) & (py >= 5.2) & (py <= 60.6)
+    a, b, c = front
+    edges = [
+        (q[0] - p[0]) * (py - p[1]) - (q[1] - p[1]) * (px - p[0])
+        for p, q in ((a, b), (b, c), (c, a))
+    ]
+    in_front = np.all([e >= 0 for e in edges], axis=0) | np.all([e <= 0 for e in edges], axis=0)
+    expected = np.where(in_front, 1.0, np.where(in_rect, plane(px, py), np.inf))
+    # pixel centres exactly on an edge may fall either way
+    on_edge = np.isin(px, [10.5, 80.5]) | np.isin(py, [5.5, 60.5])
+    sure = ~on_edge
+    np.testing.assert_array_equal(np.isfinite(zbuf)[sure], np.isfinite(expected)[sure])
+    hit = np.isfinite(zbuf) & np.isfinite(expected)
+    # faces under a pixel mark the pixel their centroid falls in with their mean depth: within
+    # the plane's change across one pixel
+    exact = cells <= 9
+    atol = 1e-9 if exact else float(np.hypot(0.01, 0.02) * np.sqrt(2))
+    np.testing.assert_allclose(zbuf[hit], expected[hit], rtol=0, atol=atol)
+    np.testing.assert_array_equal(mesh_stage._coverage(xy, z, faces, w, h), np.isfinite(zbuf))
+
+
 def test_pinholes_in_the_clouds_coverage_stay_and_large_gaps_go():
     """A grid surface: an unsupported patch of 4 vertices is a pinhole (kept), one of a
     quarter of the grid is a gap (trimmed)."""
