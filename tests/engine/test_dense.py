@@ -386,26 +386,31 @@ def test_the_masks_hull_bounds_each_pixels_ray_round_the_surface_it_sees(scene_f
     assert np.median((hi - lo)[product]) < 0.8 * (1 / own[0] - 1 / own[1])
 
 
-def test_a_masked_view_sweeps_its_whole_surface_where_its_own_points_fall_short(scene_factory):
-    """The photo's sparse points cover only its near third (a model of few tracks): the range
-    they give loses the rest. Inside the masks' hull every pixel is swept where its ray meets
-    the product: as many right depths as a range from the whole true surface gives."""
+def _masked_bottle_view(scene_factory):
+    """The bottle's true model with masks, one side view prepared with its sources, the hull."""
     scene = scene_factory("bottle")
     model = _truth_model(scene)
     records = _masked_records(scene)
     name = scene.cameras[13].name
     cam = model.cameras[name]
-    xyz = np.asarray(model.points.xyz, np.float64)
-    z = xyz @ cam.R[2] + cam.t[2]
-    near = xyz[z <= np.quantile(z, 0.3)]
-    d_range = dense.depth_range(near, cam, CFG.depth_margin)
     ref = dense.prepare_view(records[name], cam, CFG.max_image_size)
     srcs = [
         dense.prepare_view(records[s], model.cameras[s], CFG.max_image_size)
         for s in dense.select_sources(model, CFG)[name]
     ]
+    return model, cam, ref, srcs, dense.Hull.of(records, model, sorted(model.cameras))
+
+
+def test_a_masked_view_sweeps_its_whole_surface_where_its_own_points_fall_short(scene_factory):
+    """The photo's sparse points cover only its near third (a model of few tracks): the range
+    they give loses the rest. Inside the masks' hull every pixel is swept where its ray meets
+    the product: as many right depths as a range from the whole true surface gives."""
+    model, cam, ref, srcs, hull = _masked_bottle_view(scene_factory)
+    xyz = np.asarray(model.points.xyz, np.float64)
+    z = xyz @ cam.R[2] + cam.t[2]
+    near = xyz[z <= np.quantile(z, 0.3)]
+    d_range = dense.depth_range(near, cam, CFG.depth_margin)
     roi = dense.region_of_interest(ref, near)
-    hull = dense.Hull.of(records, model, sorted(model.cameras))
     truth = depth_map("bottle", ref.camera)
     product = np.isfinite(truth)
     full = dense.depth_range(xyz, cam, CFG.depth_margin)
@@ -419,3 +424,36 @@ def test_a_masked_view_sweeps_its_whole_surface_where_its_own_points_fall_short(
     # and 0.86 from the range of the whole true surface (these small maps' accuracy)
     assert right["range"] < 0.75, right
     assert right["hull"] >= max(0.8, right["full"] - 0.02), right
+
+
+def test_the_hulls_coarse_sweep_in_tiles_gives_the_depths_of_one_sweep_over_the_crop(
+    scene_factory, monkeypatch
+):
+    """Tiles of the coarse level are swept only over the planes their pixels' stretches of the
+    hull reach, and not at all away from the mask: the same depths as one sweep over the whole
+    crop with every plane."""
+    model, cam, ref, srcs, hull = _masked_bottle_view(scene_factory)
+    xyz = np.asarray(model.points.xyz, np.float64)
+    d_range = dense.depth_range(xyz, cam, CFG.depth_margin)
+    roi = dense.region_of_interest(ref, xyz)
+    planes: list[list[int]] = []
+    score = dense._Sweeper.score
+
+    def counted(self, depths):
+        if depths.shape[0] > CFG.refine_depths:  # the coarse level's planes
+            planes[-1].append(depths.shape[0])
+        return score(self, depths)
+
+    monkeypatch.setattr(dense._Sweeper, "score", counted)
+    depths = {}
+    for tile in (10**6, 8):  # one tile: the whole crop; then tiles of 8 x 8 coarse pixels
+        monkeypatch.setattr(dense, "HULL_TILE", tile)
+        planes.append([])
+        with torch.inference_mode():
+            depths[tile], _ = dense.estimate_depth(ref, srcs, d_range, CFG, "cpu", roi, hull=hull)
+    assert (depths[8] > 0).sum() > 0.5 * ref.mask.sum()
+    np.testing.assert_array_equal(depths[8], depths[10**6])
+    whole, tiles = planes
+    assert len(whole) == 1 and len(tiles) > 20
+    # a tile's pixels reach a part of the hull's depth: fewer planes than the whole crop
+    assert np.mean(tiles) < 0.8 * whole[0], (whole, np.mean(tiles))
