@@ -669,9 +669,9 @@ def _crop_sweeper(
     return _Sweeper(crop, kb, pose, srcs, cfg.window, cfg.top_k, batch_elems, cancel)
 
 
-#: The coarse sweep inside the hull runs in tiles of this side (pixels at the coarse level):
-#: each is swept over only the planes its pixels' stretches of the hull reach, and tiles away
-#: from the photo's mask are skipped.
+#: On the CPU, the coarse sweep inside the hull runs in tiles of this side (pixels at the
+#: coarse level): each is swept over only the planes its pixels' stretches of the hull reach,
+#: and tiles away from the photo's mask are skipped. Small tiles also stay in the caches.
 HULL_TILE = 32
 
 
@@ -872,8 +872,10 @@ def estimate_depth(
             step = new_step
         hyps = hyps.contiguous()
         coarse_hull = allowed is not None and level == levels - 1
+        # tiles on the CPU only: a GPU sweeps the whole crop at once faster
+        tiled = coarse_hull and dev.type == "cpu"
         focus = None
-        if coarse_hull and ref.mask is not None:
+        if tiled and ref.mask is not None:
             # what the finest level keeps, with the reach of the finer levels' upsampling,
             # medians and NCC windows: about 1 + (window // 2 + 1) pixels of this level
             m = ref.mask[y0:y1, x0:x1].astype(np.uint8)
@@ -883,7 +885,7 @@ def estimate_depth(
         budget = {"batch_elems": batch_elems, "reductions": 0}
         try:
             cost = _sweep_in_tiles(
-                sweeper_for, budget, cfg.window, hyps, allowed if coarse_hull else None, focus
+                sweeper_for, budget, cfg.window, hyps, allowed if tiled else None, focus
             )
         finally:
             batch_elems = budget["batch_elems"]  # what fitted: the finer levels start there
